@@ -1,0 +1,1 @@
+"""The client: talks to the network (or to the in-process mock network with the same rules)."""

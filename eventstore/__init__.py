@@ -1,0 +1,1 @@
+"""The event store on SAFE data, the CQRS/DDD library, the NoteBook example and the web UI."""

@@ -1,0 +1,1 @@
+"""Deterministic simulator, chaos runner, workloads and history checker."""
