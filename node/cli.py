@@ -57,3 +57,12 @@ def node_group() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _register_node_commands() -> None:
+    from .process import run_command
+
+    node_group.add_command(run_command)
+
+
+_register_node_commands()

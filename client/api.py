@@ -1,0 +1,134 @@
+"""The client's data API: one async surface over SAFE data, the same against the real
+network and the in-process mock network.
+
+`DataClient` builds and signs the requests; a subclass only says how a request reaches
+the network (`_send`). Every method raises the typed errors of the rules engine
+(`node.errors`), so code written against the mock runs unchanged on a real cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from node.data import (
+    EntryAction,
+    ImmutableData,
+    MDataAddress,
+    MutableData,
+    PermissionSet,
+    User,
+    Value,
+)
+from node.keys import Keypair, PublicKey
+from node.requests import (
+    ChangeOwner,
+    DelUserPermissions,
+    GetIData,
+    GetMData,
+    GetMDataShell,
+    GetMDataVersion,
+    GetValue,
+    ListEntries,
+    ListKeys,
+    ListPermissions,
+    ListUserPermissions,
+    ListValues,
+    MutateEntries,
+    Op,
+    PutIData,
+    PutMData,
+    Request,
+    SetUserPermissions,
+)
+from node.rules import check_idata
+from node.xorname import XorName
+
+
+class DataClient:
+    """Signed requests on IData and MD. Subclasses implement `_send`."""
+
+    def __init__(self, keys: Keypair | None = None, *, owner: PublicKey | None = None) -> None:
+        self.keys = keys or Keypair()
+        # The account this client acts for: itself, or (for an app key) the user's key.
+        self.owner = owner
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self.keys.public
+
+    @property
+    def account_owner(self) -> PublicKey:
+        return self.owner or self.keys.public
+
+    async def _send(self, request: Request) -> Any:
+        """Deliver one request and return its decoded result, or raise its typed error."""
+        raise NotImplementedError
+
+    async def _call(self, op: Op, *, request_id: bytes | None = None) -> Any:
+        if op.MUTATES:
+            request = Request.signed(op, self.keys, owner=self.owner, request_id=request_id)
+        else:
+            request = Request(op, self.keys.public)
+        return await self._send(request)
+
+    # ----------------------------------------------------------------- IData
+
+    async def put_idata(self, value: bytes) -> XorName:
+        """Store a chunk (idempotent) and return its name, the SHA3-256 of its bytes."""
+        data = ImmutableData(bytes(value))
+        check_idata(data)
+        await self._call(PutIData(data))
+        return data.name
+
+    async def get_idata(self, name: bytes) -> bytes:
+        data: ImmutableData = await self._call(GetIData(XorName(name)))
+        return data.value
+
+    # ----------------------------------------------------------------- MD mutations
+
+    async def put_mdata(self, md: MutableData) -> None:
+        await self._call(PutMData(md))
+
+    async def mutate_entries(self, address: MDataAddress, actions: Mapping[bytes, EntryAction]) -> None:
+        await self._call(MutateEntries(address, dict(actions)))
+
+    async def set_user_permissions(
+        self, address: MDataAddress, user: User, permissions: PermissionSet, version: int
+    ) -> None:
+        await self._call(SetUserPermissions(address, user, permissions, version))
+
+    async def del_user_permissions(self, address: MDataAddress, user: User, version: int) -> None:
+        await self._call(DelUserPermissions(address, user, version))
+
+    async def change_owner(self, address: MDataAddress, new_owner: PublicKey, version: int) -> None:
+        await self._call(ChangeOwner(address, frozenset({PublicKey(new_owner)}), version))
+
+    # ----------------------------------------------------------------- MD reads (open to all)
+
+    async def get_mdata(self, address: MDataAddress) -> MutableData:
+        return await self._call(GetMData(address))
+
+    async def get_mdata_shell(self, address: MDataAddress) -> MutableData:
+        return await self._call(GetMDataShell(address))
+
+    async def get_mdata_version(self, address: MDataAddress) -> int:
+        return await self._call(GetMDataVersion(address))
+
+    async def list_entries(self, address: MDataAddress) -> dict[bytes, Value]:
+        return await self._call(ListEntries(address))
+
+    async def list_keys(self, address: MDataAddress) -> set[bytes]:
+        return await self._call(ListKeys(address))
+
+    async def list_values(self, address: MDataAddress) -> list[Value]:
+        return await self._call(ListValues(address))
+
+    async def get_value(self, address: MDataAddress, key: bytes) -> Value:
+        return await self._call(GetValue(address, key))
+
+    async def list_permissions(self, address: MDataAddress) -> dict[User, PermissionSet]:
+        return await self._call(ListPermissions(address))
+
+    async def list_user_permissions(self, address: MDataAddress, user: User) -> PermissionSet:
+        return await self._call(ListUserPermissions(address, user))

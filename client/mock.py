@@ -1,0 +1,202 @@
+"""The in-process mock network: the real rules engine behind the client's data API,
+in memory or persisted to a file, with hooks to inject delays and failures.
+
+It is what the higher layers test on and what users use for fast unit tests of their own
+apps, as SAFE's mock vault was. Every request still goes through the wire encoding and the
+signature check, and every decision through `node.rules` — only the network is missing.
+
+    net = MockNetwork()                     # or MockNetwork(path="vault.mock")
+    alice = net.client()                    # a DataClient with a fresh key
+    name = await alice.put_idata(b"hello")
+
+Hooks (all optional; see `FaultPlan`): a delay per request (virtual time under trio's
+MockClock), failures injected for the next N matching requests — either before the
+request is applied or *after* it (the reply is lost: the caller sees a timeout although
+the mutation took effect, the case safe retries exist for) — and a disconnect switch.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+
+from node import errors as E
+from node import rules
+from node.data import ImmutableData, MDataAddress, MutableData
+from node.keys import Keypair, PublicKey
+from node.requests import GetIData, PutIData, Request, apply_mutation, read_mdata
+
+from .api import DataClient
+
+Predicate = Callable[[Request], bool]
+
+
+@dataclass
+class _Injection:
+    remaining: int
+    error: Callable[[], Exception]
+    applied: bool
+    when: Predicate
+
+
+@dataclass
+class FaultPlan:
+    """What the mock does to requests besides answering them."""
+
+    delay: Callable[[Request], float] | None = None
+    disconnected: bool = False
+    injections: list[_Injection] = field(default_factory=list)
+
+    def take(self, request: Request) -> _Injection | None:
+        for inj in self.injections:
+            if inj.remaining > 0 and inj.when(request):
+                inj.remaining -= 1
+                if inj.remaining == 0:
+                    self.injections.remove(inj)
+                return inj
+        return None
+
+
+class MockNetwork:
+    """One simulated network: every client made by `client()` sees the same data."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, seed: int | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.chunks: dict[bytes, bytes] = {}
+        self.mdata: dict[MDataAddress, rules.MDataState] = {}
+        self.faults = FaultPlan()
+        self.requests: Counter[str] = Counter()
+        self.rng = random.Random(seed)
+        if self.path is not None and self.path.exists():
+            self._load()
+
+    # ----------------------------------------------------------------- clients
+
+    def client(self, keys: Keypair | None = None, *, owner: PublicKey | None = None) -> MockClient:
+        return MockClient(self, keys, owner=owner)
+
+    # ----------------------------------------------------------------- hooks
+
+    def set_delay(self, seconds: float | Callable[[Request], float] | None) -> None:
+        """Delay every request (a number, or a function of the request; None for none)."""
+        if seconds is None or callable(seconds):
+            self.faults.delay = seconds
+        else:
+            self.faults.delay = lambda _r, s=float(seconds): s
+
+    def fail_next(
+        self,
+        count: int = 1,
+        *,
+        error: Callable[[], Exception] = lambda: E.RequestTimeout("injected by the mock network"),
+        applied: bool = False,
+        when: Predicate = lambda _r: True,
+    ) -> None:
+        """Make the next `count` requests matching `when` fail with `error`.
+
+        With `applied=True` the request takes effect first and only the reply is lost.
+        """
+        self.faults.injections.append(_Injection(count, error, applied, when))
+
+    def disconnect(self) -> None:
+        self.faults.disconnected = True
+
+    def reconnect(self) -> None:
+        self.faults.disconnected = False
+
+    # ----------------------------------------------------------------- serving
+
+    async def handle(self, wire_request: dict[str, Any]) -> Any:
+        """Serve one request in its wire form; return its result in wire form."""
+        request = Request.from_obj(wire_request)
+        self.requests[request.op.KIND] += 1
+        if self.faults.disconnected:
+            raise E.RequestTimeout("the mock network is disconnected")
+        if self.faults.delay is not None:
+            await trio.sleep(self.faults.delay(request))
+        injection = self.faults.take(request)
+        if injection is not None and not injection.applied:
+            raise injection.error()
+        result = self._apply(request)
+        if injection is not None:
+            raise injection.error()
+        return result
+
+    def _apply(self, request: Request) -> Any:
+        request.verify()
+        op = request.op
+        if isinstance(op, PutIData):
+            rules.check_idata(op.data)
+            if op.data.name not in self.chunks:
+                self.chunks[op.data.name] = op.data.value
+                self._save()
+            return None
+        if isinstance(op, GetIData):
+            value = self.chunks.get(op.chunk)
+            if value is None:
+                raise E.NoSuchData(f"no IData {op.chunk.hex()}")
+            return op.encode_result(ImmutableData(value))
+        address: MDataAddress = op.address  # type: ignore[attr-defined]
+        if op.MUTATES:
+            state = self.mdata.get(address, rules.MDataState())
+            new = apply_mutation(state, request)
+            if new is not state:
+                self.mdata[address] = new
+                self._save()
+            return None
+        state = self.mdata.get(address)
+        return op.encode_result(read_mdata(state.md if state else None, op))
+
+    # ----------------------------------------------------------------- persistence
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        blob = msgpack.packb(
+            {
+                "chunks": [[k, v] for k, v in self.chunks.items()],
+                "mdata": [[s.md.to_obj(), list(s.recent)] for s in self.mdata.values() if s.md],
+            },
+            use_bin_type=True,
+        )
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path)
+
+    def _load(self) -> None:
+        assert self.path is not None
+        try:
+            obj = msgpack.unpackb(self.path.read_bytes(), raw=False, strict_map_key=False)
+            for name, value in obj["chunks"]:
+                self.chunks[rules.check_idata_name(name, value).name] = value
+            for md_obj, recent in obj["mdata"]:
+                md = MutableData.from_obj(md_obj)
+                self.mdata[md.address] = rules.MDataState(md, tuple(recent))
+        except (OSError, ValueError, KeyError, TypeError, E.SafeError) as exc:
+            raise E.CorruptRecord(f"{self.path}: not a readable mock network file ({exc})") from None
+
+
+class MockClient(DataClient):
+    """A DataClient whose requests are served by a MockNetwork in this process."""
+
+    def __init__(self, network: MockNetwork, keys: Keypair | None = None, *,
+                 owner: PublicKey | None = None) -> None:
+        super().__init__(keys, owner=owner)
+        self.network = network
+
+    async def _send(self, request: Request) -> Any:
+        wire = msgpack.unpackb(msgpack.packb(request.to_obj(), use_bin_type=True), raw=False)
+        result = await self.network.handle(wire)
+        await trio.lowlevel.checkpoint()
+        return request.op.decode_result(msgpack.unpackb(msgpack.packb(result, use_bin_type=True), raw=False))

@@ -1,0 +1,265 @@
+"""The client of the real network: signed requests over the wire, quorum reads, failover.
+
+    async with NetworkClient.open(["127.0.0.1:7000"]) as client:   # or open_cluster()
+        name = await client.put_idata(b"hello")
+
+How it talks to the network (ARCHITECTURE.md "a client trusts nothing a single node says"):
+- it finds an item's close group itself, by an iterative Kademlia lookup of the item's name
+  (cached briefly), so no single node chooses whom it asks;
+- a mutation goes to the closest member, which orders it with the group; if that member
+  fails, the same signed request (same request id) goes to the next one — a replay is
+  answered with the first outcome or refused by the version checks, never applied twice;
+- an MD read asks every member for its own copy and accepts an answer only when a majority
+  of the group that the answer names report the same accepted value and the same result;
+- an IData answer is accepted only if its bytes hash to the name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import msgpack
+import trio
+
+from node import errors as E
+from node.keys import Keypair, PublicKey
+from node.requests import GetIData, Request
+from node.routing import Contact, Lookup
+from node.transport import Endpoint, MemoryNetwork, RpcClient, Unreachable
+from node.wire import new_message
+from node.xorname import XorName, sha3_256
+
+from .api import DataClient
+
+RETRYABLE = (E.RequestTimeout, E.NotReady, E.QuorumNotReached, E.ProtocolError, Unreachable)
+
+
+def majority(n: int) -> int:
+    return n // 2 + 1
+
+
+class NetworkClient(DataClient):
+    """A DataClient over TCP (or the in-memory network of the tests and the simulator)."""
+
+    def __init__(
+        self,
+        contacts: Sequence[str],
+        keys: Keypair | None = None,
+        *,
+        owner: PublicKey | None = None,
+        replication: int = 5,
+        timeout: float = 20.0,
+        try_timeout: float = 4.0,
+        network: MemoryNetwork | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(keys, owner=owner)
+        if not contacts:
+            raise ValueError("a client needs at least one contact address")
+        self.contacts = list(contacts)
+        self.replication = replication
+        self.timeout = timeout
+        self.try_timeout = try_timeout
+        self.rng = rng or random.Random()
+        self.endpoint = Endpoint(self.keys, role="client", network=network)
+        self.rpc = RpcClient(self.endpoint)
+        self.nodes: dict[XorName, str] = {}
+        self._groups: dict[bytes, tuple[float, list[Contact]]] = {}
+        self._bad: dict[XorName, float] = {}
+        self.stats: dict[str, int] = {"requests": 0, "retries": 0, "quorum_reads": 0, "lookups": 0}
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, contacts: Sequence[str], keys: Keypair | None = None, **kwargs: Any) -> AsyncIterator[NetworkClient]:
+        client = cls(contacts, keys, **kwargs)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.endpoint.run)
+            await nursery.start(client.rpc.run)
+            try:
+                await client.bootstrap()
+                yield client
+            finally:
+                await client.endpoint.aclose()
+                nursery.cancel_scope.cancel()
+
+    async def bootstrap(self) -> None:
+        """Learn some nodes from the contacts (any one answering is enough)."""
+        learned = False
+        for address in self.rng.sample(self.contacts, len(self.contacts)):
+            try:
+                reply = await self.rpc.request(None, address, new_message("find_node", target=bytes(self.keys.name)), 5.0)
+            except (*RETRYABLE, E.SafeError):
+                continue
+            self._learn(reply.get("contacts", []))
+            learned = True
+            if len(self.nodes) >= self.replication:
+                break
+        if not learned:
+            raise E.RequestTimeout(f"none of the contacts answered: {', '.join(self.contacts)}")
+
+    def _learn(self, items: Any) -> list[Contact]:
+        found = []
+        for item in items if isinstance(items, list) else []:
+            try:
+                contact = Contact(XorName(item[0]), str(item[1]))
+            except (ValueError, TypeError, IndexError):
+                continue
+            self.nodes[contact.name] = contact.address
+            found.append(contact)
+        return found
+
+    # ----------------------------------------------------------------- finding groups
+
+    async def find_group(self, name: bytes, *, fresh: bool = False) -> list[Contact]:
+        """The close group of `name` (R nodes), found by an iterative lookup and cached."""
+        now = trio.current_time()
+        cached = self._groups.get(bytes(name))
+        if cached and not fresh and now - cached[0] < 10.0:
+            return cached[1]
+        self.stats["lookups"] += 1
+        target = XorName(name)
+        seeds = sorted((Contact(n, a) for n, a in self.nodes.items()), key=lambda c: c.name.distance(target))
+        lookup = Lookup(target, seeds[:20], k=self.replication, alpha=3)
+        pending = lookup.start()
+        while not lookup.done:
+            if not pending:
+                break
+            results: list[tuple[Contact, dict[str, Any] | None]] = []
+
+            async def ask(contact: Contact) -> None:
+                try:
+                    reply = await self.rpc.request(
+                        contact.name, contact.address, new_message("find_node", target=bytes(target)), 2.0)
+                except (*RETRYABLE, E.SafeError):
+                    reply = None
+                results.append((contact, reply))
+
+            async with trio.open_nursery() as nursery:
+                for contact in pending:
+                    nursery.start_soon(ask, contact)
+            pending = []
+            for contact, reply in results:
+                if reply is None:
+                    pending.extend(lookup.on_failure(contact))
+                else:
+                    pending.extend(lookup.on_reply(contact, self._learn(reply.get("contacts", []))))
+        group = lookup.result()[: self.replication] or seeds[: self.replication]
+        self._groups[bytes(name)] = (now, group)
+        return group
+
+    def _ordered(self, group: list[Contact]) -> list[Contact]:
+        now = trio.current_time()
+        return sorted(group, key=lambda c: self._bad.get(c.name, -math.inf) > now)
+
+    def _mark_bad(self, contact: Contact) -> None:
+        self._bad[contact.name] = trio.current_time() + 5.0
+
+    # ----------------------------------------------------------------- sending
+
+    async def _send(self, request: Request) -> Any:
+        self.stats["requests"] += 1
+        with trio.fail_after(self.timeout) if self.timeout else contextlib.nullcontext():
+            try:
+                if request.op.MUTATES or isinstance(request.op, GetIData):
+                    return await self._through_group(request)
+                return await self._quorum_read(request)
+            except trio.TooSlowError:
+                raise E.RequestTimeout(f"{request.op.KIND} did not complete in {self.timeout} s") from None
+
+    async def _through_group(self, request: Request) -> Any:
+        """Send to the closest member; on failure, the same request to the next one."""
+        wire = request.to_obj()
+        last: Exception | None = None
+        for attempt in range(3 * self.replication):
+            group = self._ordered(await self.find_group(request.op.name, fresh=attempt >= self.replication))
+            if not group:
+                raise E.QuorumNotReached("no node of the close group is known")
+            contact = group[attempt % len(group)]
+            try:
+                reply = await self.rpc.request(contact.name, contact.address, new_message("request", req=wire), self.try_timeout)
+                return request.op.decode_result(reply.get("result"))
+            except E.ClientError as exc:
+                if isinstance(request.op, GetIData) and isinstance(exc, E.NetworkOther | E.NoSuchData):
+                    last = exc  # a chunk that fails its hash, or a holder that lacks it: ask another
+                    self._mark_bad(contact) if isinstance(exc, E.NetworkOther) else None
+                    continue
+                raise
+            except (*RETRYABLE, ValueError, TypeError) as exc:
+                last = exc
+                self.stats["retries"] += 1
+                self._mark_bad(contact)
+                await trio.sleep(min(0.05 * (attempt + 1), 0.5))
+        if isinstance(last, E.SafeError):
+            raise last
+        raise E.QuorumNotReached(f"no member of the close group could serve {request.op.KIND}: {last!r}")
+
+    async def _quorum_read(self, request: Request) -> Any:
+        """Ask each member for its copy; accept what a majority of the named group agree on."""
+        self.stats["quorum_reads"] += 1
+        wire = request.to_obj()
+        for attempt in range(6):
+            group = await self.find_group(request.op.name, fresh=attempt >= 2)
+            answer = await self._collect_reads(group, wire, request)
+            if answer is not None:
+                ok, value = answer
+                if ok:
+                    return value
+                raise value
+            if attempt == 2:
+                # No majority agreed (a write was in flight, or replicas lag): have a member run
+                # a consensus round, which writes the agreed value back to a majority.
+                with contextlib.suppress(*RETRYABLE, E.ClientError):
+                    await self._through_group(request)
+            await trio.sleep(0.02 * (attempt + 1))
+        raise E.QuorumNotReached("the close group did not agree on an answer")
+
+    async def _collect_reads(self, group: list[Contact], wire: Any, request: Request) -> tuple[bool, Any] | None:
+        votes: dict[tuple[Any, ...], list[tuple[XorName, dict[str, Any]]]] = {}
+        view = {c.name for c in group}
+        decided: list[tuple[bool, Any]] = []
+        done = trio.Event()
+
+        def decide() -> None:
+            for voters in votes.values():
+                reply = voters[0][1]
+                members = [XorName(m) for m in reply.get("members", [])] or list(view)
+                agreeing = {n for n, _ in voters if n in members}
+                if len(agreeing) >= majority(len(members)):
+                    try:
+                        if "err" in reply:
+                            decided.append((False, E.error_from_wire(reply["err"])))
+                        else:
+                            decided.append((True, request.op.decode_result(reply.get("result"))))
+                    except (ValueError, TypeError, E.SafeError) as exc:
+                        decided.append((False, E.ProtocolError(f"undecodable answer: {exc!r:.80}")))
+                    done.set()
+                    return
+
+        async def ask(contact: Contact) -> None:
+            try:
+                reply = await self.rpc.request(contact.name, contact.address, new_message("read", req=wire), self.try_timeout)
+            except (*RETRYABLE, E.SafeError):
+                return
+            if reply.get("k") != "read_reply":
+                return
+            body = msgpack.packb([reply.get("result"), reply.get("err")], use_bin_type=True)
+            key = (repr(reply.get("acc")), reply.get("digest"), sha3_256(body))
+            votes.setdefault(key, []).append((contact.name, reply))
+            decide()
+
+        async with trio.open_nursery() as nursery:
+            for contact in group:
+                nursery.start_soon(ask, contact)
+            nursery.start_soon(_cancel_when, done, nursery.cancel_scope)
+        return decided[0] if decided else None
+
+
+async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -1,0 +1,252 @@
+"""IData on a node: storing, serving and re-homing immutable chunks.
+
+A chunk needs no consensus: its name is the hash of its bytes, so any holder's copy can be
+checked by anyone, and storing it twice changes nothing. A put is acknowledged once a
+majority of the chunk's close group holds it durably; a get is answered by any holder
+whose bytes hash to the name. Anti-entropy pushes each chunk to the members of its current
+close group that lack it, and a node that is no longer in a chunk's group lets it go once
+a majority of the group holds it. Part of the sans-IO node core (see `node.core`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import errors as E
+from . import rules
+from .data import ImmutableData
+from .requests import GetIData, PutIData, Request
+from .wire import new_message
+from .xorname import XorName, sha3_256
+
+if TYPE_CHECKING:
+    from .core import NodeCore, Peer
+
+Respond = Callable[..., None]
+MAX_PUSHES_IN_FLIGHT = 16
+
+
+def majority(n: int) -> int:
+    return n // 2 + 1
+
+
+class ChunkKeeper:
+    """The IData chunks one node keeps."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+        self._pushes: deque[tuple[XorName, XorName]] = deque()
+        self._pushing = 0
+        self._queued: set[tuple[XorName, XorName]] = set()
+        self._last_group: dict[bytes, tuple[XorName, ...]] = {}
+        self._left_at: dict[bytes, float] = {}
+        self._sync_due = False
+        self._rounds = 0
+        self._confirmed: dict[bytes, set[XorName]] = {}
+
+    def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
+        return {"chunk_put": self.on_put, "chunk_get": self.on_get, "chunk_has": self.on_has}
+
+    # ---------------------------------------------------------------- local store
+
+    def _load(self, name: bytes) -> bytes | None:
+        try:
+            value = self.core.store.get_chunk(name)
+        except E.CorruptRecord as exc:
+            self.core.log("corrupt_chunk", name=name.hex(), error=str(exc))
+            return None
+        if value is not None and sha3_256(value) != name:
+            self.core.log("corrupt_chunk", name=name.hex(), error="content does not hash to name")
+            self.core.store.delete_chunk(name)
+            return None
+        return value
+
+    def _keep(self, data: ImmutableData) -> None:
+        if not self.core.store.has_chunk(data.name):
+            self.core.store.put_chunk(data.name, data.value)
+        self._left_at.pop(bytes(data.name), None)
+
+    def holds(self, name: bytes) -> bool:
+        return self.core.store.has_chunk(name)
+
+    # ---------------------------------------------------------------- client requests
+
+    def submit(self, request: Request, respond: Respond) -> None:
+        op = request.op
+        if isinstance(op, PutIData):
+            self._put(op.data, respond)
+        elif isinstance(op, GetIData):
+            self._get(op, respond)
+        else:
+            raise E.InvalidOperation(f"{op.KIND} is not an IData operation")
+
+    def _put(self, data: ImmutableData, respond: Respond) -> None:
+        rules.check_idata(data)
+        group = self.core.group(data.name)
+        need = majority(len(group))
+        tally = {"ok": 0, "failed": 0}
+
+        def count(ok: bool) -> None:
+            tally["ok" if ok else "failed"] += 1
+            if tally["ok"] == need:
+                respond(result=None)
+            elif len(group) - tally["failed"] < need and tally["ok"] < need:
+                respond(error=E.QuorumNotReached("too few of the chunk's close group stored it"))
+
+        if "ack_before_quorum" in self.core.config.breaks:
+            respond(result=None)
+        for member in group:
+            if member == self.core.name:
+                self._keep(data)
+                count(True)
+            else:
+                self.core.rpc(
+                    member,
+                    new_message("chunk_put", value=data.value),
+                    lambda reply: count(reply is not None and reply.get("k") == "chunk_ok"),
+                )
+
+    def _get(self, op: GetIData, respond: Respond) -> None:
+        value = self._load(op.chunk)
+        if value is not None:
+            respond(result=op.encode_result(ImmutableData(value)))
+            return
+        holders = [m for m in self.core.group(op.chunk) if m != self.core.name]
+        missing = {"n": 0}
+
+        def try_next() -> None:
+            if not holders:
+                if missing["n"] >= majority(len(self.core.group(op.chunk))) - 1:
+                    respond(error=E.NoSuchData(f"no IData {op.chunk.hex()}"))
+                else:
+                    respond(error=E.QuorumNotReached("no holder of the chunk answered"))
+                return
+            member = holders.pop(0)
+            self.core.rpc(member, new_message("chunk_get", name=bytes(op.chunk)), on_reply)
+
+        def on_reply(reply: dict[str, Any] | None) -> None:
+            if reply is not None and reply.get("k") == "chunk":
+                raw = reply.get("value")
+                if isinstance(raw, bytes) and sha3_256(raw) == op.chunk:
+                    respond(result=raw)
+                    return
+            elif reply is not None and reply.get("k") == "error":
+                missing["n"] += 1
+            try_next()
+
+        try_next()
+
+    # ---------------------------------------------------------------- node messages
+
+    def on_put(self, peer: Peer, msg: dict[str, Any]) -> None:
+        value = msg["value"]
+        if not isinstance(value, bytes):
+            raise E.ProtocolError("chunk_put carries bytes")
+        data = ImmutableData(value)
+        rules.check_idata(data)
+        self._keep(data)
+        self.core.reply(peer, msg, "chunk_ok", name=bytes(data.name))
+
+    def on_get(self, peer: Peer, msg: dict[str, Any]) -> None:
+        value = self._load(XorName(msg["name"]))
+        if value is None:
+            raise E.NoSuchData("not held here")
+        self.core.reply(peer, msg, "chunk", value=value)
+
+    def on_has(self, peer: Peer, msg: dict[str, Any]) -> None:
+        names = msg["names"]
+        if not isinstance(names, list):
+            raise E.ProtocolError("chunk_has carries a list of names")
+        have = [n for n in names[:5000] if isinstance(n, bytes) and self.core.store.has_chunk(n)]
+        self.core.reply(peer, msg, "chunk_have", have=have)
+
+    # ---------------------------------------------------------------- anti-entropy
+
+    def membership_changed(self) -> None:
+        if not self._sync_due:
+            self._sync_due = True
+
+            def soon() -> None:
+                self._sync_due = False
+                if self.core.ready:
+                    self.sync(changed_only=True)
+
+            self.core.at(self.core.now + 0.2, soon)
+
+    def sync(self, changed_only: bool = False) -> None:
+        """Ask the chunks' group members what they lack, and push it to them."""
+        if "no_anti_entropy" in self.core.config.breaks:
+            return
+        self._rounds += 1
+        full = not changed_only and self._rounds % 5 == 0
+        me = self.core.name
+        asks: dict[XorName, list[bytes]] = {}
+        for name in self.core.store.chunk_names():
+            group = tuple(self.core.group(name))
+            if not full and self._last_group.get(name) == group:
+                continue
+            self._last_group[name] = group
+            for member in group:
+                if member != me:
+                    asks.setdefault(member, []).append(name)
+            if me not in group:
+                self._left_at.setdefault(name, self.core.now)
+        for member, names in asks.items():
+            for start in range(0, len(names), 2000):
+                part = names[start:start + 2000]
+                self.core.rpc(
+                    member,
+                    new_message("chunk_has", names=part),
+                    lambda reply, m=member, p=part: self._on_have(m, p, reply),
+                )
+
+    def _on_have(self, member: XorName, asked: list[bytes], reply: dict[str, Any] | None) -> None:
+        if reply is None or reply.get("k") != "chunk_have":
+            return
+        have = {n for n in reply.get("have", []) if isinstance(n, bytes)}
+        for name in asked:
+            if name not in have:
+                self._queue_push(XorName(name), member)
+            elif name in self._left_at:
+                self._maybe_release(name, member)
+        self._pump()
+
+    def _maybe_release(self, name: bytes, holder: XorName) -> None:
+        """Drop a chunk we no longer should hold once a majority of its group has it."""
+        group = self.core.group(name)
+        if self.core.name in group:
+            self._left_at.pop(name, None)
+            self._confirmed.pop(name, None)
+            return
+        confirmed = self._confirmed.setdefault(name, set())
+        confirmed.add(holder)
+        confirmed &= set(group)
+        if self.core.now - self._left_at[name] < self.core.config.grace:
+            return
+        if len(confirmed) >= majority(len(group)):
+            self.core.store.delete_chunk(name)
+            for table in (self._left_at, self._last_group, self._confirmed):
+                table.pop(name, None)
+            self.core.log("chunk_released", name=name.hex())
+
+    def _queue_push(self, name: XorName, member: XorName) -> None:
+        if (name, member) not in self._queued:
+            self._queued.add((name, member))
+            self._pushes.append((name, member))
+
+    def _pump(self) -> None:
+        while self._pushes and self._pushing < MAX_PUSHES_IN_FLIGHT:
+            name, member = self._pushes.popleft()
+            self._queued.discard((name, member))
+            value = self._load(name)
+            if value is None:
+                continue
+            self._pushing += 1
+
+            def done(_reply: dict[str, Any] | None) -> None:
+                self._pushing -= 1
+                self._pump()
+
+            self.core.rpc(member, new_message("chunk_put", value=value), done)

@@ -1,0 +1,479 @@
+"""The node core: one SAFE vault as a sans-IO state machine.
+
+`NodeCore` is fed messages and the current time and returns the messages to send. It owns
+routing (Kademlia), liveness checks, the acceptor and proposer of every MD it helps keep
+(`node.replication`), its IData chunks (`node.chunks`) and the anti-entropy that moves
+data to the current close group under churn. It never touches a socket, a clock or the
+global random module: a `NodeHost` drives it over TCP in a real process, and the
+deterministic simulator drives the same object over an in-memory network under a virtual
+clock.
+
+    core = NodeCore(keys, store, NodeConfig(), rng=random.Random(seed), address="127.0.0.1:7000")
+    out = core.start(now, bootstrap=["127.0.0.1:7001"])
+    out = core.handle(now, Peer(...), msg)     # a message arrived
+    out = core.tick(now)                       # timers due (call at core.next_deadline())
+    # each item of `out` is a Send(to_name, to_address, msg)
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors as E
+from .keys import Keypair
+from .routing import Contact, Lookup, RoutingTable
+from .store import Store
+from .wire import PROTOCOL_VERSION, new_message, reply_to
+from .xorname import XorName
+
+Log = Callable[..., None]
+
+
+@dataclass
+class NodeConfig:
+    """Tunables of one node. Times are seconds (virtual in the simulator)."""
+
+    replication: int = 5  # R: the close group holding each item; a majority is its quorum
+    k: int = 20
+    alpha: int = 3
+    strikes: int = 3  # failed checks before a contact is evicted
+    rpc_timeout: float = 1.5
+    ping_interval: float = 1.0
+    sync_interval: float = 2.0
+    refresh_interval: float = 600.0
+    proposal_attempts: int = 8
+    client_deadline: float = 12.0  # a client request not done by then is answered RequestTimeout
+    grace: float = 30.0  # how long a node keeps an item it no longer should hold
+    verify_on_accept: bool = True  # acceptors re-check client signatures in delta accepts
+    max_sync_proposals: int = 64  # concurrent repair/reconfiguration rounds
+    # Test-only switches that break the contract on purpose, so tests can show that the
+    # checker notices: "ack_before_quorum", "skip_version_check", "no_anti_entropy".
+    breaks: frozenset[str] = frozenset()
+
+    @property
+    def quorum(self) -> int:
+        return self.replication // 2 + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who a message came from (as the transport authenticated it)."""
+
+    name: XorName
+    role: str  # "node" or "client"
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    to: XorName | None
+    address: str | None
+    msg: dict[str, Any]
+
+
+_ANY_PEER = XorName(bytes(32))  # a bootstrap contact's name is not known in advance
+
+
+def majority(n: int) -> int:
+    return n // 2 + 1
+
+
+@dataclass
+class _Pending:
+    to: XorName
+    on_reply: Callable[[dict[str, Any] | None], None]
+    kind: str
+
+
+@dataclass
+class Metrics:
+    msgs_in: Counter[str] = field(default_factory=Counter)
+    msgs_out: Counter[str] = field(default_factory=Counter)
+    client_requests: Counter[str] = field(default_factory=Counter)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+
+    def record_latency(self, kind: str, seconds: float) -> None:
+        window = self.latencies.setdefault(kind, [])
+        window.append(seconds)
+        if len(window) > 2048:  # keep a sliding sample, enough for p50/p99
+            del window[:1024]
+
+
+class NodeCore:
+    """One vault. See the module docstring for how it is driven."""
+
+    def __init__(
+        self,
+        keys: Keypair,
+        store: Store,
+        config: NodeConfig | None = None,
+        *,
+        rng: random.Random,
+        address: str,
+        log: Log | None = None,
+    ) -> None:
+        from .chunks import ChunkKeeper
+        from .replication import Replicator
+
+        self.keys = keys
+        self.name = keys.name
+        self.store = store
+        self.config = config or NodeConfig()
+        self.rng = rng
+        self.address = address
+        self.log: Log = log or (lambda *a, **k: None)
+        self.routing = RoutingTable(self.name, self.config.k, strikes=self.config.strikes)
+        self.metrics = Metrics()
+        self.now = 0.0
+        self.started_at = 0.0
+        self.ready = False  # routing has bootstrapped; until then we do not coordinate
+        self._out: list[Send] = []
+        self._pending: dict[bytes, _Pending] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = 0
+        self._local: list[tuple[Peer, dict[str, Any]]] = []
+        self._bootstrap: list[str] = []
+        self._lookups_running = 0
+        self.replicator = Replicator(self)
+        self.chunks = ChunkKeeper(self)
+        self._handlers: dict[str, Callable[[Peer, dict[str, Any]], None]] = {
+            "ping": self._on_ping,
+            "find_node": self._on_find_node,
+            "request": self._on_client_request,
+            "read": self.replicator.on_read,
+            "locate": self._on_locate,
+        }
+        self._handlers.update(self.replicator.handlers())
+        self._handlers.update(self.chunks.handlers())
+
+    # ================================================================ driving interface
+
+    def start(self, now: float, bootstrap: list[str] = ()) -> list[Send]:  # type: ignore[assignment]
+        self.now = self.started_at = now
+        self._bootstrap = [a for a in bootstrap if a != self.address]
+        self.replicator.load()
+        self._join()
+        self._every(self.config.ping_interval, self._check_liveness)
+        self._every(self.config.sync_interval, self._sync)
+        self._every(self.config.refresh_interval / 10, self._refresh_buckets)
+        return self._flush()
+
+    def handle(self, now: float, peer: Peer, msg: dict[str, Any]) -> list[Send]:
+        self.now = max(self.now, now)
+        self._dispatch(peer, msg)
+        self._drain_local()
+        return self._flush()
+
+    def tick(self, now: float) -> list[Send]:
+        self.now = max(self.now, now)
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            fn()
+            self._drain_local()
+        return self._flush()
+
+    def next_deadline(self) -> float:
+        return self._timers[0][0] if self._timers else float("inf")
+
+    # ================================================================ plumbing
+
+    def _flush(self) -> list[Send]:
+        out, self._out = self._out, []
+        return out
+
+    def send(self, to: XorName | None, address: str | None, msg: dict[str, Any]) -> None:
+        self.metrics.msgs_out[msg["k"]] += 1
+        if to == self.name:
+            self._local.append((Peer(self.name, "node", self.address), msg))
+        else:
+            self._out.append(Send(to, address, msg))
+
+    def reply(self, peer: Peer, request: dict[str, Any], kind: str, **fields: Any) -> None:
+        self.send(peer.name, peer.address if peer.role == "node" else None, reply_to(request, kind, **fields))
+
+    def reply_error(self, peer: Peer, request: dict[str, Any], exc: E.SafeError) -> None:
+        self.reply(peer, request, "error", err=exc.to_wire())
+
+    def _drain_local(self) -> None:
+        # Messages to ourselves are handled after the current handler returns, never
+        # re-entrantly, so a handler sees a consistent state while it runs.
+        while self._local:
+            peer, msg = self._local.pop(0)
+            self._dispatch(peer, msg)
+
+    def _dispatch(self, peer: Peer, msg: dict[str, Any]) -> None:
+        kind = msg.get("k")
+        self.metrics.msgs_in[str(kind)] += 1
+        if peer.role == "node" and peer.name != self.name and peer.address:
+            self._observe(Contact(peer.name, peer.address))
+        if "re" in msg:
+            pending = self._pending.pop(msg["re"], None)
+            if pending is not None and pending.to in (peer.name, _ANY_PEER):
+                pending.on_reply(msg)
+            elif pending is not None:  # a reply from someone we did not ask: ignore it
+                self._pending[msg["re"]] = pending
+            return
+        handler = self._handlers.get(kind)  # type: ignore[arg-type]
+        if handler is None:
+            self.reply_error(peer, msg, E.ProtocolError(f"unknown message kind {kind!r}"))
+            return
+        if peer.role == "client" and kind not in ("request", "read", "find_node", "locate", "ping"):
+            self.reply_error(peer, msg, E.InvalidOperation(f"{kind} is for nodes only"))
+            return
+        try:
+            handler(peer, msg)
+        except E.SafeError as exc:
+            self.reply_error(peer, msg, exc)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            # Bad input gets a typed error and changes nothing; the node never crashes on it.
+            self.log("bad_message", kind=kind, peer=peer.name.hex(), error=repr(exc)[:200])
+            self.reply_error(peer, msg, E.ProtocolError(f"malformed {kind}: {exc!r:.120}"))
+
+    def rpc(
+        self,
+        to: Contact | XorName,
+        msg: dict[str, Any],
+        on_reply: Callable[[dict[str, Any] | None], None],
+        timeout: float | None = None,
+    ) -> None:
+        """Send `msg` and call `on_reply` with the answer, or with None on timeout."""
+        if isinstance(to, Contact):
+            name, address = to.name, to.address
+        else:
+            name = XorName(to)
+            contact = self.routing.get(name)
+            address = contact.address if contact else None
+        mid = msg["id"]
+        self._pending[mid] = _Pending(name, on_reply, msg["k"])
+
+        def expire() -> None:
+            pending = self._pending.pop(mid, None)
+            if pending is not None:
+                if name != self.name and self.routing.failed(name, self.now):
+                    self.log("evicted", peer=name.hex())
+                    self.on_membership_change()
+                pending.on_reply(None)
+
+        self.at(self.now + (timeout or self.config.rpc_timeout), expire)
+        self.send(name, address, msg)
+
+    def at(self, when: float, fn: Callable[[], None]) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, fn))
+
+    def _every(self, interval: float, fn: Callable[[], None]) -> None:
+        # Jitter spreads periodic work of many nodes apart (and is drawn from the seeded rng).
+        def run() -> None:
+            fn()
+            self.at(self.now + interval * (0.75 + 0.5 * self.rng.random()), run)
+
+        self.at(self.now + interval * self.rng.random(), run)
+
+    # ================================================================ routing and liveness
+
+    def _observe(self, contact: Contact) -> None:
+        known = contact.name in self.routing
+        to_check = self.routing.observe(contact, self.now)
+        if to_check is not None:
+            self._ping(to_check)
+        if not known and contact.name in self.routing:
+            self.on_membership_change()
+
+    def on_membership_change(self) -> None:
+        """Routing gained or lost a contact: close groups may have moved."""
+        self.replicator.membership_changed()
+        self.chunks.membership_changed()
+
+    def group(self, name: bytes, count: int | None = None) -> list[XorName]:
+        """The `count` (default R) nodes closest to `name` that this node knows, itself included."""
+        count = count or self.config.replication
+        target = int.from_bytes(name, "big")
+        contacts = [c.name for c in self.routing.closest(name, count)]
+        contacts.append(self.name)
+        contacts.sort(key=lambda n: int.from_bytes(n, "big") ^ target)
+        return contacts[:count]
+
+    def contact(self, name: XorName) -> Contact | None:
+        if name == self.name:
+            return Contact(self.name, self.address)
+        return self.routing.get(name)
+
+    def _ping(self, contact: Contact) -> None:
+        self.rpc(contact, new_message("ping", addr=self.address), lambda reply: None)
+
+    def _on_ping(self, peer: Peer, msg: dict[str, Any]) -> None:
+        self.reply(peer, msg, "pong", addr=self.address)
+
+    def _sync(self) -> None:
+        if self.ready:
+            self.replicator.sync()
+            self.chunks.sync()
+
+    def _check_liveness(self) -> None:
+        # Neighbours matter most: they share our close groups. Others are checked when used.
+        near = self.routing.closest(self.name, 2 * self.config.replication + 2)
+        for contact in near:
+            self._ping(contact)
+
+    def _on_find_node(self, peer: Peer, msg: dict[str, Any]) -> None:
+        target = XorName(msg["target"])
+        count = min(int(msg.get("count", self.config.k)), 64)
+        found = self.routing.closest(target, count, exclude={peer.name})
+        contacts = [[bytes(c.name), c.address] for c in found]
+        if self.ready or not contacts:
+            contacts.append([bytes(self.name), self.address])
+        self.reply(peer, msg, "nodes", contacts=contacts)
+
+    def lookup(self, target: XorName, done: Callable[[list[Contact]], None]) -> None:
+        """An iterative Kademlia lookup of `target`'s closest nodes."""
+        seeds = self.routing.closest(target, self.config.k)
+        lookup = Lookup(target, seeds, k=self.config.k, alpha=self.config.alpha, own=self.name)
+        self._lookups_running += 1
+
+        def ask(contacts: list[Contact]) -> None:
+            for contact in contacts:
+                self.rpc(contact, new_message("find_node", target=bytes(target)), on_answer(contact))
+            if lookup.done:
+                self._lookups_running -= 1
+                done(lookup.result())
+
+        def on_answer(contact: Contact) -> Callable[[dict[str, Any] | None], None]:
+            def handle(reply: dict[str, Any] | None) -> None:
+                if lookup.done:
+                    return
+                if reply is None or reply.get("k") != "nodes":
+                    ask(lookup.on_failure(contact))
+                    return
+                found = []
+                for item in reply.get("contacts", [])[:64]:
+                    try:
+                        found.append(Contact(XorName(item[0]), str(item[1])))
+                    except (ValueError, TypeError, IndexError):
+                        continue
+                ask(lookup.on_reply(contact, found))
+
+            return handle
+
+        ask(lookup.start())
+
+    def _join(self) -> None:
+        """Introduce ourselves to the bootstrap contacts, then look up our own name."""
+        if not self._bootstrap:
+            self.ready = True
+            return
+        answered = {"n": 0, "left": len(self._bootstrap)}
+
+        def after_bootstrap(reply: dict[str, Any] | None) -> None:
+            answered["left"] -= 1
+            if reply is not None:
+                answered["n"] += 1
+            if answered["left"] == 0:
+                if answered["n"] == 0:
+                    self.log("bootstrap_failed", contacts=self._bootstrap)
+                    self.at(self.now + 1.0, self._join)
+                    return
+                self.lookup(self.name, lambda _found: self._joined())
+
+        for address in self._bootstrap:
+            msg = new_message("find_node", target=bytes(self.name))
+            self._rpc_by_address(address, msg, after_bootstrap)
+
+    def _joined(self) -> None:
+        if not self.ready:
+            self.ready = True
+            self.log("joined", contacts=len(self.routing))
+            self.on_membership_change()
+
+    def _rpc_by_address(self, address: str, msg: dict[str, Any], on_reply: Callable[[dict[str, Any] | None], None]) -> None:
+        # A bootstrap contact's name is unknown until the transport's handshake tells it, so
+        # its reply is matched by message id alone.
+        mid = msg["id"]
+        self._pending[mid] = _Pending(_ANY_PEER, on_reply, msg["k"])
+
+        def expire() -> None:
+            pending = self._pending.pop(mid, None)
+            if pending is not None:
+                pending.on_reply(None)
+
+        self.at(self.now + self.config.rpc_timeout, expire)
+        self.metrics.msgs_out[msg["k"]] += 1
+        self._out.append(Send(None, address, msg))
+
+    def _refresh_buckets(self) -> None:
+        if self._lookups_running > 4:
+            return
+        for index in self.routing.stale_buckets(self.now)[:3]:
+            self.routing.touch_bucket(index, self.now)
+            self.lookup(self.routing.random_name_in_bucket(index, self.rng), lambda _f: None)
+
+    # ================================================================ client requests
+
+    def _on_client_request(self, peer: Peer, msg: dict[str, Any]) -> None:
+        from .requests import Request
+
+        started = self.now
+        request = Request.from_obj(msg["req"])
+        request.verify()
+        kind = request.op.KIND
+        self.metrics.client_requests[kind] += 1
+        if not self.ready:
+            raise E.NotReady("this node is still joining the network")
+        answered = {"done": False}
+
+        def respond(result: Any = None, error: E.SafeError | None = None) -> None:
+            if answered["done"]:
+                return
+            answered["done"] = True
+            self.metrics.record_latency(kind, self.now - started)
+            if error is not None:
+                self.reply_error(peer, msg, error)
+            else:
+                self.reply(peer, msg, "response", result=result)
+
+        self.at(self.now + self.config.client_deadline,
+                lambda: respond(error=E.RequestTimeout("the close group did not answer in time")))
+        if request.op.IDATA:
+            self.chunks.submit(request, respond)
+        else:
+            self.replicator.submit(request, respond)
+
+    def _on_locate(self, peer: Peer, msg: dict[str, Any]) -> None:
+        name = XorName(msg["name"])
+        self.reply(
+            peer, msg, "located",
+            close_group=[bytes(n) for n in self.group(name)],
+            holds=self.chunks.holds(name) or self.replicator.holds(name),
+        )
+
+    # ================================================================ status
+
+    def status(self) -> dict[str, Any]:
+        stats = self.store.stats()
+        lat = {}
+        for kind, window in self.metrics.latencies.items():
+            ordered = sorted(window)
+            lat[kind] = {
+                "n": len(ordered),
+                "p50_ms": round(1000 * ordered[len(ordered) // 2], 3),
+                "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
+            }
+        return {
+            "id": self.name.hex(),
+            "address": self.address,
+            "protocol": PROTOCOL_VERSION,
+            "ready": self.ready,
+            "contacts": len(self.routing),
+            "chunks": stats.chunks,
+            "mds": self.replicator.count(),
+            "bytes": stats.bytes,
+            "uptime": round(self.now - self.started_at, 3),
+            "msgs_in": dict(self.metrics.msgs_in),
+            "msgs_out": dict(self.metrics.msgs_out),
+            "client_requests": dict(self.metrics.client_requests),
+            "latency": lat,
+        }

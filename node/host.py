@@ -1,0 +1,118 @@
+"""The trio driver of a node core: the edge where messages, time and the disk meet it.
+
+`NodeHost` pumps an endpoint's inbox into a `NodeCore`, fires its timers, and sends what
+it returns. The same host runs a node over TCP in a real process and over the simulator's
+in-memory network under a virtual clock; only the endpoint and the store differ.
+
+One rule makes acknowledgements honest: after a batch of messages is handled, the store is
+synced *before* any message produced by that batch leaves (group commit). So whatever a
+reply acknowledges is durable when the peer receives it.
+
+The host itself answers two client messages the core does not know: `status` (the core's
+figures plus the transport's) and `admin` (fault rules for chaos runs, shutdown), the
+latter only from the cluster's admin key.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import trio
+
+from .core import NodeCore, Peer, Send
+from .wire import reply_to
+
+MAX_BATCH = 128
+
+
+class EndpointLike(Protocol):
+    """What the host needs of a transport (TCP `node.transport.Endpoint` or the simulator's)."""
+
+    inbox: Any
+    address: str | None
+
+    def send_nowait(self, to_name: bytes | None, to_address: str | None, msg: dict[str, Any]) -> bool: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class NodeHost:
+    """Runs one NodeCore on an endpoint until cancelled."""
+
+    def __init__(
+        self,
+        core: NodeCore,
+        endpoint: EndpointLike,
+        *,
+        admin_name: bytes | None = None,
+        fault: Any = None,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
+        self.core = core
+        self.endpoint = endpoint
+        self.admin_name = admin_name
+        self.fault = fault
+        self.on_shutdown = on_shutdown
+        self.stopped = trio.Event()
+
+    async def run(self, bootstrap: list[str] = (), *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[assignment]
+        core = self.core
+        self._emit(core.start(trio.current_time(), list(bootstrap)))
+        task_status.started()
+        inbox = self.endpoint.inbox
+        while not self.stopped.is_set():
+            batch = []
+            deadline = core.next_deadline()
+            with trio.move_on_at(deadline if math.isfinite(deadline) else math.inf):
+                batch.append(await inbox.receive())
+            while batch and len(batch) < MAX_BATCH:
+                try:
+                    batch.append(inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            now = trio.current_time()
+            out: list[Send] = []
+            for incoming in batch:
+                out.extend(self._handle(now, incoming))
+            out.extend(core.tick(now))
+            self._emit(out)
+            await trio.lowlevel.checkpoint()
+
+    def _handle(self, now: float, incoming: Any) -> list[Send]:
+        peer = Peer(incoming.peer.name, incoming.peer.role, incoming.peer.address)
+        msg = incoming.msg
+        kind = msg.get("k")
+        if kind == "status" and "re" not in msg:
+            status = self.core.status()
+            status["transport"] = self.endpoint.stats()
+            status["pid"] = os.getpid()
+            return [Send(peer.name, peer.address, reply_to(msg, "status", status=status))]
+        if kind == "admin" and "re" not in msg:
+            return [self._admin(peer, msg)]
+        return self.core.handle(now, peer, msg)
+
+    def _admin(self, peer: Peer, msg: dict[str, Any]) -> Send:
+        if self.admin_name is None or peer.name != self.admin_name:
+            return Send(peer.name, peer.address, reply_to(msg, "error", err={"code": -100, "msg": "admin key required"}))
+        op = msg.get("op")
+        if op == "fault" and self.fault is not None:
+            try:
+                self.fault.configure(msg.get("rules") or {})
+            except (ValueError, TypeError) as exc:
+                return Send(peer.name, None, reply_to(msg, "error", err={"code": -112, "msg": str(exc)}))
+            return Send(peer.name, None, reply_to(msg, "admin_ok", rules=self.fault.config()))
+        if op == "shutdown":
+            self.stopped.set()
+            if self.on_shutdown is not None:
+                self.on_shutdown()
+            return Send(peer.name, None, reply_to(msg, "admin_ok"))
+        return Send(peer.name, None, reply_to(msg, "error", err={"code": -112, "msg": f"unknown admin op {op!r}"}))
+
+    def _emit(self, out: list[Send]) -> None:
+        # Group commit: everything the batch wrote is durable before anything it says leaves.
+        self.core.store.sync()
+        for send in out:
+            self.endpoint.send_nowait(send.to, send.address, send.msg)

@@ -1,0 +1,167 @@
+"""Per-MD consensus: the acceptor side of CASPaxos, and the value a close group agrees on.
+
+Each MD is one replicated register. Its value (`Register`) is the MD state together with
+the close group that holds it (`members`), so membership changes are agreed exactly like
+data changes. A proposer reads the highest accepted value from a majority of members
+(prepare/promise), applies a change with the rules engine, and writes the result to a
+majority (accept). See docs/replication.md for the protocol, its proof sketch and the
+fast path (the accept of ballot b doubles as the promise of b's successor).
+
+Everything here is pure: records in, records and replies out. The node core persists the
+records (`encode`/`decode`) and moves the messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .data import MDataAddress, MutableData
+from .rules import MDataState
+from .xorname import XorName, sha3_256
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Ballot:
+    """A proposal number: a counter, ties broken by the proposer's name."""
+
+    counter: int
+    proposer: bytes = b""
+
+    def successor(self) -> Ballot:
+        """The ballot the same proposer may use next without a prepare (the fast path)."""
+        return Ballot(self.counter + 1, self.proposer)
+
+    def to_obj(self) -> list[Any]:
+        return [self.counter, self.proposer]
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Ballot:
+        if not isinstance(obj, list) or len(obj) != 2:
+            raise ValueError("a ballot is [counter, proposer]")
+        counter, proposer = obj
+        if not isinstance(counter, int) or counter < 0 or not isinstance(proposer, bytes):
+            raise ValueError("a ballot is [counter >= 0, proposer bytes]")
+        return cls(counter, proposer)
+
+    def __str__(self) -> str:
+        return f"{self.counter}.{self.proposer.hex()[:6]}"
+
+
+ZERO = Ballot(0, b"")
+
+
+def item_key(address: MDataAddress) -> bytes:
+    """The store key of an MD: its name and its tag."""
+    return bytes(address.name) + address.tag.to_bytes(8, "big")
+
+
+def key_address(key: bytes) -> MDataAddress:
+    if len(key) != 40:
+        raise ValueError("an MD item key is 40 bytes")
+    return MDataAddress(XorName(key[:32]), int.from_bytes(key[32:], "big"))
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """The agreed value of one MD: its state and the members of its close group."""
+
+    state: MDataState
+    members: tuple[XorName, ...]
+    _encoded: bytes | None = field(default=None, compare=False, repr=False)
+
+    def encode(self) -> bytes:
+        if self._encoded is None:
+            md = self.state.md
+            raw = msgpack.packb(
+                [
+                    None if md is None else md.to_obj(),
+                    list(self.state.recent),
+                    [bytes(m) for m in self.members],
+                ],
+                use_bin_type=True,
+            )
+            object.__setattr__(self, "_encoded", raw)
+        return self._encoded  # type: ignore[return-value]
+
+    def digest(self) -> bytes:
+        return sha3_256(self.encode())[:16]
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Register:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        if not isinstance(obj, list) or len(obj) != 3:
+            raise ValueError("a register is [md, recent, members]")
+        md_obj, recent, members = obj
+        md = None if md_obj is None else MutableData.from_obj(md_obj)
+        if not isinstance(recent, list) or not all(isinstance(r, bytes) for r in recent):
+            raise ValueError("recent request ids are a list of bytes")
+        if not isinstance(members, list):
+            raise ValueError("members are a list of names")
+        return cls(MDataState(md, tuple(recent)), tuple(XorName(m) for m in members), raw)
+
+    def with_state(self, state: MDataState) -> Register:
+        return Register(state, self.members)
+
+    def with_members(self, members: tuple[XorName, ...]) -> Register:
+        return Register(self.state, members)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptorRecord:
+    """What one acceptor keeps, durably, for one MD."""
+
+    promised: Ballot = ZERO
+    accepted: Ballot = ZERO
+    value: Register | None = None
+
+    def encode(self) -> bytes:
+        return msgpack.packb(
+            [
+                self.promised.to_obj(),
+                self.accepted.to_obj(),
+                None if self.value is None else self.value.encode(),
+            ],
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> AcceptorRecord:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        if not isinstance(obj, list) or len(obj) != 3:
+            raise ValueError("an acceptor record is [promised, accepted, value]")
+        value = None if obj[2] is None else Register.decode(obj[2])
+        return cls(Ballot.from_obj(obj[0]), Ballot.from_obj(obj[1]), value)
+
+    @property
+    def digest(self) -> bytes:
+        return b"" if self.value is None else self.value.digest()
+
+
+# ------------------------------------------------------------------------- acceptor rules
+
+
+def on_prepare(record: AcceptorRecord, ballot: Ballot) -> tuple[AcceptorRecord, bool]:
+    """Promise `ballot` unless a higher one was promised. Returns (record, promised?)."""
+    if ballot < record.promised:
+        return record, False
+    if ballot == record.promised:
+        return record, True  # a retransmitted prepare gets the same promise again
+    return AcceptorRecord(ballot, record.accepted, record.value), True
+
+
+def on_accept(
+    record: AcceptorRecord, ballot: Ballot, value: Register, *, fast: bool
+) -> tuple[AcceptorRecord, bool]:
+    """Accept `value` at `ballot` unless a higher ballot was promised.
+
+    With `fast`, the acceptance also promises the proposer's next ballot, so its next
+    change to this MD can skip the prepare round (CASPaxos's one-round-trip optimisation:
+    the acceptor has then accepted `ballot`, which is all a prepare would have reported).
+    """
+    if ballot < record.promised:
+        return record, False
+    promised = ballot.successor() if fast else ballot
+    return AcceptorRecord(max(promised, record.promised), ballot, value), True

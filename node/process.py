@@ -1,0 +1,128 @@
+"""A node as an OS process: `safenet node run --data-dir DIR ...`.
+
+The data dir holds the node's signing key (`node.key`, made on first start and reused, so a
+restarted node keeps its name and its place in the address space), its store
+(`store.sqlite3`) and its log (`node.log`, one JSON object a line). The process listens on
+TCP, joins through its bootstrap contacts, and serves until SIGTERM/SIGINT or an admin
+shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+import trio
+
+from .core import NodeConfig, NodeCore
+from .host import NodeHost
+from .keys import Keypair
+from .store import SqliteStore
+from .transport import Endpoint, FaultRules
+
+KEY_FILE = "node.key"
+STORE_FILE = "store.sqlite3"
+LOG_FILE = "node.log"
+INFO_FILE = "node.json"
+
+
+class JsonLog:
+    """One JSON object a line, each with the time, the node id and the event."""
+
+    def __init__(self, stream: TextIO, node_id: str) -> None:
+        self.stream = stream
+        self.node_id = node_id
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        record = {"t": round(time.time(), 6), "node": self.node_id, "event": event}
+        record.update(fields)
+        self.stream.write(json.dumps(record, default=_jsonable) + "\n")
+        self.stream.flush()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    return repr(value)
+
+
+async def serve(
+    data_dir: Path,
+    *,
+    host: str,
+    port: int,
+    bootstrap: list[str],
+    config: NodeConfig,
+    admin_key: bytes | None,
+    log_stream: TextIO,
+) -> None:
+    keys = Keypair.load_or_create(data_dir / KEY_FILE)
+    log = JsonLog(log_stream, keys.name.hex())
+    store = SqliteStore(data_dir / STORE_FILE)
+    fault = FaultRules(rng=random.Random())
+    endpoint = Endpoint(keys, role="node", listen_host=host, listen_port=port, fault=fault)
+    try:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(endpoint.run)
+            core = NodeCore(keys, store, config, rng=random.Random(), address=address, log=log)
+            host_ = NodeHost(core, endpoint, admin_name=admin_key, fault=fault,
+                             on_shutdown=nursery.cancel_scope.cancel)
+            (data_dir / INFO_FILE).write_text(json.dumps(
+                {"id": keys.name.hex(), "address": address, "pid": os.getpid(), "started": time.time()}
+            ))
+            log("started", address=address, bootstrap=bootstrap, replication=config.replication)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, log)
+                await nursery.start(host_.run, bootstrap)
+                print(f"node {keys.name.hex()} listening on {address}", flush=True)
+    finally:
+        log("stopped")
+        store.close()
+
+
+async def _stop_on_signal(signals: Any, scope: trio.CancelScope, log: JsonLog) -> None:
+    async for signum in signals:
+        log("signal", signum=int(signum))
+        scope.cancel()
+        return
+
+
+@click.command("run")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for this node's key, store and log (created if missing).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback only).")
+@click.option("--port", default=0, show_default=True, help="TCP port (0 picks a free one).")
+@click.option("--bootstrap", multiple=True, metavar="HOST:PORT", help="A node to join through (repeatable).")
+@click.option("--replication", default=5, show_default=True, help="R: nodes in each item's close group.")
+@click.option("--admin-key", default=None, metavar="HEX", help="Name (64 hex) of the key allowed to send admin messages.")
+def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...], replication: int,
+                admin_key: str | None) -> None:
+    """Run one node until stopped (SIGTERM or Ctrl-C)."""
+    if not host.startswith("127."):
+        raise click.BadParameter("this testbed only listens on loopback (127.0.0.0/8)", param_hint="--host")
+    if replication < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--replication")
+    admin = None
+    if admin_key:
+        try:
+            admin = bytes.fromhex(admin_key)
+        except ValueError:
+            raise click.BadParameter("not hex", param_hint="--admin-key") from None
+        if len(admin) != 32:
+            raise click.BadParameter("a name is 64 hex digits", param_hint="--admin-key")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = NodeConfig(replication=replication)
+    with open(data_dir / LOG_FILE, "a", encoding="utf-8") as log_stream:
+        try:
+            trio.run(lambda: serve(data_dir, host=host, port=port, bootstrap=list(bootstrap),
+                                   config=config, admin_key=admin, log_stream=log_stream))
+        except KeyboardInterrupt:  # pragma: no cover - trio turns SIGINT into this late
+            pass
+    sys.exit(0)

@@ -1,0 +1,576 @@
+"""MD replication: each MD is a CASPaxos register kept by its close group.
+
+This module is the acceptor and the proposer of every MD a node helps keep, plus the
+anti-entropy that moves MDs to their current close group under churn. It is part of the
+sans-IO node core: it reads and writes the store it is given and sends messages through
+`NodeCore.rpc`; time comes from `core.now`.
+
+A client's mutation reaches any node, usually the closest member of the group. That node
+proposes: prepare (learn the highest accepted value from a majority), apply the request
+with the rules engine, accept (write the result to a majority, durably). Requests that
+arrive for the same MD while a round runs are batched into the next round. A successful
+accept also promises the proposer's next ballot, so the next round skips the prepare.
+docs/replication.md has the protocol, the membership-change rule and the proof sketch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import errors as E
+from .paxos import (
+    ZERO,
+    AcceptorRecord,
+    Ballot,
+    Register,
+    item_key,
+    on_accept,
+    on_prepare,
+)
+from .requests import MDataOp, Request, apply_mutation, read_mdata
+from .rules import MDataState
+from .wire import new_message
+from .xorname import XorName
+
+if TYPE_CHECKING:
+    from .core import NodeCore, Peer
+
+Respond = Callable[..., None]
+
+# Promise / accept statuses on the wire.
+OK, REJECTED, NEED_STATE, NOT_READY = 0, 1, 2, 3
+
+NS = "md"
+
+
+def majority(n: int) -> int:
+    return n // 2 + 1
+
+
+@dataclass
+class _Promise:
+    accepted: Ballot
+    digest: bytes
+    value: Register | None
+
+
+@dataclass
+class Proposal:
+    """One consensus round on one MD, carrying a batch of client requests (or none, for a
+    repair or a membership change)."""
+
+    rep: Replicator
+    key: bytes
+    name: XorName
+    batch: list[tuple[Request, Respond]]
+    purpose: str  # "client", "repair" or "reconfig"
+    attempt: int = 0
+    redirects: int = 0
+    phase: str = "idle"
+    ballot: Ballot = ZERO
+    members: tuple[XorName, ...] = ()
+    extended: tuple[XorName, ...] = ()
+    promises: dict[XorName, _Promise] = field(default_factory=dict)
+    refused: set[XorName] = field(default_factory=set)
+    acked: set[XorName] = field(default_factory=set)
+    new: Register | None = None
+    base: Register | None = None
+    results: list[tuple[Respond, Any, E.SafeError | None]] = field(default_factory=list)
+    token: int = 0  # bumps on every (re)start, so late replies of an old round are ignored
+
+    @property
+    def core(self) -> NodeCore:
+        return self.rep.core
+
+    # ---------------------------------------------------------------- start / retry
+
+    def start(self) -> None:
+        self.attempt += 1
+        if self.attempt > self.core.config.proposal_attempts:
+            self.finish_all(E.QuorumNotReached("could not reach a quorum of the close group"))
+            return
+        fast = self.rep.fast.get(self.key)
+        if fast is not None and self.purpose == "client":
+            ballot, value = fast
+            self.token += 1
+            self.ballot, self.members, self.base = ballot, value.members, value
+            self.promises, self.refused = {}, set()
+            # Our value was chosen when we last wrote it, but another proposer may have moved
+            # the MD on since: even an answer that changes nothing goes through an accept, which
+            # a majority refuses if anyone got further.
+            self.compute(value, chosen=False, known_base=True)
+            return
+        record = self.rep.record(self.key)
+        if record.value is not None and record.value.members:
+            self.prepare(record.value.members, ())
+        else:
+            # We hold nothing for this MD: ask a wider ring too, so that a group that moved
+            # (nodes joined nearer the name) is still found before we conclude it is absent.
+            group = tuple(self.core.group(self.name))
+            wide = tuple(n for n in self.core.group(self.name, 2 * self.core.config.replication) if n not in group)
+            self.prepare(group, wide)
+
+    def retry(self) -> None:
+        self.rep.fast.pop(self.key, None)
+        self.phase = "backoff"
+        self.token += 1
+        token = self.token
+        delay = self.core.rng.uniform(0.005, 0.02) * (2 ** min(self.attempt, 6))
+
+        def again() -> None:
+            if self.token == token and self.phase == "backoff":
+                self.start()
+
+        self.core.at(self.core.now + delay, again)
+
+    # ---------------------------------------------------------------- phase 1
+
+    def prepare(self, members: tuple[XorName, ...], extended: tuple[XorName, ...]) -> None:
+        self.token += 1
+        token = self.token
+        self.phase = "prepare"
+        self.ballot = self.rep.new_ballot()
+        self.members, self.extended = members, extended
+        self.promises, self.refused = {}, set()
+        hint = self.rep.record(self.key).digest
+        msg_items = [[self.key, self.ballot.to_obj(), hint]]
+        for target in dict.fromkeys(members + extended):
+            self.core.rpc(
+                target,
+                new_message("prepare", items=msg_items),
+                lambda reply, t=target: self.on_promise(token, t, reply),
+            )
+
+    def on_promise(self, token: int, target: XorName, reply: dict[str, Any] | None) -> None:
+        if token != self.token or self.phase != "prepare":
+            return
+        item = _first_item(reply, "promise")
+        if item is None:
+            self.refused.add(target)
+        else:
+            status, promised, accepted, digest, raw = item[1], item[2], item[3], item[4], item[5]
+            if status == OK:
+                value = None
+                if raw is not None:
+                    value = Register.decode(raw)
+                elif digest and digest == self.rep.record(self.key).digest:
+                    value = self.rep.record(self.key).value
+                self.promises[target] = _Promise(Ballot.from_obj(accepted), digest, value)
+            else:
+                if promised is not None:
+                    self.rep.see(Ballot.from_obj(promised))
+                self.refused.add(target)
+        self.evaluate_promises()
+
+    def evaluate_promises(self) -> None:
+        members, need = self.members, majority(len(self.members))
+        promised = [m for m in members if m in self.promises]
+        answered = len(self.promises) + len(self.refused)
+        waiting_wide = self.extended and answered < len(set(members + self.extended))
+        if len(promised) < need:
+            if len(members) - sum(1 for m in members if m in self.refused) < need:
+                self.retry()
+            return
+        best = max(self.promises.values(), key=lambda p: p.accepted)
+        if best.value is None and best.digest:
+            # The highest value was not sent to us (we thought we had it); ask again for it.
+            self.rep.forget_hint(self.key)
+            self.retry()
+            return
+        if best.value is None and self.extended:
+            # Absence needs the wider ring to agree too, so that a group that has moved
+            # (nodes joined nearer the name) is found before we conclude nothing is there.
+            wide = sum(1 for n in self.extended if n in self.promises)
+            if wide < majority(len(self.extended)):
+                if not waiting_wide:
+                    self.retry()
+                return
+        if best.value is not None and tuple(best.value.members) != tuple(members) and best.value.members:
+            # The group moved: the agreed value names its members; run the round with them.
+            self.redirects += 1
+            if self.redirects > 4:
+                self.retry()
+                return
+            self.prepare(tuple(best.value.members), ())
+            return
+        chosen = sum(1 for m in promised if self.promises[m].accepted == best.accepted) >= need
+        self.compute(best.value, chosen=chosen, known_base=False)
+
+    # ---------------------------------------------------------------- apply
+
+    def compute(self, base: Register | None, *, chosen: bool, known_base: bool) -> None:
+        group = tuple(self.core.group(self.name))
+        start = base or Register(MDataState(), group)
+        value = start
+        self.results = []
+        applied: list[Request] = []
+        for request, respond in self.batch:
+            try:
+                if request.op.MUTATES:
+                    state = apply_mutation(value.state, request)
+                    if state is not value.state:
+                        applied.append(request)
+                    value = value.with_state(state)
+                    self.results.append((respond, None, None))
+                else:
+                    result = read_mdata(value.state.md, request.op)
+                    self.results.append((respond, request.op.encode_result(result), None))
+            except E.ClientError as exc:
+                self.results.append((respond, None, exc))
+        if self.purpose == "reconfig":
+            value = value.with_members(group)
+        unchanged = value.encode() == start.encode()
+        if unchanged and (chosen or base is None):
+            self.finish()
+            return
+        self.base, self.new = start, value
+        self.accept(applied, known_base=known_base)
+
+    # ---------------------------------------------------------------- phase 2
+
+    def accept(self, applied: list[Request], *, known_base: bool) -> None:
+        assert self.new is not None and self.base is not None
+        self.token += 1
+        token = self.token
+        self.phase = "accept"
+        self.acked = set()
+        self.refused = set()
+        new, base = self.new, self.base
+        if "ack_before_quorum" in self.core.config.breaks:
+            self.rep.fast.pop(self.key, None)
+            self.finish()  # broken on purpose: the client hears "ok" before anything is durable
+        delta = [base.digest(), [r.to_obj() for r in applied], list(map(bytes, new.members)), new.digest()]
+        full = new.encode()
+        targets = dict.fromkeys(self.members + new.members)
+        for target in targets:
+            promise = self.promises.get(target)
+            same_base = promise.digest == base.digest() if promise else known_base
+            payload = [1, delta] if same_base and base.state.md is not None else [0, full]
+            self.send_accept(token, target, payload)
+
+    def send_accept(self, token: int, target: XorName, payload: list[Any]) -> None:
+        item = [self.key, self.ballot.to_obj(), True, payload]
+        self.core.rpc(
+            target,
+            new_message("accept", items=[item]),
+            lambda reply: self.on_accepted(token, target, reply),
+        )
+
+    def on_accepted(self, token: int, target: XorName, reply: dict[str, Any] | None) -> None:
+        if token != self.token or self.phase != "accept":
+            return
+        assert self.new is not None
+        item = _first_item(reply, "accepted")
+        if item is None:
+            self.refused.add(target)
+        elif item[1] == OK:
+            self.acked.add(target)
+        elif item[1] == NEED_STATE:
+            self.send_accept(token, target, [0, self.new.encode()])
+            return
+        else:
+            if item[2] is not None:
+                self.rep.see(Ballot.from_obj(item[2]))
+            self.refused.add(target)
+        old, new = self.members, self.new.members
+        acked_old = sum(1 for m in old if m in self.acked)
+        acked_new = sum(1 for m in new if m in self.acked)
+        if acked_old >= majority(len(old)) and acked_new >= majority(len(new)):
+            self.rep.fast[self.key] = (self.ballot.successor(), self.new)
+            self.finish()
+            return
+        lost_old = sum(1 for m in old if m in self.refused)
+        lost_new = sum(1 for m in new if m in self.refused)
+        if len(old) - lost_old < majority(len(old)) or len(new) - lost_new < majority(len(new)):
+            self.retry()
+
+    # ---------------------------------------------------------------- completion
+
+    def finish(self) -> None:
+        if self.phase == "done":
+            return
+        self.phase = "done"
+        self.token += 1
+        for respond, result, error in self.results:
+            respond(result=result, error=error)
+        self.results = []
+        self.rep.proposal_done(self)
+
+    def finish_all(self, error: E.SafeError) -> None:
+        self.results = [(respond, None, error) for _r, respond in self.batch]
+        self.finish()
+
+
+def _first_item(reply: dict[str, Any] | None, kind: str) -> list[Any] | None:
+    if reply is None or reply.get("k") != kind:
+        return None
+    items = reply.get("items")
+    if not isinstance(items, list) or not items or not isinstance(items[0], list):
+        return None
+    item = items[0]
+    return item if len(item) >= 3 else None
+
+
+class Replicator:
+    """The MDs one node keeps: acceptor records, proposals, anti-entropy."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+        self.records: dict[bytes, AcceptorRecord] = {}
+        self.proposals: dict[bytes, Proposal] = {}
+        self.queued: dict[bytes, list[tuple[Request, Respond]]] = {}
+        self.fast: dict[bytes, tuple[Ballot, Register]] = {}
+        self.counter = 0
+        self.left_at: dict[bytes, float] = {}
+        self.quarantined: set[bytes] = set()
+        self._sync_due = False
+        self._sync_rounds = 0
+        self._last_group: dict[bytes, tuple[XorName, ...]] = {}
+
+    def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
+        return {"prepare": self.on_prepare, "accept": self.on_accept, "sync": self.on_sync}
+
+    # ---------------------------------------------------------------- records
+
+    def load(self) -> None:
+        for key in self.core.store.record_keys(NS):
+            self._read(key)
+        for ns, key in self.core.store.quarantined():
+            if ns == NS:
+                self.quarantined.add(key)
+
+    def _read(self, key: bytes) -> AcceptorRecord | None:
+        try:
+            raw = self.core.store.get_record(NS, key)
+        except E.CorruptRecord as exc:
+            self.core.log("corrupt_record", key=key.hex(), error=str(exc))
+            self.quarantined.add(key)
+            self.records.pop(key, None)
+            return None
+        if raw is None:
+            return None
+        record = AcceptorRecord.decode(raw)
+        self.records[key] = record
+        self.see(record.promised)
+        return record
+
+    def record(self, key: bytes) -> AcceptorRecord:
+        return self.records.get(key) or AcceptorRecord()
+
+    def write(self, key: bytes, record: AcceptorRecord) -> None:
+        self.records[key] = record
+        self.core.store.put_record(NS, key, record.encode())
+
+    def forget_hint(self, key: bytes) -> None:
+        """Our copy may be stale although its digest looked current; stop trusting it."""
+        self.fast.pop(key, None)
+
+    def holds(self, name: bytes) -> bool:
+        return any(k[:32] == name and r.value is not None for k, r in self.records.items())
+
+    def count(self) -> int:
+        return sum(1 for r in self.records.values() if r.value is not None and r.value.state.md is not None)
+
+    def new_ballot(self) -> Ballot:
+        self.counter += 1
+        return Ballot(self.counter, bytes(self.core.name))
+
+    def see(self, ballot: Ballot) -> None:
+        self.counter = max(self.counter, ballot.counter)
+
+    # ---------------------------------------------------------------- acceptor
+
+    def on_prepare(self, peer: Peer, msg: dict[str, Any]) -> None:
+        out = []
+        for key, ballot_obj, hint in msg["items"][:512]:
+            ballot = Ballot.from_obj(ballot_obj)
+            self.see(ballot)
+            if key in self.quarantined:
+                out.append([key, NOT_READY, None, None, b"", None])
+                continue
+            record = self.record(key)
+            record2, ok = on_prepare(record, ballot)
+            if record2 is not record:
+                self.write(key, record2)
+            if not ok:
+                out.append([key, REJECTED, record2.promised.to_obj(), None, b"", None])
+                continue
+            digest = record2.digest
+            raw = record2.value.encode() if record2.value is not None and hint != digest else None
+            out.append([key, OK, None, record2.accepted.to_obj(), digest, raw])
+        self.core.reply(peer, msg, "promise", items=out)
+
+    def on_accept(self, peer: Peer, msg: dict[str, Any]) -> None:
+        out = []
+        for key, ballot_obj, fast, payload in msg["items"][:512]:
+            ballot = Ballot.from_obj(ballot_obj)
+            self.see(ballot)
+            if key in self.quarantined:
+                out.append([key, NOT_READY, None])
+                continue
+            record = self.record(key)
+            if ballot < record.promised:
+                out.append([key, REJECTED, record.promised.to_obj()])
+                continue
+            value = self._value_from(record, payload)
+            if value is None:
+                out.append([key, NEED_STATE, None])
+                continue
+            record2, ok = on_accept(record, ballot, value, fast=bool(fast))
+            self.write(key, record2)
+            self.left_at.pop(key, None)
+            if self.fast.get(key) is not None and self.fast[key][0] <= ballot and peer.name != self.core.name:
+                self.fast.pop(key, None)  # someone else moved this MD on: our fast ballot is spent
+            out.append([key, OK, None])
+        self.core.reply(peer, msg, "accepted", items=out)
+
+    def _value_from(self, record: AcceptorRecord, payload: list[Any]) -> Register | None:
+        mode, body = payload
+        if mode == 0:
+            return Register.decode(body)
+        base_digest, requests, members, new_digest = body
+        if record.value is None or record.digest != base_digest:
+            return None
+        value = record.value
+        for obj in requests:
+            request = Request.from_obj(obj)
+            if self.core.config.verify_on_accept:
+                request.verify()
+            try:
+                value = value.with_state(apply_mutation(value.state, request))
+            except E.ClientError:
+                return None  # we disagree with the proposer's base: take the full value
+        value = value.with_members(tuple(XorName(m) for m in members))
+        return value if value.digest() == new_digest else None
+
+    # ---------------------------------------------------------------- proposer
+
+    def submit(self, request: Request, respond: Respond) -> None:
+        op = request.op
+        assert isinstance(op, MDataOp)
+        key = item_key(op.address)
+        self._enqueue(key, op.address.name, [(request, respond)], "client")
+
+    def _enqueue(self, key: bytes, name: XorName, batch: list[tuple[Request, Respond]], purpose: str) -> None:
+        if key in self.proposals:
+            if batch:
+                self.queued.setdefault(key, []).extend(batch)
+            return
+        proposal = Proposal(self, key, name, batch, purpose)
+        self.proposals[key] = proposal
+        proposal.start()
+
+    def proposal_done(self, proposal: Proposal) -> None:
+        self.proposals.pop(proposal.key, None)
+        waiting = self.queued.pop(proposal.key, None)
+        if waiting:
+            # Everything that queued up while the last round ran goes in one round: group
+            # commit per MD, which is what makes a hot stream fast.
+            self._enqueue(proposal.key, proposal.name, waiting, "client")
+
+    # ---------------------------------------------------------------- client reads
+
+    def on_read(self, peer: Peer, msg: dict[str, Any]) -> None:
+        """Answer a read from our own copy; the client compares a quorum of such answers."""
+        request = Request.from_obj(msg["req"])
+        op = request.op
+        if not isinstance(op, MDataOp) or op.MUTATES:
+            raise E.InvalidOperation("read takes an MD read operation")
+        key = item_key(op.address)
+        if key in self.quarantined:
+            raise E.NotReady("this node lost its copy of that MD and is recovering it")
+        record = self.record(key)
+        fields: dict[str, Any] = {
+            "acc": record.accepted.to_obj(),
+            "digest": record.digest,
+            "members": [bytes(m) for m in (record.value.members if record.value else ())],
+        }
+        try:
+            md = record.value.state.md if record.value else None
+            fields["result"] = op.encode_result(read_mdata(md, op))
+        except E.ClientError as exc:
+            fields["err"] = exc.to_wire()
+        self.core.reply(peer, msg, "read_reply", **fields)
+
+    # ---------------------------------------------------------------- anti-entropy
+
+    def membership_changed(self) -> None:
+        if not self._sync_due:
+            self._sync_due = True
+            self.core.at(self.core.now + 0.2, self._sync_soon)
+
+    def _sync_soon(self) -> None:
+        self._sync_due = False
+        if self.core.ready:
+            self.sync(changed_only=True)
+
+    def sync(self, changed_only: bool = False) -> None:
+        """Move each MD we coordinate to its current close group, and bring laggards up to date."""
+        if "no_anti_entropy" in self.core.config.breaks:
+            return
+        self._sync_rounds += 1
+        full = not changed_only and self._sync_rounds % 5 == 0
+        digests: dict[XorName, list[list[Any]]] = {}
+        budget = self.core.config.max_sync_proposals - len(self.proposals)
+        me = self.core.name
+        for key, record in list(self.records.items()):
+            if record.value is None:
+                continue
+            name = XorName(key[:32])
+            group = tuple(self.core.group(name))
+            members = record.value.members
+            if changed_only and self._last_group.get(key) == group and group == members:
+                continue
+            self._last_group[key] = group
+            if me not in group and me not in members:
+                since = self.left_at.setdefault(key, self.core.now)
+                if self.core.now - since > self.core.config.grace:
+                    self._drop(key)
+                continue
+            if self._coordinator(members, group) != me:
+                continue
+            if group != members:
+                if budget > 0 and key not in self.proposals:
+                    budget -= 1
+                    self._enqueue(key, name, [], "reconfig")
+            elif full:
+                for member in members:
+                    if member != me:
+                        digests.setdefault(member, []).append([key, record.accepted.to_obj(), record.digest])
+        for member, items in digests.items():
+            for start in range(0, len(items), 500):
+                chunk = items[start:start + 500]
+                self.core.rpc(member, new_message("sync", items=chunk), self._on_sync_reply)
+
+    def _coordinator(self, members: tuple[XorName, ...], group: tuple[XorName, ...]) -> XorName | None:
+        """The closest live member: it drives membership changes and repairs."""
+        for name in members:  # members are kept sorted by distance to the MD's name
+            if name == self.core.name or (name in self.core.routing and not self.core.routing.is_suspect(name)):
+                return name
+        return group[0] if group else None
+
+    def _drop(self, key: bytes) -> None:
+        self.records.pop(key, None)
+        self.fast.pop(key, None)
+        self.left_at.pop(key, None)
+        self._last_group.pop(key, None)
+        self.core.store.delete_record(NS, key)
+        self.core.log("md_dropped", key=key.hex())
+
+    def on_sync(self, peer: Peer, msg: dict[str, Any]) -> None:
+        stale = []
+        for key, accepted, digest in msg["items"][:1000]:
+            record = self.record(key)
+            if key in self.quarantined or record.accepted != Ballot.from_obj(accepted) or record.digest != digest:
+                stale.append(key)
+        self.core.reply(peer, msg, "sync_diff", keys=stale)
+
+    def _on_sync_reply(self, reply: dict[str, Any] | None) -> None:
+        if reply is None or reply.get("k") != "sync_diff":
+            return
+        budget = self.core.config.max_sync_proposals - len(self.proposals)
+        for key in reply.get("keys", [])[:budget]:
+            if isinstance(key, bytes) and len(key) == 40 and key not in self.proposals:
+                self._enqueue(key, XorName(key[:32]), [], "repair")
