@@ -8,8 +8,8 @@ the network (`_send`). Every method raises the typed errors of the rules engine
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
 
 from node.data import (
     EntryAction,
@@ -132,3 +132,42 @@ class DataClient:
 
     async def list_user_permissions(self, address: MDataAddress, user: User) -> PermissionSet:
         return await self._call(ListUserPermissions(address, user))
+
+    # ----------------------------------------------------------------- payloads of any size
+
+    async def put_blob(
+        self,
+        source: bytes | BinaryIO | str,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        map_key: bytes | None = None,
+    ) -> XorName:
+        """Self-encrypt `source` (bytes, a binary file or a path) into chunks; return the
+        data-map name. Large files stream: never more than a few chunks in memory."""
+        from .selfenc import store_blob
+
+        return await store_blob(self.put_idata, source, progress=progress, map_key=map_key)
+
+    async def get_blob(self, name: bytes, *, map_key: bytes | None = None) -> bytes:
+        from .selfenc import fetch_blob
+
+        return await fetch_blob(self.get_idata, XorName(name), map_key=map_key)
+
+    async def get_blob_to(
+        self,
+        name: bytes,
+        sink: BinaryIO,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        map_key: bytes | None = None,
+    ) -> int:
+        """Stream a blob into `sink` chunk by chunk; returns the bytes written."""
+        from .selfenc import fetch_blob_to
+
+        return await fetch_blob_to(self.get_idata, XorName(name), sink, progress=progress, map_key=map_key)
+
+    async def read_blob(self, name: bytes, offset: int, length: int, *, map_key: bytes | None = None) -> bytes:
+        """Bytes [offset, offset+length) of a blob, fetching only the chunks that cover them."""
+        from .selfenc import read_range
+
+        return await read_range(self.get_idata, XorName(name), offset, length, map_key=map_key)

@@ -55,6 +55,7 @@ class NetworkClient(DataClient):
         timeout: float = 20.0,
         try_timeout: float = 4.0,
         network: MemoryNetwork | None = None,
+        endpoint: Any = None,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(keys, owner=owner)
@@ -65,7 +66,8 @@ class NetworkClient(DataClient):
         self.timeout = timeout
         self.try_timeout = try_timeout
         self.rng = rng or random.Random()
-        self.endpoint = Endpoint(self.keys, role="client", network=network)
+        # `endpoint` lets the simulator hand in its own message-level network endpoint.
+        self.endpoint = endpoint or Endpoint(self.keys, role="client", network=network)
         self.rpc = RpcClient(self.endpoint)
         self.nodes: dict[XorName, str] = {}
         self._groups: dict[bytes, tuple[float, list[Contact]]] = {}
@@ -132,7 +134,7 @@ class NetworkClient(DataClient):
                 break
             results: list[tuple[Contact, dict[str, Any] | None]] = []
 
-            async def ask(contact: Contact) -> None:
+            async def ask(contact: Contact, results: list[Any] = results) -> None:
                 try:
                     reply = await self.rpc.request(
                         contact.name, contact.address, new_message("find_node", target=bytes(target)), 2.0)

@@ -51,6 +51,12 @@ class ChunkKeeper:
 
     # ---------------------------------------------------------------- local store
 
+    def _served(self, value: bytes) -> bytes:
+        """The bytes we hand out; damaged on purpose in the test-only "corrupt" lying mode."""
+        if "corrupt" in self.core.config.lie and value:
+            return bytes([value[0] ^ 0xFF]) + value[1:]
+        return value
+
     def _load(self, name: bytes) -> bytes | None:
         try:
             value = self.core.store.get_chunk(name)
@@ -111,7 +117,7 @@ class ChunkKeeper:
     def _get(self, op: GetIData, respond: Respond) -> None:
         value = self._load(op.chunk)
         if value is not None:
-            respond(result=op.encode_result(ImmutableData(value)))
+            respond(result=self._served(value))
             return
         holders = [m for m in self.core.group(op.chunk) if m != self.core.name]
         missing = {"n": 0}
@@ -153,7 +159,7 @@ class ChunkKeeper:
         value = self._load(XorName(msg["name"]))
         if value is None:
             raise E.NoSuchData("not held here")
-        self.core.reply(peer, msg, "chunk", value=value)
+        self.core.reply(peer, msg, "chunk", value=self._served(value))
 
     def on_has(self, peer: Peer, msg: dict[str, Any]) -> None:
         names = msg["names"]

@@ -45,11 +45,6 @@ def main() -> None:
     """
 
 
-@click.group()
-def cluster() -> None:
-    """Launch and manage a local multi-node cluster on loopback."""
-
-
 @click.group(name="node")
 def node_group() -> None:
     """Run a single node process."""

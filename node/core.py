@@ -54,6 +54,9 @@ class NodeConfig:
     # Test-only switches that break the contract on purpose, so tests can show that the
     # checker notices: "ack_before_quorum", "skip_version_check", "no_anti_entropy".
     breaks: frozenset[str] = frozenset()
+    # Test-only lying modes (a Byzantine node, for proving clients trust no single node):
+    # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks).
+    lie: frozenset[str] = frozenset()
 
     @property
     def quorum(self) -> int:

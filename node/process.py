@@ -9,6 +9,7 @@ shutdown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -68,18 +69,20 @@ async def serve(
     store = SqliteStore(data_dir / STORE_FILE)
     fault = FaultRules(rng=random.Random())
     endpoint = Endpoint(keys, role="node", listen_host=host, listen_port=port, fault=fault)
+    # The signal receiver spans the whole nursery: were it closed after start-up, SIGTERM
+    # would fall back to its default action and kill the process without a clean stop.
     try:
-        async with trio.open_nursery() as nursery:
-            address = await nursery.start(endpoint.run)
-            core = NodeCore(keys, store, config, rng=random.Random(), address=address, log=log)
-            host_ = NodeHost(core, endpoint, admin_name=admin_key, fault=fault,
-                             on_shutdown=nursery.cancel_scope.cancel)
-            (data_dir / INFO_FILE).write_text(json.dumps(
-                {"id": keys.name.hex(), "address": address, "pid": os.getpid(), "started": time.time()}
-            ))
-            log("started", address=address, bootstrap=bootstrap, replication=config.replication)
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, log)
+                address = await nursery.start(endpoint.run)
+                core = NodeCore(keys, store, config, rng=random.Random(), address=address, log=log)
+                host_ = NodeHost(core, endpoint, admin_name=admin_key, fault=fault,
+                                 on_shutdown=nursery.cancel_scope.cancel)
+                (data_dir / INFO_FILE).write_text(json.dumps(
+                    {"id": keys.name.hex(), "address": address, "pid": os.getpid(), "started": time.time()}
+                ))
+                log("started", address=address, bootstrap=bootstrap, replication=config.replication)
                 await nursery.start(host_.run, bootstrap)
                 print(f"node {keys.name.hex()} listening on {address}", flush=True)
     finally:
@@ -102,8 +105,10 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope, log: JsonLog) -
 @click.option("--bootstrap", multiple=True, metavar="HOST:PORT", help="A node to join through (repeatable).")
 @click.option("--replication", default=5, show_default=True, help="R: nodes in each item's close group.")
 @click.option("--admin-key", default=None, metavar="HEX", help="Name (64 hex) of the key allowed to send admin messages.")
+@click.option("--lie", multiple=True, type=click.Choice(["forge", "stale", "corrupt"]), hidden=True,
+              help="Test only: make this node a liar (forged MD values, stale versions, corrupted chunks).")
 def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...], replication: int,
-                admin_key: str | None) -> None:
+                admin_key: str | None, lie: tuple[str, ...]) -> None:
     """Run one node until stopped (SIGTERM or Ctrl-C)."""
     if not host.startswith("127."):
         raise click.BadParameter("this testbed only listens on loopback (127.0.0.0/8)", param_hint="--host")
@@ -118,11 +123,9 @@ def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...]
         if len(admin) != 32:
             raise click.BadParameter("a name is 64 hex digits", param_hint="--admin-key")
     data_dir.mkdir(parents=True, exist_ok=True)
-    config = NodeConfig(replication=replication)
+    config = NodeConfig(replication=replication, lie=frozenset(lie))
     with open(data_dir / LOG_FILE, "a", encoding="utf-8") as log_stream:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):  # trio may turn a late SIGINT into this
             trio.run(lambda: serve(data_dir, host=host, port=port, bootstrap=list(bootstrap),
                                    config=config, admin_key=admin, log_stream=log_stream))
-        except KeyboardInterrupt:  # pragma: no cover - trio turns SIGINT into this late
-            pass
     sys.exit(0)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
+from .data import Value
 from .paxos import (
     ZERO,
     AcceptorRecord,
@@ -104,7 +105,10 @@ class Proposal:
             return
         record = self.rep.record(self.key)
         if record.value is not None and record.value.members:
-            self.prepare(record.value.members, ())
+            # Our copy names the group; ask our view of the group as well, so that a copy
+            # whose members all left still leads us to where the MD lives now.
+            view = tuple(n for n in self.core.group(self.name) if n not in record.value.members)
+            self.prepare(record.value.members, view)
         else:
             # We hold nothing for this MD: ask a wider ring too, so that a group that moved
             # (nodes joined nearer the name) is still found before we conclude it is absent.
@@ -169,6 +173,20 @@ class Proposal:
         promised = [m for m in members if m in self.promises]
         answered = len(self.promises) + len(self.refused)
         waiting_wide = self.extended and answered < len(set(members + self.extended))
+        best_any = max(self.promises.values(), key=lambda p: p.accepted) if self.promises else None
+        newer = best_any is not None and (
+            len(promised) >= need or best_any.accepted > self.rep.record(self.key).accepted
+        )
+        if (newer and best_any is not None and best_any.value is not None and best_any.value.members
+                and tuple(best_any.value.members) != tuple(members)):
+            # Someone holds a newer value naming another group: the MD moved. Run the round
+            # with the group that value names (this is only ever a choice of whom to ask).
+            self.redirects += 1
+            if self.redirects > 4:
+                self.retry()
+            else:
+                self.prepare(tuple(best_any.value.members), ())
+            return
         if len(promised) < need:
             if len(members) - sum(1 for m in members if m in self.refused) < need:
                 self.retry()
@@ -187,14 +205,6 @@ class Proposal:
                 if not waiting_wide:
                     self.retry()
                 return
-        if best.value is not None and tuple(best.value.members) != tuple(members) and best.value.members:
-            # The group moved: the agreed value names its members; run the round with them.
-            self.redirects += 1
-            if self.redirects > 4:
-                self.retry()
-                return
-            self.prepare(tuple(best.value.members), ())
-            return
         chosen = sum(1 for m in promised if self.promises[m].accepted == best.accepted) >= need
         self.compute(best.value, chosen=chosen, known_base=False)
 
@@ -207,6 +217,8 @@ class Proposal:
         self.results = []
         applied: list[Request] = []
         for request, respond in self.batch:
+            if "skip_version_check" in self.core.config.breaks:
+                request = _blind(request, value)
             try:
                 if request.op.MUTATES:
                     state = apply_mutation(value.state, request)
@@ -247,7 +259,9 @@ class Proposal:
         for target in targets:
             promise = self.promises.get(target)
             same_base = promise.digest == base.digest() if promise else known_base
-            payload = [1, delta] if same_base and base.state.md is not None else [0, full]
+            # Blind (rewritten, unsigned) requests of the test-only break travel as full values.
+            use_delta = same_base and base.state.md is not None and not self.core.config.breaks
+            payload = [1, delta] if use_delta else [0, full]
             self.send_accept(token, target, payload)
 
     def send_accept(self, token: int, target: XorName, payload: list[Any]) -> None:
@@ -303,6 +317,26 @@ class Proposal:
         self.finish()
 
 
+def _blind(request: Request, value: Register) -> Request:
+    """Test-only break: turn conditional entry writes into blind overwrites (lost updates)."""
+    from .data import Del, Ins, Update
+    from .requests import MutateEntries
+
+    op, md = request.op, value.state.md
+    if not isinstance(op, MutateEntries) or md is None:
+        return request
+    actions = {}
+    for key, action in op.actions.items():
+        current = md.entries.get(key)
+        if current is None:
+            actions[key] = Ins(b"" if isinstance(action, Del) else action.content)
+        elif isinstance(action, Del):
+            actions[key] = Del(current.entry_version + 1)
+        else:
+            actions[key] = Update(action.content, current.entry_version + 1)
+    return Request(MutateEntries(op.address, actions), request.requester, request.request_id, request.owner)
+
+
 def _first_item(reply: dict[str, Any] | None, kind: str) -> list[Any] | None:
     if reply is None or reply.get("k") != kind:
         return None
@@ -328,6 +362,7 @@ class Replicator:
         self._sync_due = False
         self._sync_rounds = 0
         self._last_group: dict[bytes, tuple[XorName, ...]] = {}
+        self._first_seen: dict[bytes, AcceptorRecord] = {}  # only for the "stale" lying mode
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
         return {"prepare": self.on_prepare, "accept": self.on_accept, "sync": self.on_sync}
@@ -481,7 +516,7 @@ class Replicator:
         key = item_key(op.address)
         if key in self.quarantined:
             raise E.NotReady("this node lost its copy of that MD and is recovering it")
-        record = self.record(key)
+        record = self._liar_view(key, self.record(key))
         fields: dict[str, Any] = {
             "acc": record.accepted.to_obj(),
             "digest": record.digest,
@@ -493,6 +528,23 @@ class Replicator:
         except E.ClientError as exc:
             fields["err"] = exc.to_wire()
         self.core.reply(peer, msg, "read_reply", **fields)
+
+    def _liar_view(self, key: bytes, record: AcceptorRecord) -> AcceptorRecord:
+        """What a node in a test-only lying mode tells clients instead of the truth."""
+        lie = self.core.config.lie
+        if not lie or record.value is None or record.value.state.md is None:
+            return record
+        if "stale" in lie:
+            first = self._first_seen.setdefault(key, record)
+            if first is not record:
+                return first
+        if "forge" in lie:
+            md = record.value.state.md
+            forged = {k: Value(b"forged:" + v.content, v.entry_version + 1) for k, v in md.entries.items()}
+            value = record.value.with_state(MDataState(md.replace(entries=forged, version=md.version + 1)))
+            # Claim a newer ballot too, as a liar hoping to win a "highest answer" client would.
+            return AcceptorRecord(record.promised, Ballot(record.accepted.counter + 1, record.accepted.proposer), value)
+        return record
 
     # ---------------------------------------------------------------- anti-entropy
 
@@ -516,10 +568,16 @@ class Replicator:
         budget = self.core.config.max_sync_proposals - len(self.proposals)
         me = self.core.name
         for key, record in list(self.records.items()):
-            if record.value is None:
-                continue
             name = XorName(key[:32])
             group = tuple(self.core.group(name))
+            if record.value is None:
+                # Only a promise (a creation that never completed here). Keep it while we may
+                # be asked about the MD; forget it once we are not in its group.
+                if me not in group:
+                    since = self.left_at.setdefault(key, self.core.now)
+                    if self.core.now - since > self.core.config.grace:
+                        self._drop(key)
+                continue
             members = record.value.members
             if changed_only and self._last_group.get(key) == group and group == members:
                 continue
