@@ -9,7 +9,7 @@ the network (`_send`). Every method raises the typed errors of the rules engine
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from node.data import (
     EntryAction,
@@ -21,6 +21,9 @@ from node.data import (
     Value,
 )
 from node.keys import Keypair, PublicKey
+
+if TYPE_CHECKING:
+    from node.accounts import AccountInfo
 from node.requests import (
     ChangeOwner,
     DelUserPermissions,
@@ -171,3 +174,28 @@ class DataClient:
         from .selfenc import read_range
 
         return await read_range(self.get_idata, XorName(name), offset, length, map_key=map_key)
+
+    # ----------------------------------------------------------------- accounts (ClientManager)
+
+    async def create_account(self, allowance: int | None = None) -> None:
+        """Register this key's account: its app keys and mutation allowance live on the close
+        group of its name. `allowance` must match the network's (default 1000)."""
+        from node.accounts import DEFAULT_ALLOWANCE, CreateAccount
+
+        await self._call(CreateAccount(self.keys.public, DEFAULT_ALLOWANCE if allowance is None else allowance))
+
+    async def account_info(self, owner: PublicKey | None = None) -> AccountInfo:
+        from node.accounts import AccountInfo, account_address
+
+        return AccountInfo.of(await self.get_mdata(account_address(owner or self.account_owner)))
+
+    async def ins_auth_key(self, key: PublicKey, version: int) -> None:
+        """Authorise an app key to mutate for this account (`version` = key-ops count + 1)."""
+        from node.accounts import InsAuthKey
+
+        await self._call(InsAuthKey(self.account_owner, PublicKey(key), version))
+
+    async def del_auth_key(self, key: PublicKey, version: int) -> None:
+        from node.accounts import DelAuthKey
+
+        await self._call(DelAuthKey(self.account_owner, PublicKey(key), version))

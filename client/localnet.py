@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from node import errors as E
 from node.core import NodeConfig, NodeCore
 from node.host import NodeHost
 from node.keys import Keypair
@@ -62,15 +63,16 @@ class LocalNetwork:
     @contextlib.asynccontextmanager
     async def start(cls, nodes: int = 8, *, seed: int = 0, config: NodeConfig | None = None,
                     settle: float = 5.0) -> AsyncIterator[LocalNetwork]:
-        async with trio.open_nursery() as nursery:
-            net = cls(nursery, seed=seed, config=config or NodeConfig())
-            for _ in range(nodes):
-                await net.add()
-            await trio.sleep(settle)
-            try:
-                yield net
-            finally:
-                nursery.cancel_scope.cancel()
+        with E.single_errors():
+            async with trio.open_nursery() as nursery:
+                net = cls(nursery, seed=seed, config=config or NodeConfig())
+                for _ in range(nodes):
+                    await net.add()
+                await trio.sleep(settle)
+                try:
+                    yield net
+                finally:
+                    nursery.cancel_scope.cancel()
 
     @property
     def addresses(self) -> list[str]:
@@ -97,7 +99,7 @@ class LocalNetwork:
                     core = NodeCore(node.keys, node.store, self.config,
                                     rng=random.Random(self.rng.getrandbits(64)), address=address)
                     node.core, node.endpoint, node.address = core, endpoint, address
-                    await inner.start(NodeHost(core, endpoint).run, bootstrap)
+                    await inner.start(NodeHost(core, endpoint, strict=True).run, bootstrap)
                     task_status.started()
 
         node.scope = scope

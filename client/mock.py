@@ -30,6 +30,14 @@ import trio
 
 from node import errors as E
 from node import rules
+from node.accounts import (
+    AccountInfo,
+    CreateAccount,
+    DelAuthKey,
+    InsAuthKey,
+    account_address,
+    authorise,
+)
 from node.data import ImmutableData, MDataAddress, MutableData
 from node.keys import Keypair, PublicKey
 from node.requests import GetIData, PutIData, Request, apply_mutation, read_mdata
@@ -132,6 +140,30 @@ class MockNetwork:
 
     def _apply(self, request: Request) -> Any:
         request.verify()
+        op = request.op
+        if op.INTERNAL:
+            raise E.InvalidOperation(f"{op.KIND} is made by nodes, not clients")
+        charge = self._authorise(request)
+        result = self._run(request)
+        if charge is not None:
+            state = self.mdata[charge]
+            self.mdata[charge] = rules.MDataState(AccountInfo.of(state.md).charged().to_md(), state.recent)
+        return result
+
+    def _authorise(self, request: Request) -> MDataAddress | None:
+        """The account checks a ClientManager group makes; returns the account to charge."""
+        op = request.op
+        if not op.MUTATES or isinstance(op, CreateAccount | InsAuthKey | DelAuthKey):
+            return None
+        owner, requester = request.account_owner, request.requester
+        assert owner is not None and requester is not None
+        address = account_address(owner)
+        state = self.mdata.get(address)
+        info = AccountInfo.of(state.md) if state and state.md else None
+        authorise(info, owner, requester)
+        return address if info is not None else None
+
+    def _run(self, request: Request) -> Any:
         op = request.op
         if isinstance(op, PutIData):
             rules.check_idata(op.data)

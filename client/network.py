@@ -80,15 +80,16 @@ class NetworkClient(DataClient):
     @contextlib.asynccontextmanager
     async def open(cls, contacts: Sequence[str], keys: Keypair | None = None, **kwargs: Any) -> AsyncIterator[NetworkClient]:
         client = cls(contacts, keys, **kwargs)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client.endpoint.run)
-            await nursery.start(client.rpc.run)
-            try:
-                await client.bootstrap()
-                yield client
-            finally:
-                await client.endpoint.aclose()
-                nursery.cancel_scope.cancel()
+        with E.single_errors():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(client.endpoint.run)
+                await nursery.start(client.rpc.run)
+                try:
+                    await client.bootstrap()
+                    yield client
+                finally:
+                    await client.endpoint.aclose()
+                    nursery.cancel_scope.cancel()
 
     async def bootstrap(self) -> None:
         """Learn some nodes from the contacts (any one answering is enough)."""

@@ -120,6 +120,7 @@ class NodeCore:
         address: str,
         log: Log | None = None,
     ) -> None:
+        from .accounts import AccountGuard
         from .chunks import ChunkKeeper
         from .replication import Replicator
 
@@ -144,6 +145,7 @@ class NodeCore:
         self._lookups_running = 0
         self.replicator = Replicator(self)
         self.chunks = ChunkKeeper(self)
+        self.accounts = AccountGuard(self)
         self._handlers: dict[str, Callable[[Peer, dict[str, Any]], None]] = {
             "ping": self._on_ping,
             "find_node": self._on_find_node,
@@ -164,13 +166,13 @@ class NodeCore:
         self._every(self.config.ping_interval, self._check_liveness)
         self._every(self.config.sync_interval, self._sync)
         self._every(self.config.refresh_interval / 10, self._refresh_buckets)
-        return self._flush()
+        return self.take_output()
 
     def handle(self, now: float, peer: Peer, msg: dict[str, Any]) -> list[Send]:
         self.now = max(self.now, now)
         self._dispatch(peer, msg)
         self._drain_local()
-        return self._flush()
+        return self.take_output()
 
     def tick(self, now: float) -> list[Send]:
         self.now = max(self.now, now)
@@ -178,14 +180,14 @@ class NodeCore:
             _, _, fn = heapq.heappop(self._timers)
             fn()
             self._drain_local()
-        return self._flush()
+        return self.take_output()
 
     def next_deadline(self) -> float:
         return self._timers[0][0] if self._timers else float("inf")
 
     # ================================================================ plumbing
 
-    def _flush(self) -> list[Send]:
+    def take_output(self) -> list[Send]:
         out, self._out = self._out, []
         return out
 
@@ -440,10 +442,21 @@ class NodeCore:
 
         self.at(self.now + self.config.client_deadline,
                 lambda: respond(error=E.RequestTimeout("the close group did not answer in time")))
-        if request.op.IDATA:
-            self.chunks.submit(request, respond)
-        else:
-            self.replicator.submit(request, respond)
+        if request.op.INTERNAL:
+            raise E.InvalidOperation(f"{kind} is made by nodes, not clients")
+
+        def proceed(on_success: Callable[[], None] | None) -> None:
+            def done(result: Any = None, error: E.SafeError | None = None) -> None:
+                if error is None and on_success is not None:
+                    on_success()  # charge the account for a mutation that took effect
+                respond(result, error)
+
+            if request.op.IDATA:
+                self.chunks.submit(request, done)
+            else:
+                self.replicator.submit(request, done)
+
+        self.accounts.check(request, proceed, lambda error: respond(error=error))
 
     def _on_locate(self, peer: Peer, msg: dict[str, Any]) -> None:
         name = XorName(msg["name"])

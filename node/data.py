@@ -30,6 +30,14 @@ def check_u64(value: Any, what: str) -> int:
     return value
 
 
+def _check_bytes(value: Any, what: str) -> bytes:
+    # Checked before XorName()/PublicKey() see a decoded value: they call bytes(value), which
+    # turns a str into a TypeError and an int n into an n-byte allocation.
+    if not isinstance(value, bytes):
+        raise ValueError(f"{what} must be bytes, got {type(value).__name__}")
+    return value
+
+
 class Action(enum.IntEnum):
     """What a PermissionSet can allow or deny."""
 
@@ -129,6 +137,10 @@ class Value:
     content: bytes
     entry_version: int
 
+    def __post_init__(self) -> None:
+        _check_bytes(self.content, "entry content")
+        check_u64(self.entry_version, "an entry version")
+
     @property
     def is_tombstone(self) -> bool:
         return self.content == b""
@@ -144,6 +156,10 @@ class Ins:
     content: bytes
     version: int = 0
 
+    def __post_init__(self) -> None:
+        _check_bytes(self.content, "entry content")
+        check_u64(self.version, "an entry version")
+
 
 @dataclass(frozen=True, slots=True)
 class Update:
@@ -152,12 +168,19 @@ class Update:
     content: bytes
     version: int
 
+    def __post_init__(self) -> None:
+        _check_bytes(self.content, "entry content")
+        check_u64(self.version, "an entry version")
+
 
 @dataclass(frozen=True, slots=True)
 class Del:
     """Delete an existing key (leaves an empty tombstone); `version` must be current + 1."""
 
     version: int
+
+    def __post_init__(self) -> None:
+        check_u64(self.version, "an entry version")
 
 
 EntryAction = Ins | Update | Del
@@ -178,6 +201,10 @@ def entry_action_from_obj(obj: Any) -> EntryAction:
     if not isinstance(content, bytes):
         raise ValueError("entry content must be bytes")
     check_u64(version, "an entry version")
+    if type(kind) is not int:  # not True/False/0.0, which compare equal to 1 and 0
+        raise ValueError(f"an entry action kind is an integer, got {kind!r:.40}")
+    if kind == 2 and content:
+        raise ValueError("a Del action carries no content")
     if kind == 0:
         return Ins(content, version)
     if kind == 1:
@@ -223,7 +250,7 @@ class MDataAddress:
     def from_obj(cls, obj: Any) -> MDataAddress:
         if not isinstance(obj, list | tuple) or len(obj) != 2:
             raise ValueError("an MD address is [name, tag]")
-        return cls(XorName(obj[0]), obj[1])
+        return cls(XorName(_check_bytes(obj[0], "an MD name")), check_u64(obj[1], "a type tag"))
 
     def __str__(self) -> str:
         return f"{self.name.hex()}:{self.tag}"
@@ -285,6 +312,8 @@ class MutableData:
             raise ValueError("MD owners and permissions are lists")
         if not isinstance(entries, list | tuple):
             raise ValueError("MD entries are a list")
+        # A repeated key, user or owner would be dropped silently by the maps below, so the
+        # decoded MD would not be the one encoded: refuse it instead.
         entry_map: dict[bytes, Value] = {}
         for item in entries:
             if not isinstance(item, list | tuple) or len(item) != 3:
@@ -292,19 +321,27 @@ class MutableData:
             k, content, ev = item
             if not isinstance(k, bytes) or not isinstance(content, bytes):
                 raise ValueError("MD entry keys and contents are bytes")
+            if k in entry_map:
+                raise ValueError(f"MD entry key {k!r:.40} appears twice")
             entry_map[k] = Value(content, check_u64(ev, "an entry version"))
         perm_map: dict[User, PermissionSet] = {}
         for item in perms:
             if not isinstance(item, list | tuple) or len(item) != 2:
                 raise ValueError("a permission item is [user, flags]")
-            perm_map[user_from_obj(item[0])] = PermissionSet.from_obj(item[1])
+            user = user_from_obj(item[0])
+            if user in perm_map:
+                raise ValueError(f"MD permissions name the user {user!r} twice")
+            perm_map[user] = PermissionSet.from_obj(item[1])
+        owner_keys = [PublicKey(_check_bytes(o, "an owner key")) for o in owners]
+        if len(set(owner_keys)) != len(owner_keys):
+            raise ValueError("MD owners name a key twice")
         return cls(
-            XorName(name),
+            XorName(_check_bytes(name, "an MD name")),
             check_u64(tag, "a type tag"),
             entry_map,
             perm_map,
             check_u64(version, "an MD version"),
-            frozenset(PublicKey(o) for o in owners),
+            frozenset(owner_keys),
         )
 
     def encode(self) -> bytes:
@@ -319,7 +356,11 @@ class MutableData:
 
     @classmethod
     def decode(cls, raw: bytes) -> MutableData:
-        return cls.from_obj(msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False))
+        try:
+            obj = msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False)
+        except TypeError as exc:  # e.g. a map keyed by an array; msgpack's other errors are ValueErrors
+            raise ValueError(f"not an MD encoding: {exc}") from None
+        return cls.from_obj(obj)
 
     def __repr__(self) -> str:
         return (

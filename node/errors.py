@@ -7,7 +7,9 @@ it (`InvalidSuccessor.current`, `InvalidEntryActions.errors`). Each one round-tr
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -252,3 +254,27 @@ def error_from_wire(obj: Any) -> SafeError:
     except (KeyError, TypeError, ValueError):
         return ProtocolError(f"malformed error payload for code {code}")
     return NetworkOther(msg or f"unknown error code {code!r}")
+
+
+def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:  # type: ignore[type-arg]
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+@contextlib.contextmanager
+def single_errors() -> Iterator[None]:
+    """Re-raise a lone exception out of trio's exception groups.
+
+    A context manager that runs background tasks in a nursery would otherwise hand its user
+    an ExceptionGroup for an ordinary `AccessDenied` raised in their own `async with` body.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise

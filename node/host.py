@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import traceback
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -50,7 +51,11 @@ class NodeHost:
         admin_name: bytes | None = None,
         fault: Any = None,
         on_shutdown: Callable[[], None] | None = None,
+        strict: bool = False,
     ) -> None:
+        # strict: let a bug in the core take the host down (tests and the simulator want to
+        # see it); otherwise log it and keep serving, as a production node must.
+        self.strict = strict
         self.core = core
         self.endpoint = endpoint
         self.admin_name = admin_name
@@ -76,10 +81,19 @@ class NodeHost:
             now = trio.current_time()
             out: list[Send] = []
             for incoming in batch:
-                out.extend(self._handle(now, incoming))
-            out.extend(core.tick(now))
+                out.extend(self._guarded(self._handle, now, incoming))
+            out.extend(self._guarded(core.tick, now))
             self._emit(out)
             await trio.lowlevel.checkpoint()
+
+    def _guarded(self, fn: Callable[..., list[Send]], *args: Any) -> list[Send]:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if self.strict:
+                raise
+            self.core.log("internal_error", error=repr(exc), trace=traceback.format_exc(limit=8))
+            return self.core.take_output()  # whatever the core queued before it failed still goes
 
     def _handle(self, now: float, incoming: Any) -> list[Send]:
         peer = Peer(incoming.peer.name, incoming.peer.role, incoming.peer.address)

@@ -229,7 +229,7 @@ class Proposal:
                 else:
                     result = read_mdata(value.state.md, request.op)
                     self.results.append((respond, request.op.encode_result(result), None))
-            except E.ClientError as exc:
+            except E.SafeError as exc:
                 self.results.append((respond, None, exc))
         if self.purpose == "reconfig":
             value = value.with_members(group)

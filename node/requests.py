@@ -19,13 +19,13 @@ from . import errors as E
 from . import rules
 from .data import (
     EntryAction,
-    check_u64,
     ImmutableData,
     MDataAddress,
     MutableData,
     PermissionSet,
     User,
     Value,
+    check_u64,
     entry_action_from_obj,
     entry_action_to_obj,
     user_from_obj,
@@ -51,6 +51,7 @@ class Op:
     KIND: ClassVar[str]
     MUTATES: ClassVar[bool] = False
     IDATA: ClassVar[bool] = False  # addresses an IData chunk rather than an MD
+    INTERNAL: ClassVar[bool] = False  # made by nodes only; a client sending one is refused
 
     @property
     def name(self) -> XorName:
@@ -85,6 +86,9 @@ _OPS: dict[str, type[Op]] = {}
 def _op(cls: type[Op]) -> type[Op]:
     _OPS[cls.KIND] = cls
     return cls
+
+
+register_op = _op  # for operations defined in other modules (node.accounts)
 
 
 def _one(args: list[Any], n: int, kind: str) -> list[Any]:
@@ -528,8 +532,8 @@ class Request:
         """Raise InvalidSignature unless a mutation is validly signed by its requester."""
         if len(self.request_id) != REQUEST_ID_LEN:
             raise E.ProtocolError(f"a request id is {REQUEST_ID_LEN} bytes")
-        if not self.op.MUTATES:
-            return
+        if not self.op.MUTATES or self.op.INTERNAL:
+            return  # reads are open to all; internal operations never come from clients
         if self.requester is None or not self.signature:
             raise E.InvalidSignature("a mutation must be signed by its requester")
         if not self.requester.verify(self.signing_bytes(), self.signature):
@@ -572,10 +576,15 @@ def apply_mutation(state: rules.MDataState, request: Request) -> rules.MDataStat
     op = request.op
     if request.request_id in state.recent:
         return state
+    apply_to = getattr(op, "apply_to", None)
+    if apply_to is not None:  # an operation that carries its own rules (accounts)
+        return rules.MDataState(apply_to(state, request), state.remember(request.request_id))
     requester = request.requester
     if requester is None:
         raise E.InvalidSignature("a mutation must name its requester")
     md = state.md
+    if op.address.tag == rules.ACCOUNT_TAG:  # type: ignore[attr-defined]
+        raise E.InvalidOperation("accounts change only through account operations")
     if isinstance(op, PutMData):
         owner = request.account_owner
         assert owner is not None
@@ -603,3 +612,8 @@ def read_mdata(md: MutableData | None, op: Op) -> Any:
     if md is None:
         raise E.NoSuchData(f"no MD at {op.address}")
     return op.read(md)
+
+
+# Account operations live in their own module; importing it here registers them, so any
+# request can be decoded wherever requests are.
+from . import accounts as _accounts  # noqa: E402,F401

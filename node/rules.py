@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from . import errors as E
 from .data import (
     ANYONE,
+    U64_MAX,
     Action,
     Del,
     EntryAction,
@@ -25,12 +26,13 @@ from .data import (
     User,
     Value,
 )
-from .keys import PublicKey
+from .keys import NO_OWNER_KEY, PublicKey
 
 MAX_MDATA_ENTRIES = 1000
 MAX_MDATA_SIZE = 1024 * 1024  # 1 MiB, measured on the canonical encoding
 MAX_IDATA_SIZE = 1024 * 1024 + 10 * 1024  # 1,058,816 bytes
 MAX_OWNERS = 1
+ACCOUNT_TAG = 1  # reserved by the testbed: account registers (node.accounts)
 
 
 # ----------------------------------------------------------------------------- permissions
@@ -38,7 +40,9 @@ MAX_OWNERS = 1
 
 def is_action_allowed(md: MutableData, requester: PublicKey, action: Action) -> bool:
     """Owner > the key's explicit setting > Anyone's explicit setting > deny (§1.4)."""
-    if requester in md.owners:
+    # NO_OWNER_KEY has no secret key, so no verified request can come from it; refusing it
+    # here too keeps a frozen MD frozen even for a caller that skipped signature checks.
+    if requester in md.owners and requester != NO_OWNER_KEY:
         return True
     own = md.permissions.get(requester)
     if own is not None:
@@ -136,7 +140,8 @@ def mutate_entries(
 
 
 def _check_shell_version(md: MutableData, version: int) -> None:
-    if version != md.version + 1:
+    # At version 2**64 - 1 there is no successor a u64 can hold (nor one the wire can carry).
+    if version != md.version + 1 or version > U64_MAX:
         raise E.InvalidSuccessor(md.version)
 
 
@@ -166,7 +171,7 @@ def change_owner(
     md: MutableData, new_owners: frozenset[PublicKey] | set[PublicKey], version: int, requester: PublicKey
 ) -> MutableData:
     """Only a current owner may hand the MD on, to exactly one new owner, at version + 1."""
-    if requester not in md.owners:
+    if requester not in md.owners or requester == NO_OWNER_KEY:
         raise E.AccessDenied("only the MD's owner may change its owner")
     if len(new_owners) != 1:
         raise E.InvalidOwners(f"an MD's new owner set has exactly one key, got {len(new_owners)}")
