@@ -85,6 +85,9 @@ class NodeHost:
             out.extend(self._guarded(core.tick, now))
             self._emit(out)
             await trio.lowlevel.checkpoint()
+        if self.on_shutdown is not None:
+            await trio.sleep(0.2)  # let the writers send the shutdown reply before we go
+            self.on_shutdown()
 
     def _guarded(self, fn: Callable[..., list[Send]], *args: Any) -> list[Send]:
         try:
@@ -119,9 +122,7 @@ class NodeHost:
                 return Send(peer.name, None, reply_to(msg, "error", err={"code": -112, "msg": str(exc)}))
             return Send(peer.name, None, reply_to(msg, "admin_ok", rules=self.fault.config()))
         if op == "shutdown":
-            self.stopped.set()
-            if self.on_shutdown is not None:
-                self.on_shutdown()
+            self.stopped.set()  # the loop ends after this reply is handed to the endpoint
             return Send(peer.name, None, reply_to(msg, "admin_ok"))
         return Send(peer.name, None, reply_to(msg, "error", err={"code": -112, "msg": f"unknown admin op {op!r}"}))
 
