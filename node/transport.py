@@ -38,7 +38,7 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -441,6 +441,9 @@ class Endpoint:
         self.address: str | None = None
         self._network = network
         self._inbox_send, self.inbox = trio.open_memory_channel[Incoming](inbox_size)
+        # Called with a peer's name when its last connection closes (RpcClient fails the
+        # requests waiting on that peer at once instead of at their deadlines).
+        self.on_disconnect: list[Callable[[XorName], None]] = []
         self._links: dict[XorName, _Link] = {}
         self._dial_locks: dict[str, trio.Lock] = {}
         self._dial_failed: dict[XorName, float] = {}  # when dialling each last failed
@@ -1094,6 +1097,9 @@ class Endpoint:
             link.primary = None
         if link.primary is None and link.idle_scope is not None:
             link.idle_scope.cancel()
+        if not any(not c.closed for c in link.conns):
+            for callback in list(self.on_disconnect):
+                callback(conn.peer.name)
         self._maybe_forget(link)
 
     def _maybe_forget(self, link: _Link) -> None:
@@ -1114,12 +1120,13 @@ class Endpoint:
 
 
 class _Pending:
-    __slots__ = ("peer_name", "event", "reply")
+    __slots__ = ("peer_name", "event", "reply", "lost")
 
     def __init__(self, peer_name: XorName) -> None:
         self.peer_name = peer_name
         self.event = trio.Event()
         self.reply: Message | None = None
+        self.lost = False
 
 
 class RpcClient:
@@ -1137,6 +1144,13 @@ class RpcClient:
             unsolicited_size
         )
         self.dropped_unsolicited = 0
+        endpoint.on_disconnect.append(self._peer_lost)
+
+    def _peer_lost(self, name: XorName) -> None:
+        for pending in self._pending.values():
+            if pending.peer_name == name and pending.reply is None:
+                pending.lost = True
+                pending.event.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -1185,6 +1199,8 @@ class RpcClient:
                 reply = pending.reply
             finally:
                 del self._pending[msg_id]
+            if pending.lost:
+                raise Unreachable(f"the connection to {to_address} closed before it answered {msg['k']!r}")
         if reply is None:
             raise RequestTimeout(f"no reply to {msg['k']!r} from {to_address} within {timeout}s")
         raise_if_error(reply)

@@ -468,6 +468,24 @@ async def test_request_timeout(autojump_clock: trio.abc.Clock) -> None:
         assert (await receive(silent)).msg["k"] == "ping"
 
 
+async def test_a_request_fails_at_once_when_its_peer_goes_away(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    doomed = Endpoint(Keypair(), network=net)
+    async with open_rpc_client(network=net) as rpc:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(doomed.run)
+
+            async def close_on_arrival() -> None:
+                await receive(doomed)  # the request arrived; the peer dies without answering
+                await doomed.aclose()
+
+            nursery.start_soon(close_on_arrival)
+            start = trio.current_time()
+            with pytest.raises(Unreachable):
+                await rpc.request(doomed.name, doomed.address, new_message("ping"), timeout=30.0)
+            assert trio.current_time() - start < 1.0
+
+
 async def test_unreachable_addresses_fail_fast(autojump_clock: trio.abc.Clock) -> None:
     net = MemoryNetwork()
     stopped = Endpoint(Keypair(), network=net)
