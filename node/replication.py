@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors as E
 from .data import Value
+from .mdstore import RecordStore
 from .paxos import (
     ZERO,
     AcceptorRecord,
@@ -42,8 +43,6 @@ Respond = Callable[..., None]
 
 # Promise / accept statuses on the wire.
 OK, REJECTED, NEED_STATE, NOT_READY = 0, 1, 2, 3
-
-NS = "md"
 
 
 def majority(n: int) -> int:
@@ -352,6 +351,7 @@ class Replicator:
 
     def __init__(self, core: NodeCore) -> None:
         self.core = core
+        self.disk = RecordStore(core.store)
         self.records: dict[bytes, AcceptorRecord] = {}
         self.proposals: dict[bytes, Proposal] = {}
         self.queued: dict[bytes, list[tuple[Request, Respond]]] = {}
@@ -370,33 +370,20 @@ class Replicator:
     # ---------------------------------------------------------------- records
 
     def load(self) -> None:
-        for key in self.core.store.record_keys(NS):
-            self._read(key)
-        for ns, key in self.core.store.quarantined():
-            if ns == NS:
-                self.quarantined.add(key)
-
-    def _read(self, key: bytes) -> AcceptorRecord | None:
-        try:
-            raw = self.core.store.get_record(NS, key)
-        except E.CorruptRecord as exc:
-            self.core.log("corrupt_record", key=key.hex(), error=str(exc))
-            self.quarantined.add(key)
-            self.records.pop(key, None)
-            return None
-        if raw is None:
-            return None
-        record = AcceptorRecord.decode(raw)
-        self.records[key] = record
-        self.see(record.promised)
-        return record
+        """Read every record this node's disk holds (at start, and after a restart)."""
+        self.records, bad = self.disk.load()
+        self.quarantined |= bad
+        for key in bad:
+            self.core.log("corrupt_record", key=key.hex())
+        for record in self.records.values():
+            self.see(record.promised)
 
     def record(self, key: bytes) -> AcceptorRecord:
         return self.records.get(key) or AcceptorRecord()
 
     def write(self, key: bytes, record: AcceptorRecord) -> None:
+        self.disk.write(key, self.records.get(key), record)
         self.records[key] = record
-        self.core.store.put_record(NS, key, record.encode())
 
     def forget_hint(self, key: bytes) -> None:
         """Our copy may be stale although its digest looked current; stop trusting it."""
@@ -610,11 +597,10 @@ class Replicator:
         return group[0] if group else None
 
     def _drop(self, key: bytes) -> None:
-        self.records.pop(key, None)
         self.fast.pop(key, None)
         self.left_at.pop(key, None)
         self._last_group.pop(key, None)
-        self.core.store.delete_record(NS, key)
+        self.disk.delete(key, self.records.pop(key, None))
         self.core.log("md_dropped", key=key.hex())
 
     def on_sync(self, peer: Peer, msg: dict[str, Any]) -> None:
