@@ -13,12 +13,13 @@ records (`encode`/`decode`) and moves the messages.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
-from .data import MDataAddress, MutableData
+from .data import MDataAddress, MutableData, Value
 from .rules import MDataState
 from .xorname import XorName, sha3_256
 
@@ -64,13 +65,33 @@ def key_address(key: bytes) -> MDataAddress:
     return MDataAddress(XorName(key[:32]), int.from_bytes(key[32:], "big"))
 
 
+_MOD = 1 << 256
+
+
+def _entry_hash(key: bytes, value: Value) -> int:
+    raw = msgpack.packb([key, value.content, value.entry_version], use_bin_type=True)
+    return int.from_bytes(sha3_256(raw), "big")
+
+
+def _entries_hash(entries: Mapping[bytes, Value]) -> int:
+    return sum(_entry_hash(k, v) for k, v in entries.items()) % _MOD
+
+
 @dataclass(frozen=True, slots=True)
 class Register:
-    """The agreed value of one MD: its state and the members of its close group."""
+    """The agreed value of one MD: its state and the members of its close group.
+
+    Its digest is what replicas compare. Entries enter it through an additive hash (the sum
+    of each entry's SHA3 mod 2^256), so a value derived from another by changing a few
+    entries gets its digest in time proportional to the change, not to the MD's size.
+    """
 
     state: MDataState
     members: tuple[XorName, ...]
     _encoded: bytes | None = field(default=None, compare=False, repr=False)
+    _ehash: int | None = field(default=None, compare=False, repr=False)
+    _parent: tuple[Mapping[bytes, Value], int] | None = field(default=None, compare=False, repr=False)
+    _digest: bytes | None = field(default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
         if self._encoded is None:
@@ -86,8 +107,43 @@ class Register:
             object.__setattr__(self, "_encoded", raw)
         return self._encoded  # type: ignore[return-value]
 
+    def entries_hash(self) -> int:
+        if self._ehash is None:
+            md = self.state.md
+            entries: Mapping[bytes, Value] = {} if md is None else md.entries
+            if self._parent is not None and self._parent[0] is not entries:
+                before, value = self._parent
+                for key, entry in entries.items():
+                    old = before.get(key)
+                    if old is not entry:
+                        if old is not None:
+                            value -= _entry_hash(key, old)
+                        value += _entry_hash(key, entry)
+                for key in before.keys() - entries.keys():
+                    value -= _entry_hash(key, before[key])
+                ehash = value % _MOD
+            elif self._parent is not None:
+                ehash = self._parent[1]
+            else:
+                ehash = _entries_hash(entries)
+            object.__setattr__(self, "_ehash", ehash)
+            object.__setattr__(self, "_parent", None)
+        return self._ehash  # type: ignore[return-value]
+
     def digest(self) -> bytes:
-        return sha3_256(self.encode())[:16]
+        if self._digest is None:
+            md = self.state.md
+            head = msgpack.packb(
+                [
+                    None if md is None else md.shell().to_obj(),
+                    list(self.state.recent),
+                    [bytes(m) for m in self.members],
+                    self.entries_hash().to_bytes(32, "big"),
+                ],
+                use_bin_type=True,
+            )
+            object.__setattr__(self, "_digest", sha3_256(head)[:16])
+        return self._digest  # type: ignore[return-value]
 
     @classmethod
     def decode(cls, raw: bytes) -> Register:
@@ -102,11 +158,15 @@ class Register:
             raise ValueError("members are a list of names")
         return cls(MDataState(md, tuple(recent)), tuple(XorName(m) for m in members), raw)
 
+    def _lineage(self) -> tuple[Mapping[bytes, Value], int] | None:
+        md = self.state.md
+        return None if md is None else (md.entries, self.entries_hash())
+
     def with_state(self, state: MDataState) -> Register:
-        return Register(state, self.members)
+        return Register(state, self.members, _parent=self._lineage())
 
     def with_members(self, members: tuple[XorName, ...]) -> Register:
-        return Register(self.state, members)
+        return Register(self.state, members, _parent=self._lineage())
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,7 +232,7 @@ class Proposal:
                 self.results.append((respond, None, exc))
         if self.purpose == "reconfig":
             value = value.with_members(group)
-        unchanged = value.encode() == start.encode()
+        unchanged = value.digest() == start.digest()
         if unchanged and (chosen or base is None):
             self.finish()
             return
