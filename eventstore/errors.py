@@ -1,0 +1,72 @@
+"""The event store's errors: types a user can catch, each carrying the facts to act on.
+
+Network failures are not wrapped: a `node.errors.NetworkError` (a timeout, no quorum) that
+survives the store's own bounded retries reaches the caller as itself, and means the outcome
+of a write is unknown. Retrying the same append with the same event ids is then safe: the
+store recognises events it already holds (see `Database.append`).
+"""
+
+from __future__ import annotations
+
+
+class EventStoreError(Exception):
+    """Root of every error the event store raises on purpose."""
+
+
+class WrongExpectedVersion(EventStoreError):
+    """The stream was not at the version the append expected; nothing was written.
+
+    `actual` is the stream's version when the conflict was seen (NO_STREAM, -1, if it has
+    no events), so the caller can reload and decide.
+    """
+
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream!r}: expected version {_version_name(expected)}, "
+            f"actual {_version_name(actual)}"
+        )
+
+
+class StreamDeleted(EventStoreError):
+    """The stream was hard-deleted (it ends in a tombstone); its name can never be reused."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        super().__init__(f"stream {stream!r} is deleted")
+
+
+class StreamNotFound(EventStoreError):
+    """The stream has no events a reader may see (never written, or soft-deleted)."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        super().__init__(f"stream {stream!r} not found")
+
+
+class DatabaseNotFound(EventStoreError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"database {name!r} not found")
+
+
+class DatabaseExists(EventStoreError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"database {name!r} already exists")
+
+
+class InvalidEvent(EventStoreError, ValueError):
+    """An event (or stream name, or batch) the store cannot record: too big, empty, badly typed."""
+
+
+class CorruptData(EventStoreError):
+    """Something on the network does not decode as the event store wrote it, or an address
+    the store derives is held by another owner. Never retried silently."""
+
+
+def _version_name(version: int) -> str:
+    names = {-1: "NO_STREAM", -2: "ANY", -4: "STREAM_EXISTS"}
+    return names.get(version, str(version))

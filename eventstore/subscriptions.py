@@ -1,0 +1,203 @@
+"""Reading the log and streams as they grow: cursors, and catch-up subscriptions on them.
+
+A catch-up subscription is one loop: read from the checkpoint to the end, and at the end
+poll for more. There is no separate "live" mode to switch to, so nothing can fall between
+the catch-up and the live part, nor arrive twice. What makes that work is the log's shape:
+filled slots are a prefix, and an intent's fate (committed or void) never changes once the
+stream has decided it. A cursor therefore never moves past a pending intent: it waits for
+its writer, and after the database's grace period finishes the append itself. Positions it
+has passed are final, so a checkpoint is an exact place to resume from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from node import errors as E
+
+from .events import TOMBSTONE, RecordedEvent, position, split_position
+from .log import Fate
+from .records import Intent
+
+if TYPE_CHECKING:
+    from .database import Database
+
+PAGE = 256
+
+
+class Cursor(Protocol):
+    blocked: bool  # stopped at a pending append it may not (or may not yet) finish
+    finished: bool  # nothing will ever follow (a stream that ends in a tombstone)
+
+    async def read(self, limit: int) -> list[RecordedEvent]: ...
+
+    def checkpoint_of(self, event: RecordedEvent) -> int: ...
+
+
+class LogCursor:
+    """A place in the database log, optionally keeping only some streams' events."""
+
+    def __init__(self, db: Database, from_position: int, wanted: Callable[[str], bool] | None = None) -> None:
+        self.db = db
+        self.slot, self.index = split_position(max(0, from_position))
+        self.wanted = wanted
+        self.blocked = False
+        self.finished = False
+        self._pending: tuple[int, float] | None = None  # (slot, first seen pending)
+
+    def checkpoint_of(self, event: RecordedEvent) -> int:
+        return event.position
+
+    def _advance(self, slot: int) -> None:
+        self.slot, self.index = slot + 1, 0
+
+    async def read(self, limit: int) -> list[RecordedEvent]:
+        out: list[RecordedEvent] = []
+        self.blocked = False
+        while len(out) < limit:
+            entries = await self.db.log.read(self.slot, PAGE)
+            if not entries:
+                return out
+            for slot, raw in entries:
+                intent = self.db.log.decode(raw)
+                if self.wanted is not None and not self.wanted(intent.stream):
+                    self._advance(slot)
+                    continue
+                fate = await self.db.resolve(slot, intent)
+                if fate is Fate.PENDING:
+                    fate = await self._settle(slot, intent)
+                    if fate is Fate.PENDING:
+                        self.blocked = True
+                        return out
+                if fate is Fate.COMMITTED:
+                    events = await self.db.batch_events(slot, intent, self.index, limit - len(out))
+                    out.extend(events)
+                    if self.index + len(events) < intent.count:
+                        self.index += len(events)
+                        return out
+                self._advance(slot)
+                if len(out) >= limit:
+                    return out
+        return out
+
+    async def _settle(self, slot: int, intent: Intent) -> Fate:
+        """A pending intent: give its writer the grace period, then finish it ourselves."""
+        now = trio.current_time()
+        if self._pending is None or self._pending[0] != slot:
+            self._pending = (slot, now)
+        if now - self._pending[1] < self.db.store.pending_grace:
+            return Fate.PENDING
+        try:
+            return await self.db.complete(slot, intent)
+        except E.AccessDenied:
+            return Fate.PENDING  # a reader without the app's key can only wait
+
+    async def read_all(self, count: int | None) -> list[RecordedEvent]:
+        """Read to the end of the log (waiting out pending appends, up to the grace period
+        plus one poll, then finishing them)."""
+        out: list[RecordedEvent] = []
+        waited = 0.0
+        while count is None or len(out) < count:
+            want = PAGE if count is None else min(PAGE, count - len(out))
+            got = await self.read(want)
+            out.extend(got)
+            if self.blocked:
+                if waited > self.db.store.pending_grace + self.db.store.poll_interval:
+                    break  # still pending after the grace period: we may not finish it
+                await trio.sleep(self.db.store.poll_interval)
+                waited += self.db.store.poll_interval
+                continue
+            waited = 0.0
+            if len(got) < want:
+                break
+        return out
+
+
+class StreamCursor:
+    """A place in one stream (the next version to deliver)."""
+
+    def __init__(self, db: Database, stream: str, from_version: int) -> None:
+        self.db = db
+        self.stream = stream
+        self.next = max(0, from_version)
+        self.blocked = False
+        self.finished = False
+        self._torn_since: tuple[int, float] | None = None
+
+    def checkpoint_of(self, event: RecordedEvent) -> int:
+        return event.version
+
+    async def read(self, limit: int) -> list[RecordedEvent]:
+        streams = self.db.streams_
+        self.blocked = False
+        # Poll with a one-entry read; list the segment only once there is something to read.
+        if await streams.entry(self.stream, self.next) is None:
+            await self._check_torn()
+            return []
+        found = await streams.range(self.stream, self.next, self.next + limit - 1)
+        items = [(v, position(e.slot, e.index), streams.body(e)) for v, e in found]
+        events = await self.db._events(self.stream, items)
+        if events:
+            self.next = events[-1].version + 1
+            self.finished = events[-1].type == TOMBSTONE
+        return events
+
+    async def _check_torn(self) -> None:
+        """An append straddling two segments may be half written; finish it after the grace."""
+        if self.next == 0:
+            return
+        previous = await self.db.streams_.entry(self.stream, self.next - 1)
+        if previous is None or previous.last_of_batch:
+            return
+        self.blocked = True
+        now = trio.current_time()
+        if self._torn_since is None or self._torn_since[0] != self.next:
+            self._torn_since = (self.next, now)
+        if now - self._torn_since[1] >= self.db.store.pending_grace:
+            with contextlib.suppress(E.AccessDenied):
+                await self.db.streams_.tail(self.stream)
+
+
+class Subscription:
+    """A catch-up subscription: `async for event in subscription`. It never ends on its own
+    (except after a stream's tombstone); break out of the loop, or cancel, to stop.
+
+    `checkpoint` is where the last delivered event stands — a log position, or a version
+    for a stream subscription. Store it after handling an event; subscribing again from it
+    delivers exactly the events that follow, none twice.
+    """
+
+    def __init__(self, db: Database, make_cursor: Callable[[], Cursor], *, page: int = PAGE) -> None:
+        self.db = db
+        self._make_cursor = make_cursor
+        self._cursor: Cursor | None = None
+        self._buffer: deque[RecordedEvent] = deque()
+        self._page = page
+        self.checkpoint: int | None = None
+        self.caught_up = False  # True once a read found nothing new (the live part began)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> RecordedEvent:
+        if self._cursor is None:
+            await self.db._open()
+            self._cursor = self._make_cursor()
+        while not self._buffer:
+            if self._cursor.finished:
+                raise StopAsyncIteration
+            got = await self._cursor.read(self._page)
+            if got:
+                self._buffer.extend(got)
+                break
+            if not self._cursor.blocked:
+                self.caught_up = True
+            await trio.sleep(self.db.store.poll_interval)
+        event = self._buffer.popleft()
+        self.checkpoint = self._cursor.checkpoint_of(event)
+        return event
