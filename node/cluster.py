@@ -497,6 +497,9 @@ class LocalCluster:
         r = DEFAULT_REPLICATION if replication is None else replication
         if r < 1:
             raise ClusterError("replication must be at least 1")
+        if count < r:
+            raise ClusterError(f"{count} nodes cannot hold {r} copies of each item: start at least "
+                               f"{r} nodes, or lower --replication")
         if base_port is not None:
             if not 0 < base_port < 65536 - count:
                 raise ClusterError(f"--base-port {base_port} leaves no room for {count} nodes")

@@ -428,6 +428,11 @@ class NodeCore:
         self.metrics.client_requests[kind] += 1
         if not self.ready:
             raise E.NotReady("this node is still joining the network")
+        if request.op.MUTATES and len(self.routing) + 1 < self.config.replication:
+            # Fewer nodes than a close group: acknowledging would promise R copies it cannot
+            # make. Say so rather than keep a write on fewer nodes than the contract says.
+            raise E.NotReady(
+                f"this node knows {len(self.routing) + 1} nodes; a close group needs {self.config.replication}")
         answered = {"done": False}
 
         def respond(result: Any = None, error: E.SafeError | None = None) -> None:

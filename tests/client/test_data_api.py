@@ -43,8 +43,10 @@ async def _backend(kind: str):
             yield local.client
 
 
+# Each test asks for `autojump_clock` itself: pytest-trio only runs a test on the MockClock
+# when the test function requests it.
 @pytest.fixture(params=["mock", "localnet"])
-async def clients(request, autojump_clock):
+async def clients(request):
     async with _backend(request.param) as make:
         yield make
 
@@ -53,7 +55,7 @@ def _md(owner, name=b"md", perms=None, entries=None):
     return MutableData(XorName.hash_of(name), 15001, entries or {}, perms or {}, 0, frozenset({owner}))
 
 
-async def test_idata_round_trip_and_dedup(clients):
+async def test_idata_round_trip_and_dedup(clients, autojump_clock):
     async with clients() as alice, clients() as bob:
         name = await alice.put_idata(b"payload")
         assert name == XorName.hash_of(b"payload")
@@ -65,7 +67,7 @@ async def test_idata_round_trip_and_dedup(clients):
             await alice.put_idata(b"x" * (1_058_816 + 1))
 
 
-async def test_md_lifecycle(clients):
+async def test_md_lifecycle(clients, autojump_clock):
     async with clients() as alice:
         md = _md(alice.public_key)
         await alice.put_mdata(md)
@@ -84,7 +86,7 @@ async def test_md_lifecycle(clients):
             await alice.get_value(md.address, b"zzz")
 
 
-async def test_batches_are_all_or_nothing(clients):
+async def test_batches_are_all_or_nothing(clients, autojump_clock):
     async with clients() as alice:
         md = _md(alice.public_key, b"atomic")
         await alice.put_mdata(md)
@@ -96,7 +98,7 @@ async def test_batches_are_all_or_nothing(clients):
         assert await alice.list_keys(md.address) == {b"a"}
 
 
-async def test_permissions_and_owner(clients):
+async def test_permissions_and_owner(clients, autojump_clock):
     async with clients() as alice, clients() as bob:
         md = _md(alice.public_key, b"perms", {ANYONE: PermissionSet.allowing(Action.INSERT)})
         await alice.put_mdata(md)
@@ -117,14 +119,14 @@ async def test_permissions_and_owner(clients):
         assert (await bob.get_mdata(md.address)).owners == frozenset({NO_OWNER_KEY})
 
 
-async def test_signed_by_someone_else_is_refused(clients):
+async def test_signed_by_someone_else_is_refused(clients, autojump_clock):
     async with clients() as alice:
         stranger = Keypair()
         with pytest.raises(E.InvalidOwners):
             await alice.put_mdata(_md(stranger.public, b"not mine"))
 
 
-async def test_private_md_keys_can_still_be_looked_up(clients):
+async def test_private_md_keys_can_still_be_looked_up(clients, autojump_clock):
     async with clients() as alice:
         info = MDataInfo.random_private(15000)
         await alice.put_mdata(MutableData(info.name, info.tag, {}, {}, 0, frozenset({alice.public_key})))
@@ -136,7 +138,7 @@ async def test_private_md_keys_can_still_be_looked_up(clients):
         assert info.decrypt_entries(stored)[b"diary"].content == b"dear diary"
 
 
-async def test_blobs_of_any_size(clients):
+async def test_blobs_of_any_size(clients, autojump_clock):
     async with clients() as alice, clients() as bob:
         for size in (0, 100, 5000, 3 * 1024 * 1024 + 7):
             blob = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
@@ -145,7 +147,7 @@ async def test_blobs_of_any_size(clients):
         assert await bob.read_blob(name, 2 * 1024 * 1024, 10) == blob[2 * 1024 * 1024: 2 * 1024 * 1024 + 10]
 
 
-async def test_concurrent_inserts_one_winner(clients):
+async def test_concurrent_inserts_one_winner(clients, autojump_clock):
     async with clients() as alice, clients() as bob:
         md = _md(alice.public_key, b"race", {ANYONE: PermissionSet.allowing(Action.INSERT)})
         await alice.put_mdata(md)
