@@ -266,7 +266,7 @@ class Authenticator:
         async with self._client() as client:
             entries = await client.list_entries(self.access.address)
         grants = []
-        for key, value in self.access.decrypt_entries(entries).items():
+        for value in self.access.decrypt_entries(entries).values():
             if value.content:
                 grants.append(AppGrant.from_bytes(value.content))
         return sorted(grants, key=lambda g: g.app_id)
