@@ -191,7 +191,11 @@ def process_alive(pid: int | None, data_dir: str | None = None) -> bool:
             return False
         if data_dir is None:
             return True
-        return data_dir in proc.cmdline()  # the node was started with `--data-dir DATA_DIR`
+        if data_dir in proc.cmdline():  # the node was started with `--data-dir DATA_DIR`
+            return True
+        # Between fork and exec a child still shows our own command line: a process we just
+        # spawned is alive even before its arguments read as a node's.
+        return proc.ppid() == os.getpid()
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:

@@ -75,6 +75,8 @@ class EntryError:
 class ClientError(SafeError):
     """An error the data rules return; the request changed nothing."""
 
+    code = -199  # its own code, so that a bare ClientError is still one after the wire
+
 
 class AccessDenied(ClientError):
     code = -100
@@ -242,16 +244,22 @@ def error_from_wire(obj: Any) -> SafeError:
     cls = _BY_CODE.get(code) if isinstance(code, int) else None
     try:
         if cls is InvalidSuccessor:
-            return InvalidSuccessor(int(obj["current"]), msg)
+            current = obj["current"]
+            if not isinstance(current, int) or isinstance(current, bool):
+                raise ValueError("InvalidSuccessor carries an integer")
+            return InvalidSuccessor(current, msg)
         if cls is InvalidEntryActions:
-            errors = {
-                bytes(k): EntryError(EntryErrorKind(int(kind)), None if v is None else int(v))
-                for k, kind, v in obj["errors"]
-            }
+            errors = {}
+            for k, kind, v in obj["errors"]:
+                if not isinstance(k, bytes) or not isinstance(kind, int) or not (
+                    v is None or (isinstance(v, int) and not isinstance(v, bool))
+                ):
+                    raise ValueError("an entry error is [key bytes, kind, version or nil]")
+                errors[k] = EntryError(EntryErrorKind(kind), v)
             return InvalidEntryActions(errors, msg)
         if cls is not None:
             return cls(msg)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return ProtocolError(f"malformed error payload for code {code}")
     return NetworkOther(msg or f"unknown error code {code!r}")
 

@@ -23,6 +23,9 @@ class PublicKey(bytes):
     def __new__(cls, value: bytes | bytearray | memoryview) -> PublicKey:
         if isinstance(value, PublicKey):
             return value
+        if not isinstance(value, bytes | bytearray | memoryview):
+            # bytes(n) of an int n would allocate n zero bytes; bytes(str) is a TypeError
+            raise ValueError(f"a public key is made from bytes, not {type(value).__name__}")
         raw = bytes(value)
         if len(raw) != PUBLIC_KEY_LEN:
             raise ValueError(f"a public key is {PUBLIC_KEY_LEN} bytes, got {len(raw)}")

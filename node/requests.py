@@ -32,7 +32,7 @@ from .data import (
     user_to_obj,
 )
 from .keys import Keypair, PublicKey
-from .xorname import XorName
+from .xorname import XorName, sha3_256
 
 REQUEST_ID_LEN = 16
 SIGNING_DOMAIN = b"safenet-request-v1"
@@ -574,16 +574,27 @@ def apply_mutation(state: rules.MDataState, request: Request) -> rules.MDataStat
     mutation is not applied twice.
     """
     op = request.op
-    if request.request_id in state.recent:
+    # The window remembers each id with a digest of what was signed under it: a retry of the
+    # same request succeeds unchanged, another request under a remembered id is refused
+    # (acknowledging it would lose it).
+    seen = request.request_id + sha3_256(request.signing_bytes())[:16]
+    if seen in state.recent:
         return state
+    if any(r[:REQUEST_ID_LEN] == request.request_id for r in state.recent):
+        raise E.InvalidOperation("that request id was used for a different request")
     apply_to = getattr(op, "apply_to", None)
     if apply_to is not None:  # an operation that carries its own rules (accounts)
-        return rules.MDataState(apply_to(state, request), state.remember(request.request_id))
+        return rules.MDataState(apply_to(state, request), state.remember(seen))
     requester = request.requester
     if requester is None:
         raise E.InvalidSignature("a mutation must name its requester")
     md = state.md
-    if op.address.tag == rules.ACCOUNT_TAG:  # type: ignore[attr-defined]
+    address = getattr(op, "address", None)
+    if not isinstance(address, MDataAddress):
+        raise E.InvalidOperation(f"{op.KIND} is not an MD mutation")
+    if md is not None and md.address != address:
+        raise E.InvalidOperation(f"{op.KIND} for {address} applied to the state of {md.address}")
+    if address.tag == rules.ACCOUNT_TAG:
         raise E.InvalidOperation("accounts change only through account operations")
     if isinstance(op, PutMData):
         owner = request.account_owner
@@ -602,7 +613,7 @@ def apply_mutation(state: rules.MDataState, request: Request) -> rules.MDataStat
             new = rules.change_owner(md, op.new_owners, op.version, requester)
         else:
             raise E.InvalidOperation(f"{op.KIND} is not an MD mutation")
-    return rules.MDataState(new, state.remember(request.request_id))
+    return rules.MDataState(new, state.remember(seen))
 
 
 def read_mdata(md: MutableData | None, op: Op) -> Any:

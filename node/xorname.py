@@ -27,6 +27,9 @@ class XorName(bytes):
     def __new__(cls, value: bytes | bytearray | memoryview) -> XorName:
         if isinstance(value, XorName):
             return value
+        if not isinstance(value, bytes | bytearray | memoryview):
+            # bytes(n) of an int n would allocate n zero bytes; bytes(str) is a TypeError
+            raise ValueError(f"an XorName is made from bytes, not {type(value).__name__}")
         raw = bytes(value)
         if len(raw) != XOR_NAME_LEN:
             raise ValueError(f"an XorName is {XOR_NAME_LEN} bytes, got {len(raw)}")
