@@ -214,6 +214,26 @@ def entry_action_from_obj(obj: Any) -> EntryAction:
     raise ValueError(f"unknown entry action kind {kind!r}")
 
 
+# --------------------------------------------------------------------------- packed sizes
+
+
+def _bin_size(n: int) -> int:
+    return n + (2 if n < 0x100 else 3 if n < 0x10000 else 5)
+
+
+def _uint_size(v: int) -> int:
+    return 1 if v < 0x80 else 2 if v < 0x100 else 3 if v < 0x10000 else 5 if v < 0x1_0000_0000 else 9
+
+
+def array_header_size(n: int) -> int:
+    return 1 if n < 16 else 3 if n < 0x10000 else 5
+
+
+def entry_size(key: bytes, value: Value) -> int:
+    """Packed size of one entry, [key, content, version], in the MD's canonical encoding."""
+    return 1 + _bin_size(len(key)) + _bin_size(len(value.content)) + _uint_size(value.entry_version)
+
+
 # --------------------------------------------------------------------------- IData
 
 
@@ -266,6 +286,9 @@ class MutableData:
     permissions: Mapping[User, PermissionSet] = field(default_factory=dict)
     version: int = 0
     owners: frozenset[PublicKey] = frozenset()
+    # The packed size of all entries, kept so that a mutation checks the 1 MiB limit in
+    # time proportional to what it changes (see `rules.mutate_entries`), not to the MD.
+    entries_size: int | None = field(default=None, compare=False, repr=False)
 
     __hash__ = None  # type: ignore[assignment]  # maps inside: compare by value only
 
@@ -286,6 +309,10 @@ class MutableData:
             "version": self.version,
             "owners": self.owners,
         }
+        if "entries" in changes and "entries_size" not in changes:
+            changes["entries_size"] = None  # new entries, size unknown: computed when asked
+        elif "entries" not in changes:
+            changes.setdefault("entries_size", self.entries_size)
         fields.update(changes)
         return MutableData(**fields)
 
@@ -348,8 +375,13 @@ class MutableData:
         return msgpack.packb(self.to_obj(), use_bin_type=True)
 
     def encoded_size(self) -> int:
-        """Serialised size, the figure the 1 MiB limit applies to."""
-        return len(self.encode())
+        """Serialised size, the figure the 1 MiB limit applies to (equal to len(encode()))."""
+        if self.entries_size is None:
+            object.__setattr__(self, "entries_size", sum(entry_size(k, v) for k, v in self.entries.items()))
+        shell = self.to_obj()
+        shell[5] = []  # an empty array packs to one byte, which the real header replaces
+        head = len(msgpack.packb(shell, use_bin_type=True)) - 1
+        return head + array_header_size(len(self.entries)) + self.entries_size  # type: ignore[operator]
 
     def digest(self) -> bytes:
         return sha3_256(self.encode())

@@ -25,6 +25,7 @@ from .data import (
     Update,
     User,
     Value,
+    entry_size,
 )
 from .keys import NO_OWNER_KEY, PublicKey
 
@@ -134,9 +135,22 @@ def mutate_entries(
     if failures:
         raise E.InvalidEntryActions(failures)
 
-    new = md.replace(entries=entries)
+    new = md.replace(entries=entries, entries_size=_resized(md, entries, actions))
     _check_limits(new)
     return new
+
+
+def _resized(md: MutableData, entries: Mapping[bytes, Value], changed: Mapping[bytes, object]) -> int:
+    """The packed size of `entries`, from `md`'s by the changed keys alone."""
+    md.encoded_size()  # makes sure md.entries_size is known
+    size = md.entries_size
+    assert size is not None
+    for key in changed:
+        old = md.entries.get(key)
+        if old is not None:
+            size -= entry_size(key, old)
+        size += entry_size(key, entries[key])
+    return size
 
 
 def _check_shell_version(md: MutableData, version: int) -> None:

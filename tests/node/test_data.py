@@ -313,3 +313,21 @@ def test_idata_equality_is_by_content():
     assert ImmutableData(b"x") == ImmutableData(b"x")
     assert ImmutableData(b"x") != ImmutableData(b"y")
     assert ImmutableData(b"").name == hashlib.sha3_256(b"").digest()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(st.binary(max_size=300), st.builds(Value, st.binary(max_size=70000 // 40), st.integers(0, 2**64 - 1)),
+                    max_size=40),
+    st.lists(st.tuples(st.binary(max_size=300), st.binary(max_size=300), st.integers(0, 2**33)), max_size=20),
+)
+def test_the_kept_size_always_equals_the_packed_size(entries, changes):
+    from node.rules import _resized
+
+    md = MutableData(XorName(bytes(32)), 7, entries, {}, 3, frozenset())
+    assert md.encoded_size() == len(md.encode())
+    for key, content, version in changes:
+        grown = dict(md.entries)
+        grown[key] = Value(content, version)
+        md = md.replace(entries=grown, entries_size=_resized(md, grown, {key: None}))
+        assert md.encoded_size() == len(md.encode())
