@@ -63,6 +63,9 @@ class NetworkClient(DataClient):
             raise ValueError("a client needs at least one contact address")
         self.contacts = list(contacts)
         self.replication = replication
+        # How many members may lie to a reader: one in a group of up to 7, as SAFE's groups of
+        # 8 tolerated a minority of faulty nodes but clients met at most one liar per read.
+        self.faulty = max(1, (replication - 1) // 4)
         self.timeout = timeout
         self.try_timeout = try_timeout
         self.rng = rng or random.Random()
@@ -233,58 +236,93 @@ class NetworkClient(DataClient):
         for attempt in range(6):
             group = await self.find_group(request.op.name, fresh=attempt >= 2)
             answer = await self._collect_reads(group, wire, request)
+            if answer is _ABSENT:
+                # "Nothing here" from nodes that name no group proves little: they may not be
+                # the group at all (an incomplete lookup). A member's consensus round, which
+                # asks the wider ring before it concludes absence, decides instead.
+                return await self._through_group(request)
             if answer is not None:
                 ok, value = answer
                 if ok:
                     return value
                 raise value
             if attempt == 2:
-                # No majority agreed (a write was in flight, or replicas lag): have a member run
-                # a consensus round, which writes the agreed value back to a majority.
+                # No safe majority (a write was in flight, replicas lag, someone lies): have a
+                # member run a consensus round, which writes the agreed value back to a majority.
                 with contextlib.suppress(*RETRYABLE, E.ClientError):
                     await self._through_group(request)
             await trio.sleep(0.02 * (attempt + 1))
         raise E.QuorumNotReached("the close group did not agree on an answer")
 
-    async def _collect_reads(self, group: list[Contact], wire: Any, request: Request) -> tuple[bool, Any] | None:
+    async def _collect_reads(self, group: list[Contact], wire: Any, request: Request) -> Any:
+        """One round of reads. Returns (ok, value), _ABSENT, or None when nothing is safe.
+
+        An answer is taken when members forming a majority of the group it names report the
+        same accepted ballot, digest and result — and no *newer* ballot is reported by more
+        than `faulty` members. The second rule is what one lying member cannot beat: it can
+        side with lagging replicas to give an old value a majority, but the members that hold
+        the newer value still speak up, and then the client asks for a consensus round.
+        """
         votes: dict[tuple[Any, ...], list[tuple[XorName, dict[str, Any]]]] = {}
         view = {c.name for c in group}
-        decided: list[tuple[bool, Any]] = []
+        answered = {"n": 0}
+        decided: list[Any] = []
         done = trio.Event()
 
-        def decide() -> None:
+        def ballot(reply: dict[str, Any]) -> tuple[int, bytes]:
+            acc = reply.get("acc")
+            return (acc[0], acc[1]) if isinstance(acc, list) and len(acc) == 2 else (-1, b"")
+
+        def decide(final: bool) -> None:
+            waiting = 0 if final else len(group) - answered["n"]
             for voters in votes.values():
                 reply = voters[0][1]
                 members = [XorName(m) for m in reply.get("members", [])] or list(view)
                 agreeing = {n for n, _ in voters if n in members}
-                if len(agreeing) >= majority(len(members)):
-                    try:
-                        if "err" in reply:
-                            decided.append((False, E.error_from_wire(reply["err"])))
-                        else:
-                            decided.append((True, request.op.decode_result(reply.get("result"))))
-                    except (ValueError, TypeError, E.SafeError) as exc:
-                        decided.append((False, E.ProtocolError(f"undecodable answer: {exc!r:.80}")))
-                    done.set()
-                    return
+                if len(agreeing) < majority(len(members)):
+                    continue
+                newer = max((len(v) for v in votes.values() if ballot(v[0][1]) > ballot(reply)), default=0)
+                if newer + waiting > self.faulty:
+                    continue  # a newer value may be out there: wait for it, or ask for a round
+                if not reply.get("members") and not reply.get("digest"):
+                    decided.append(_ABSENT)
+                else:
+                    decided.append(self._decode_read(reply, request))
+                done.set()
+                return
 
         async def ask(contact: Contact) -> None:
             try:
                 reply = await self.rpc.request(contact.name, contact.address, new_message("read", req=wire), self.try_timeout)
             except (*RETRYABLE, E.SafeError):
-                return
-            if reply.get("k") != "read_reply":
-                return
-            body = msgpack.packb([reply.get("result"), reply.get("err")], use_bin_type=True)
-            key = (repr(reply.get("acc")), reply.get("digest"), sha3_256(body))
-            votes.setdefault(key, []).append((contact.name, reply))
-            decide()
+                reply = None
+            answered["n"] += 1
+            if reply is not None and reply.get("k") == "read_reply":
+                body = msgpack.packb([reply.get("result"), reply.get("err")], use_bin_type=True)
+                key = (repr(reply.get("acc")), reply.get("digest"), sha3_256(body))
+                votes.setdefault(key, []).append((contact.name, reply))
+            if not decided:
+                decide(final=False)
 
         async with trio.open_nursery() as nursery:
             for contact in group:
                 nursery.start_soon(ask, contact)
             nursery.start_soon(_cancel_when, done, nursery.cancel_scope)
+        if not decided:
+            decide(final=True)
         return decided[0] if decided else None
+
+    @staticmethod
+    def _decode_read(reply: dict[str, Any], request: Request) -> tuple[bool, Any]:
+        try:
+            if "err" in reply:
+                return False, E.error_from_wire(reply["err"])
+            return True, request.op.decode_result(reply.get("result"))
+        except (ValueError, TypeError, E.SafeError) as exc:
+            return False, E.ProtocolError(f"undecodable answer: {exc!r:.80}")
+
+
+_ABSENT = object()  # a quorum read that found nothing, to be confirmed by a consensus round
 
 
 async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:

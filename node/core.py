@@ -49,6 +49,7 @@ class NodeConfig:
     proposal_attempts: int = 8
     client_deadline: float = 12.0  # a client request not done by then is answered RequestTimeout
     grace: float = 30.0  # how long a node keeps an item it no longer should hold
+    lost_memory: float = 3600.0  # how long evicted contacts are still pinged now and then
     verify_on_accept: bool = True  # acceptors re-check client signatures in delta accepts
     max_sync_proposals: int = 64  # concurrent repair/reconfiguration rounds
     # Test-only switches that break the contract on purpose, so tests can show that the
@@ -143,6 +144,7 @@ class NodeCore:
         self._local: list[tuple[Peer, dict[str, Any]]] = []
         self._bootstrap: list[str] = []
         self._lookups_running = 0
+        self._lost: dict[XorName, tuple[Contact, float]] = {}  # evicted contacts, to re-check
         self.replicator = Replicator(self)
         self.chunks = ChunkKeeper(self)
         self.accounts = AccountGuard(self)
@@ -259,8 +261,11 @@ class NodeCore:
         def expire() -> None:
             pending = self._pending.pop(mid, None)
             if pending is not None:
+                contact = self.routing.get(name)
                 if name != self.name and self.routing.failed(name, self.now):
                     self.log("evicted", peer=name.hex())
+                    if contact is not None:
+                        self._lost[name] = (contact, self.now)
                     self.on_membership_change()
                 pending.on_reply(None)
 
@@ -324,6 +329,25 @@ class NodeCore:
         near = self.routing.closest(self.name, 2 * self.config.replication + 2)
         for contact in near:
             self._ping(contact)
+        self._recall_lost()
+
+    def _recall_lost(self) -> None:
+        """Knock again, now and then, on contacts we evicted.
+
+        After a partition heals, each side has evicted the other, and nothing would ever make
+        them meet again until a bucket refresh an hour later. So evicted contacts are pinged
+        a few at a time, for `lost_memory` seconds; one that answers is observed, which puts
+        it back in the table (and its groups back together).
+        """
+        for name, (_contact, since) in list(self._lost.items()):
+            if name in self.routing or self.now - since > self.config.lost_memory:
+                del self._lost[name]
+        if not self._lost:
+            return
+        names = sorted(self._lost)
+        for _ in range(min(3, len(names))):
+            contact = self._lost[names[self.rng.randrange(len(names))]][0]
+            self.rpc(contact, new_message("ping", addr=self.address), lambda reply: None)
 
     def _on_find_node(self, peer: Peer, msg: dict[str, Any]) -> None:
         target = XorName(msg["target"])
