@@ -701,9 +701,10 @@ def parse_name(name: str | bytes) -> XorName:
 # =============================================================================== output
 
 
-def _human_bytes(n: int | None) -> str:
+def human_bytes(n: int | None, none: str = "-") -> str:
+    """1536 -> '1.5 KiB'; shared by the CLI tables and the web UI."""
     if n is None:
-        return "-"
+        return none
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -746,7 +747,7 @@ def status_table(reports: list[NodeReport]) -> str:
             "-" if s is None else str(s.get("contacts")),
             "-" if s is None else str(s.get("chunks")),
             "-" if s is None else str(s.get("mds")),
-            _human_bytes(None if s is None else s.get("bytes")),
+            human_bytes(None if s is None else s.get("bytes")),
             _human_seconds(None if s is None else s.get("uptime")),
             "-" if s is None else f"{sum((s.get('msgs_in') or {}).values())}/{sum((s.get('msgs_out') or {}).values())}",
             "-" if s is None else str(sum((s.get("client_requests") or {}).values())),

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse
 
 from node import errors as NE
 from node.cluster import ClusterError
+from node.cluster import human_bytes as _human_bytes
 from node.transport import HandshakeError, Unreachable
 
 from ..errors import (
@@ -62,14 +63,7 @@ def compact(value: Any, limit: int = 80) -> str:
 
 
 def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "–"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    return _human_bytes(n, none="–")
 
 
 def when(value: datetime | float | None) -> str:
