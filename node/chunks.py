@@ -45,6 +45,7 @@ class ChunkKeeper:
         self._sync_due = False
         self._rounds = 0
         self._confirmed: dict[bytes, set[XorName]] = {}
+        self._epoch_seen = -1
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
         return {"chunk_put": self.on_put, "chunk_get": self.on_get, "chunk_has": self.on_has}
@@ -75,7 +76,7 @@ class ChunkKeeper:
         self._left_at.pop(bytes(data.name), None)
 
     def holds(self, name: bytes) -> bool:
-        return self.core.store.has_chunk(name)
+        return self.core.store.contains_chunk(name)
 
     # ---------------------------------------------------------------- client requests
 
@@ -165,7 +166,7 @@ class ChunkKeeper:
         names = msg["names"]
         if not isinstance(names, list):
             raise E.ProtocolError("chunk_has carries a list of names")
-        have = [n for n in names[:5000] if isinstance(n, bytes) and self.core.store.has_chunk(n)]
+        have = [n for n in names[:5000] if isinstance(n, bytes) and len(n) == 32 and self.core.store.contains_chunk(n)]
         self.core.reply(peer, msg, "chunk_have", have=have)
 
     # ---------------------------------------------------------------- anti-entropy
@@ -182,11 +183,18 @@ class ChunkKeeper:
             self.core.at(self.core.now + 0.2, soon)
 
     def sync(self, changed_only: bool = False) -> None:
-        """Ask the chunks' group members what they lack, and push it to them."""
+        """Ask the chunks' group members what they lack, and push it to them.
+
+        Cheap when nothing moved: between full rounds (every fifth), chunks are looked at only
+        if routing changed since the last look, and then only those whose group changed.
+        """
         if "no_anti_entropy" in self.core.config.breaks:
             return
         self._rounds += 1
         full = not changed_only and self._rounds % 5 == 0
+        if not full and self._epoch_seen == self.core.membership_epoch:
+            return
+        self._epoch_seen = self.core.membership_epoch
         me = self.core.name
         asks: dict[XorName, list[bytes]] = {}
         for name in self.core.store.chunk_names():
@@ -205,19 +213,30 @@ class ChunkKeeper:
                 self.core.rpc(
                     member,
                     new_message("chunk_has", names=part),
-                    lambda reply, m=member, p=part: self._on_have(m, p, reply),
+                    lambda reply, m=member, p=part, f=full: self._on_have(m, p, reply, full=f),
                 )
 
-    def _on_have(self, member: XorName, asked: list[bytes], reply: dict[str, Any] | None) -> None:
+    def _on_have(self, member: XorName, asked: list[bytes], reply: dict[str, Any] | None, *,
+                 full: bool) -> None:
         if reply is None or reply.get("k") != "chunk_have":
             return
         have = {n for n in reply.get("have", []) if isinstance(n, bytes)}
         for name in asked:
             if name not in have:
-                self._queue_push(XorName(name), member)
+                if full or self._pusher(name, member) == self.core.name:
+                    self._queue_push(XorName(name), member)
             elif name in self._left_at:
                 self._maybe_release(name, member)
         self._pump()
+
+    def _pusher(self, name: bytes, lacking: XorName) -> XorName | None:
+        """Who sends a chunk to a member that lacks it, right after routing changed: the
+        closest other member of its group (or we, if we are leaving it). Everyone else waits
+        for the next full round, so a new member gets one copy, not one from each holder."""
+        group = [m for m in self.core.group(name) if m != lacking]
+        if self.core.name not in group:
+            return self.core.name
+        return group[0] if group else None
 
     def _maybe_release(self, name: bytes, holder: XorName) -> None:
         """Drop a chunk we no longer should hold once a majority of its group has it."""

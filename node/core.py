@@ -145,6 +145,7 @@ class NodeCore:
         self._bootstrap: list[str] = []
         self._lookups_running = 0
         self._lost: dict[XorName, tuple[Contact, float]] = {}  # evicted contacts, to re-check
+        self.membership_epoch = 0  # bumped whenever routing gains or loses a contact
         self.replicator = Replicator(self)
         self.chunks = ChunkKeeper(self)
         self.accounts = AccountGuard(self)
@@ -296,6 +297,7 @@ class NodeCore:
 
     def on_membership_change(self) -> None:
         """Routing gained or lost a contact: close groups may have moved."""
+        self.membership_epoch += 1
         self.replicator.membership_changed()
         self.chunks.membership_changed()
 

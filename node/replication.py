@@ -363,6 +363,8 @@ class Replicator:
         self._sync_rounds = 0
         self._last_group: dict[bytes, tuple[XorName, ...]] = {}
         self._first_seen: dict[bytes, AcceptorRecord] = {}  # only for the "stale" lying mode
+        self._epoch_seen = -1
+        self._unsettled = False
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
         return {"prepare": self.on_prepare, "accept": self.on_accept, "sync": self.on_sync}
@@ -551,6 +553,10 @@ class Replicator:
             return
         self._sync_rounds += 1
         full = not changed_only and self._sync_rounds % 5 == 0
+        if not full and self._epoch_seen == self.core.membership_epoch and not self._unsettled:
+            return  # nothing moved since we last looked, and nothing is left to finish
+        self._epoch_seen = self.core.membership_epoch
+        self._unsettled = False
         digests: dict[XorName, list[list[Any]]] = {}
         budget = self.core.config.max_sync_proposals - len(self.proposals)
         me = self.core.name
@@ -577,6 +583,7 @@ class Replicator:
             if self._coordinator(members, group) != me:
                 continue
             if group != members:
+                self._unsettled = True  # look again next round, until the members are right
                 if budget > 0 and key not in self.proposals:
                     budget -= 1
                     self._enqueue(key, name, [], "reconfig")

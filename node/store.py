@@ -71,6 +71,7 @@ class Store(Protocol):
     def put_chunk(self, name: bytes, value: bytes) -> None: ...
     def get_chunk(self, name: bytes) -> bytes | None: ...
     def has_chunk(self, name: bytes) -> bool: ...
+    def contains_chunk(self, name: bytes) -> bool: ...
     def delete_chunk(self, name: bytes) -> None: ...
     def chunk_names(self) -> list[bytes]: ...
     def put_record(self, ns: str, key: bytes, value: bytes) -> None: ...
@@ -165,6 +166,7 @@ _QUARANTINE = (
     "SELECT ns, key, value, sum FROM items WHERE ns = ? AND key = ?"
 )
 _KEYS = "SELECT key FROM items WHERE ns = ? ORDER BY key"
+_EXISTS = "SELECT 1 FROM items WHERE ns = ? AND key = ?"
 _LIST_QUARANTINE = "SELECT ns, key FROM quarantine ORDER BY ns, key"
 # length() of a BLOB is read from the record header, without loading the value itself.
 _STATS = (
@@ -287,6 +289,11 @@ class SqliteStore:
             return self.get_chunk(name) is not None
         except CorruptRecord:
             return False
+
+    def contains_chunk(self, name: bytes) -> bool:
+        """Is a chunk stored under `name`? A key lookup: the value is neither read nor checked
+        (anti-entropy asks this of thousands of chunks; reads check every value)."""
+        return self._conn().execute(_EXISTS, (CHUNK_NS, _chunk_name(name))).fetchone() is not None
 
     def delete_chunk(self, name: bytes) -> None:
         self._delete(CHUNK_NS, _chunk_name(name))
@@ -468,6 +475,10 @@ class MemoryStore:
             return self.get_chunk(name) is not None
         except CorruptRecord:
             return False
+
+    def contains_chunk(self, name: bytes) -> bool:
+        self._check_open()
+        return self._items.get(CHUNK_NS, _chunk_name(name)) is not None
 
     def delete_chunk(self, name: bytes) -> None:
         self._delete(CHUNK_NS, _chunk_name(name))

@@ -863,3 +863,17 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path, durability: st
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert acked >= ROUNDS * ACKS_PER_ROUND * batch
+
+
+@pytest.mark.parametrize("make", ["sqlite", "memory"])
+def test_contains_chunk_is_a_key_lookup(make, tmp_path):
+    from node.store import MemoryStore, SqliteStore
+
+    store = SqliteStore(tmp_path / "s.sqlite3") if make == "sqlite" else MemoryStore()
+    name = bytes(range(32))
+    assert not store.contains_chunk(name)
+    store.put_chunk(name, b"value")
+    assert store.contains_chunk(name)
+    store.delete_chunk(name)
+    assert not store.contains_chunk(name)
+    store.close()
