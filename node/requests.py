@@ -61,6 +61,11 @@ class Op:
     def args(self) -> list[Any]:
         raise NotImplementedError
 
+    def signed_args(self) -> list[Any]:
+        """What the requester's signature covers; the arguments, unless something shorter
+        binds them as tightly (an IData's name is the hash of its value)."""
+        return self.args()
+
     @classmethod
     def from_args(cls, args: list[Any]) -> Op:
         raise NotImplementedError
@@ -114,6 +119,10 @@ class PutIData(Op):
 
     def args(self) -> list[Any]:
         return [self.data.value]
+
+    def signed_args(self) -> list[Any]:
+        # Signing 1 MiB costs more than hashing it, and every node of the group verifies it.
+        return [bytes(self.data.name)]
 
     @classmethod
     def from_args(cls, args: list[Any]) -> PutIData:
@@ -514,7 +523,7 @@ class Request:
         return msgpack.packb(
             [
                 SIGNING_DOMAIN,
-                op_to_obj(self.op),
+                [self.op.KIND, self.op.signed_args()],
                 b"" if self.requester is None else bytes(self.requester),
                 b"" if self.owner is None else bytes(self.owner),
                 self.request_id,
