@@ -1,16 +1,20 @@
 """One data-API suite, run against every back-end a user can pick: the in-process mock
-network and real node cores (an in-memory network of them under MockClock). The rules are
-the same everywhere, so every assertion holds on each."""
+network, real node cores in one process (an in-memory network under MockClock), and a real
+8-node cluster of processes on loopback. The rules are the same everywhere, so every
+assertion holds on each."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 import trio
+import trio.testing
 
 from client.localnet import LocalNetwork
 from client.mock import MockNetwork
+from client.network import NetworkClient
 from client.private import MDataInfo
 from node import (
     ANYONE,
@@ -26,9 +30,11 @@ from node import (
 )
 from node import errors as E
 
+SALT = os.urandom(8)  # names differ on every run: the session cluster outlives one test
+
 
 @contextlib.asynccontextmanager
-async def _backend(kind: str):
+async def _backend(kind: str, cluster=None):
     """Yields a factory of clients that all see one network."""
     if kind == "mock":
         net = MockNetwork()
@@ -38,24 +44,43 @@ async def _backend(kind: str):
             yield net.client(keys)
 
         yield make
-    else:
+    elif kind == "localnet":
         async with LocalNetwork.start(nodes=6, seed=11) as local:
             yield local.client
+    else:
+        addresses = cluster.addresses()
+        yield lambda keys=None: NetworkClient.open(addresses, keys)
 
 
-# Each test asks for `autojump_clock` itself: pytest-trio only runs a test on the MockClock
-# when the test function requests it.
-@pytest.fixture(params=["mock", "localnet"])
-async def clients(request):
-    async with _backend(request.param) as make:
+@pytest.fixture(params=["mock", "localnet", pytest.param("cluster", marks=pytest.mark.cluster)])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def clock(backend):
+    """Virtual time in one process; real time against real processes. (pytest-trio takes
+    the clock from a Clock that the test function itself receives.)"""
+    return None if backend == "cluster" else trio.testing.MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def cluster(backend, request):
+    # A sync fixture: starting or healing the process cluster runs its own trio loop.
+    return request.getfixturevalue("healthy_cluster") if backend == "cluster" else None
+
+
+@pytest.fixture
+async def clients(backend, cluster):
+    async with _backend(backend, cluster) as make:
         yield make
 
 
 def _md(owner, name=b"md", perms=None, entries=None):
-    return MutableData(XorName.hash_of(name), 15001, entries or {}, perms or {}, 0, frozenset({owner}))
+    return MutableData(XorName.hash_of(name + SALT), 15001, entries or {}, perms or {}, 0, frozenset({owner}))
 
 
-async def test_idata_round_trip_and_dedup(clients, autojump_clock):
+async def test_idata_round_trip_and_dedup(clients, clock):
     async with clients() as alice, clients() as bob:
         name = await alice.put_idata(b"payload")
         assert name == XorName.hash_of(b"payload")
@@ -67,7 +92,7 @@ async def test_idata_round_trip_and_dedup(clients, autojump_clock):
             await alice.put_idata(b"x" * (1_058_816 + 1))
 
 
-async def test_md_lifecycle(clients, autojump_clock):
+async def test_md_lifecycle(clients, clock):
     async with clients() as alice:
         md = _md(alice.public_key)
         await alice.put_mdata(md)
@@ -86,7 +111,7 @@ async def test_md_lifecycle(clients, autojump_clock):
             await alice.get_value(md.address, b"zzz")
 
 
-async def test_batches_are_all_or_nothing(clients, autojump_clock):
+async def test_batches_are_all_or_nothing(clients, clock):
     async with clients() as alice:
         md = _md(alice.public_key, b"atomic")
         await alice.put_mdata(md)
@@ -98,7 +123,7 @@ async def test_batches_are_all_or_nothing(clients, autojump_clock):
         assert await alice.list_keys(md.address) == {b"a"}
 
 
-async def test_permissions_and_owner(clients, autojump_clock):
+async def test_permissions_and_owner(clients, clock):
     async with clients() as alice, clients() as bob:
         md = _md(alice.public_key, b"perms", {ANYONE: PermissionSet.allowing(Action.INSERT)})
         await alice.put_mdata(md)
@@ -119,14 +144,14 @@ async def test_permissions_and_owner(clients, autojump_clock):
         assert (await bob.get_mdata(md.address)).owners == frozenset({NO_OWNER_KEY})
 
 
-async def test_signed_by_someone_else_is_refused(clients, autojump_clock):
+async def test_signed_by_someone_else_is_refused(clients, clock):
     async with clients() as alice:
         stranger = Keypair()
         with pytest.raises(E.InvalidOwners):
             await alice.put_mdata(_md(stranger.public, b"not mine"))
 
 
-async def test_private_md_keys_can_still_be_looked_up(clients, autojump_clock):
+async def test_private_md_keys_can_still_be_looked_up(clients, clock):
     async with clients() as alice:
         info = MDataInfo.random_private(15000)
         await alice.put_mdata(MutableData(info.name, info.tag, {}, {}, 0, frozenset({alice.public_key})))
@@ -138,7 +163,7 @@ async def test_private_md_keys_can_still_be_looked_up(clients, autojump_clock):
         assert info.decrypt_entries(stored)[b"diary"].content == b"dear diary"
 
 
-async def test_blobs_of_any_size(clients, autojump_clock):
+async def test_blobs_of_any_size(clients, clock):
     async with clients() as alice, clients() as bob:
         for size in (0, 100, 5000, 3 * 1024 * 1024 + 7):
             blob = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
@@ -147,7 +172,7 @@ async def test_blobs_of_any_size(clients, autojump_clock):
         assert await bob.read_blob(name, 2 * 1024 * 1024, 10) == blob[2 * 1024 * 1024: 2 * 1024 * 1024 + 10]
 
 
-async def test_concurrent_inserts_one_winner(clients, autojump_clock):
+async def test_concurrent_inserts_one_winner(clients, clock):
     async with clients() as alice, clients() as bob:
         md = _md(alice.public_key, b"race", {ANYONE: PermissionSet.allowing(Action.INSERT)})
         await alice.put_mdata(md)
