@@ -20,21 +20,17 @@ stream (or the stream is deleted).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from functools import wraps
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import trio
 
 from client.api import DataClient
-from client.mock import MockNetwork
-from node.keys import Keypair
+from client.connect import connect as client_connect
 
 from .database import Database
 from .errors import (
@@ -51,7 +47,6 @@ from .store import EventStore
 
 EXIT_WRONG_VERSION = 3
 EXIT_NOT_FOUND = 4
-KEY_ENV = "SAFENET_CLIENT_KEY"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,70 +54,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 # ----------------------------------------------------------------------------- connecting
 
 
-class FileMockNetwork(MockNetwork):
-    """A mock network in a file that several processes share: each request runs under an
-    exclusive lock on the file and first reloads it if another process changed it."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        path = Path(path)
-        self._lock_path = path.with_name(path.name + ".lock")
-        with self._locked():
-            super().__init__(path)
-            self._stamp = self._current_stamp()
-
-    @contextlib.contextmanager
-    def _locked(self) -> Any:
-        with open(self._lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _current_stamp(self) -> tuple[int, int] | None:
-        assert self.path is not None
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (stat.st_mtime_ns, stat.st_size)
-
-    async def handle(self, wire_request: dict[str, Any]) -> Any:
-        with self._locked():
-            if self._current_stamp() != self._stamp:
-                assert self.path is not None
-                fresh = MockNetwork(self.path)
-                self.chunks, self.mdata = fresh.chunks, fresh.mdata
-            try:
-                return await super().handle(wire_request)
-            finally:
-                self._stamp = self._current_stamp()
-
-
-def key_file(mock: str | None) -> Path:
-    if os.environ.get(KEY_ENV):
-        return Path(os.environ[KEY_ENV]).expanduser()
-    if mock is not None:
-        path = Path(mock)
-        return path.with_name(path.name + ".client.key")
-    return Path.home() / ".safenet" / "client.key"
-
-
 @contextlib.asynccontextmanager
 async def connect(cluster: str | None, mock: str | None) -> AsyncIterator[DataClient]:
-    keys = Keypair.load_or_create(key_file(mock))
-    if mock is not None:
-        yield FileMockNetwork(Path(mock)).client(keys)
-        return
-    from client.network import NetworkClient
-    from node.cluster import ClusterError, load_cluster_file
+    from node.cluster import ClusterError
 
     try:
-        _path, info = load_cluster_file(cluster)
+        async with client_connect(cluster, mock) as client:
+            yield client
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
-    async with NetworkClient.open(info.addresses, keys, replication=info.replication) as client:
-        yield client
 
 
 # ----------------------------------------------------------------------------- plumbing

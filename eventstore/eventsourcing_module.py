@@ -216,7 +216,7 @@ def unregister_bridge(name: str) -> None:
 
 
 def _connector(env: Environment) -> tuple[tuple[str, ...], Callable[[], contextlib.AbstractAsyncContextManager[DataClient]]]:
-    from .cli import FileMockNetwork, key_file  # the same files and key as `safenet es`
+    from client.connect import FileMockNetwork, key_file  # the same files and key as `safenet es`
 
     mock = env.get(SAFENET_MOCK)
     key_path = Path(env.get(SAFENET_CLIENT_KEY) or key_file(mock)).expanduser()

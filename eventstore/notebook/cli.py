@@ -35,7 +35,7 @@ import click
 import trio
 
 from client.api import DataClient
-from eventstore.cli import FileMockNetwork, key_file
+from client.connect import FileMockNetwork, key_file
 from eventstore.cqrs import CommandResult, DomainError, ProjectionState
 from eventstore.errors import EventStoreError
 from eventstore.store import EventStore

@@ -16,7 +16,7 @@ import trio
 
 from client.mock import MockNetwork
 from eventstore.api import EventStore
-from eventstore.cli import FileMockNetwork
+from client.connect import FileMockNetwork
 from eventstore.cqrs import Projection, ProjectionAgent, projection_history, read_projection
 from eventstore.notebook import NoteBookApp
 from eventstore.notebook.index import fold

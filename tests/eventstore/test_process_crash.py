@@ -15,14 +15,14 @@ import trio
 from es_testing import check_consistent, ev
 
 from eventstore.api import EventStore
-from eventstore.cli import FileMockNetwork
+from client.connect import FileMockNetwork
 from node.keys import Keypair
 
 WRITER = textwrap.dedent("""
     import json, sys, trio
     from pathlib import Path
     from eventstore.api import EventData, EventStore
-    from eventstore.cli import FileMockNetwork
+    from client.connect import FileMockNetwork
     from node.keys import Keypair
 
     async def main(path, key):

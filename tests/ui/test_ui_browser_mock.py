@@ -17,7 +17,7 @@ from ui_projections import SPEC, TITLES
 from ui_testing import UiServer, needs_browser, run_ui, shot
 
 from eventstore.api import EventData, EventStore
-from eventstore.cli import FileMockNetwork
+from client.connect import FileMockNetwork
 from eventstore.cqrs import ProjectionAgent
 from node.keys import Keypair
 
