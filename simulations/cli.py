@@ -1,0 +1,279 @@
+"""The `chaos` and `sim` command groups of `safenet`.
+
+    safenet chaos list
+    safenet chaos run mixed --seeds 1..200            # the deterministic simulator
+    safenet chaos run kill-restart --mode cluster     # a real multi-process cluster
+    safenet sim routing --nodes 10000 --lookups 10000
+    safenet sim scale --nodes 1000 --duration 3600
+
+`chaos run` exits 0 only when every invariant held in every run; each failing seed is
+printed with the command that replays it exactly.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .run import BREAKS
+from .scenarios import SCENARIOS, get_scenario
+
+
+@click.group()
+def chaos() -> None:
+    """Attack the network with faults and check what survived (Jepsen / FoundationDB style)."""
+
+
+@click.group()
+def sim() -> None:
+    """Simulate the network at scale: routing only, or full nodes with churn."""
+
+
+# ============================================================================ chaos list
+
+
+@chaos.command("list")
+def list_scenarios() -> None:
+    """Name the scenarios and what each injects."""
+    for scenario in SCENARIOS.values():
+        click.echo(click.style(scenario.name, bold=True) + f" — {scenario.summary}")
+        click.echo(f"    {scenario.nodes} nodes, {scenario.duration:g} s of faults, then heal and "
+                   f"{scenario.quiet:g} s quiet; {scenario.workload.processes} register clients, "
+                   f"{scenario.workload.chunk_processes} chunk client(s)")
+        for item in scenario.injects() or ["nothing"]:
+            click.echo(f"    - {item}")
+    click.echo("\nBreaks (--break, test-only: the network breaks its contract on purpose): " + ", ".join(BREAKS))
+
+
+# ============================================================================ chaos run
+
+
+def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
+    if seed is not None and seeds is not None:
+        raise click.UsageError("give --seed or --seeds, not both")
+    if seeds is None:
+        return [1 if seed is None else seed]
+    first, sep, last = seeds.partition("..")
+    try:
+        a, b = int(first), int(last) if sep else int(first)
+    except ValueError:
+        raise click.BadParameter(f"--seeds takes A..B, got {seeds!r}") from None
+    if b < a:
+        raise click.BadParameter(f"--seeds {seeds}: the range is empty")
+    return list(range(a, b + 1))
+
+
+def _one_seed(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one seed (in a worker process for multi-seed runs); returns its summary."""
+    from .report import write_run_report
+    from .run import run_sim
+
+    scenario = get_scenario(job["scenario"]).with_(**job["overrides"])
+    result = run_sim(scenario, job["seed"], breaks=job["breaks"], keep_messages=job["trace"], driver=job["driver"])
+    summary = result.summary()
+    report_dir = job["report"]
+    if report_dir is not None and (job["single"] or not result.valid):
+        directory = Path(report_dir) / f"seed-{job['seed']}"
+        summary["report"] = str(write_run_report(result, directory))
+    return summary
+
+
+@chaos.command("run")
+@click.argument("scenario")
+@click.option("--seed", type=int, help="One seed (default 1).")
+@click.option("--seeds", help="A range of seeds, A..B (inclusive).")
+@click.option("--nodes", type=int, help="Nodes (default: the scenario's).")
+@click.option("--duration", type=float, help="Seconds of faults (virtual in sim mode).")
+@click.option("--quiet", type=float, help="Seconds between the final heal and the final checks (default: the scenario's).")
+@click.option("--mode", type=click.Choice(["sim", "cluster"]), default="sim", show_default=True)
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write JSON, Markdown and PNG reports here.")
+@click.option("--break", "breaks", multiple=True, type=click.Choice(BREAKS), help="Break the network on purpose (repeatable).")
+@click.option("--jobs", "-j", type=int, default=0, help="Worker processes for --seeds (default: one per CPU).")
+@click.option("--trace", is_flag=True, help="Keep every message line in the report (trace.txt).")
+@click.option("--driver", type=click.Choice(["host", "stepped"]), default="host", show_default=True,
+              help="host: every node under its own NodeHost task; stepped: cores driven by the network loop (faster).")
+@click.option("--cluster", "cluster_dir", type=click.Path(file_okay=False), help="cluster mode: the cluster's data dir.")
+def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int | None, duration: float | None,
+                quiet: float | None, mode: str, report_dir: str | None, breaks: tuple[str, ...], jobs: int, trace: bool,
+                driver: str, cluster_dir: str | None) -> None:
+    """Play SCENARIO and check every invariant; exit 0 only if all held."""
+    try:
+        base = get_scenario(scenario)
+    except KeyError as exc:
+        raise click.UsageError(str(exc.args[0])) from None
+    if mode == "cluster":
+        from .cluster_chaos import run_cluster_command
+
+        if seeds is not None or breaks:
+            raise click.UsageError("--seeds and --break are for --mode sim (a cluster run takes one --seed)")
+
+        ok = run_cluster_command(base, seed if seed is not None else 1, nodes=nodes, duration=duration,
+                                 report_dir=report_dir, cluster_dir=cluster_dir, quiet=quiet)
+        sys.exit(0 if ok else 1)
+    overrides: dict[str, Any] = {}
+    if nodes is not None:
+        overrides["nodes"] = nodes
+    if duration is not None:
+        overrides["duration"] = duration
+    if quiet is not None:
+        overrides["quiet"] = quiet
+    chosen = parse_seeds(seed, seeds)
+    jobs_list = [{"scenario": base.name, "seed": s, "overrides": overrides, "breaks": breaks, "trace": trace, "driver": driver,
+                  "report": report_dir, "single": len(chosen) == 1} for s in chosen]
+    workers = jobs or os.cpu_count() or 1
+    workers = max(1, min(workers, len(chosen)))
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+
+    def show(summary: dict[str, Any]) -> None:
+        results.append(summary)
+        if not summary["valid"]:
+            failed.append(summary)
+        if len(chosen) == 1:
+            _print_single(summary)
+        else:
+            mark = click.style(summary["status"].upper(), fg="green" if summary["valid"] else "red")
+            click.echo(f"[{len(results):>{len(str(len(chosen)))}}/{len(chosen)}] seed {summary['seed']}: {mark} "
+                       f"({summary['wall_s']:.1f} s, {summary['messages']} msgs)"
+                       + (f" — {'; '.join(summary['failures'])}" if summary["failures"] else "")
+                       + (f"  [{len(failed)} failed so far]" if failed else ""))
+
+    if workers == 1:
+        for job in jobs_list:
+            show(_one_seed(job))
+    else:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for summary in pool.imap_unordered(_one_seed, jobs_list):
+                show(summary)
+    wall = time.perf_counter() - started
+    if report_dir is not None and len(chosen) > 1:
+        from .report import write_batch_report
+
+        md = write_batch_report(results, report_dir, title=f"chaos run {base.name}, seeds {chosen[0]}..{chosen[-1]}",
+                                wall=wall)
+        click.echo(f"report: {md}")
+    if len(chosen) > 1:
+        click.echo(f"\n{len(chosen)} runs in {wall:.1f} s wall ({len(chosen) / wall:.2f} seeds/s, {workers} workers): "
+                   f"{len(chosen) - len(failed)} passed, {len(failed)} failed")
+    for summary in sorted(failed, key=lambda s: s["seed"]):
+        click.echo(click.style(f"FAILED seed {summary['seed']}", fg="red") + f": {'; '.join(summary['failures'])}")
+        click.echo(f"  replay: {summary['replay']}")
+    sys.exit(1 if failed else 0)
+
+
+def _print_single(summary: dict[str, Any]) -> None:
+    colour = "green" if summary["valid"] else "red"
+    click.echo(click.style(f"{summary['scenario']} seed {summary['seed']}: {summary['status'].upper()}", fg=colour, bold=True))
+    if summary["mode"] == "cluster":
+        click.echo(f"  {summary['nodes']} node processes, {summary['wall_s']:.1f} s; trace digest {summary['digest']}")
+    else:
+        click.echo(f"  {summary['nodes']} nodes, {summary['virtual_s']:.1f} s simulated in {summary['wall_s']:.2f} s wall; "
+                   f"{summary['messages']} messages; digest {summary['digest']}")
+    click.echo(f"  faults: {summary['faults'] or 'none'}")
+    click.echo(f"  ops: {summary['ops']}")
+    for name, check in summary["checks"].items():
+        mark = click.style(check["status"], fg="green" if check["status"] == "valid" else "red")
+        click.echo(f"  {name:<20} {mark}  {check['stats']}")
+        for anomaly in check["anomalies"][:3]:
+            click.echo("      " + anomaly.replace("\n", "\n      ")[:1500])
+        if check["reason"]:
+            click.echo(f"      {check['reason']}")
+    if "report" in summary:
+        click.echo(f"  report: {summary['report']}")
+    if not summary["valid"]:
+        click.echo(f"  replay: {summary['replay']}")
+
+
+# ============================================================================ sim routing
+
+
+@sim.command("routing")
+@click.option("--nodes", type=int, default=1000, show_default=True)
+@click.option("--lookups", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--k", type=int, default=20, show_default=True, help="Bucket size.")
+@click.option("--alpha", type=int, default=3, show_default=True, help="Lookup parallelism.")
+@click.option("--replication", type=int, default=5, show_default=True, help="Close-group size R.")
+@click.option("--build", type=click.Choice(["fill", "join"]), default="fill", show_default=True,
+              help="fill: tables as a settled network has them; join: nodes join one by one.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False))
+def routing_command(nodes: int, lookups: int, seed: int, k: int, alpha: int, replication: int, build: str,
+                    report_dir: str | None) -> None:
+    """Routing only: build NODES tables and run LOOKUPS lookups; hops, exactness, time."""
+    from .routing_sim import hop_histogram, run_routing
+
+    figures, hops = run_routing(nodes, lookups, seed, k=k, alpha=alpha, replication=replication, build=build)
+    for key, value in figures.as_dict().items():
+        click.echo(f"{key:>14}: {value}")
+    click.echo(f"{'hops':>14}: {hop_histogram(hops)}")
+    if report_dir:
+        from .report import write_routing_report
+
+        click.echo(f"report: {write_routing_report(figures.as_dict() | {'hops': hop_histogram(hops)}, hops, report_dir)}")
+    sys.exit(0 if figures.exact_share == 1.0 else 1)
+
+
+# ============================================================================ sim scale
+
+
+@sim.command("scale")
+@click.option("--nodes", type=int, default=1000, show_default=True)
+@click.option("--duration", type=float, default=3600.0, show_default=True, help="Simulated seconds of churn.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--session-mean", type=float, default=1800.0, show_default=True, help="Mean node session (s).")
+@click.option("--distribution", type=click.Choice(["pareto", "weibull"]), default="pareto", show_default=True)
+@click.option("--shape", type=float, default=1.5, show_default=True, help="Pareto alpha or Weibull k.")
+@click.option("--dead-mean", type=float, default=60.0, show_default=True, help="Mean time until a slot's next node joins.")
+@click.option("--driver", type=click.Choice(["host", "stepped"]), default="stepped", show_default=True)
+@click.option("--ping-interval", type=float, help="NodeConfig.ping_interval (default: the node's own default).")
+@click.option("--quiet", type=float, default=60.0, show_default=True, help="Quiet seconds before the final checks.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False))
+def scale_command(nodes: int, duration: float, seed: int, session_mean: float, distribution: str, shape: float,
+                  dead_mean: float, driver: str, ping_interval: float | None, quiet: float,
+                  report_dir: str | None) -> None:
+    """Full nodes with churn at scale: wall time, memory, and every invariant at the end."""
+    import resource
+    from dataclasses import replace
+
+    from node.core import NodeConfig
+
+    from .faults import ChurnConfig
+    from .run import run_sim
+    from .scenarios import Scenario
+    from .workloads import WorkloadConfig
+
+    config = NodeConfig() if ping_interval is None else replace(NodeConfig(), ping_interval=ping_interval)
+    scenario = Scenario(
+        "scale", f"{nodes} nodes with churn", churn=ChurnConfig(session_mean, distribution, shape, dead_mean),
+        workload=WorkloadConfig(processes=2, think=1.0, chunk_processes=1, chunk_think=2.0, lookup_processes=1,
+                                lookup_think=5.0),
+        nodes=nodes, duration=duration, quiet=quiet,
+    )
+    started, started_cpu = time.perf_counter(), time.process_time()
+
+    def progress(now: float, simulator: Any) -> None:
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - started_cpu
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        click.echo(f"t={now:8.0f}s  wall {wall:7.1f}s  cpu {cpu:7.1f}s  live {len(simulator.live()):5d}  "
+                   f"msgs {simulator.trace.delivered:>10,}  peak RSS {rss:,.0f} MB", err=True)
+
+    result = run_sim(scenario, seed, config=config, driver=driver, progress=progress, keep_histories=True)
+    summary = result.summary()
+    summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    summary["ping_interval"] = config.ping_interval
+    _print_single(summary)
+    click.echo(f"  churn: {result.churn}; lookups: {result.lookups}; peak RSS {summary['peak_rss_mb']} MB; "
+               f"wall {result.wall:.1f} s, CPU {result.cpu:.1f} s for {result.virtual:.0f} simulated s")
+    if report_dir:
+        from .report import write_run_report
+
+        click.echo(f"report: {write_run_report(result, report_dir)}")
+    sys.exit(0 if result.valid else 1)
