@@ -257,7 +257,8 @@ class NetworkClient(DataClient):
     async def _collect_reads(self, group: list[Contact], wire: Any, request: Request) -> Any:
         """One round of reads. Returns (ok, value), _ABSENT, or None when nothing is safe.
 
-        An answer is taken when members forming a majority of the group it names report the
+        An answer is taken when members forming a majority of the group it names (and of the
+        group it is moving from, during a move) report the
         same accepted ballot, digest and result — and no *newer* ballot is reported by more
         than `faulty` members. The second rule is what one lying member cannot beat: it can
         side with lagging replicas to give an old value a majority, but the members that hold
@@ -278,8 +279,11 @@ class NetworkClient(DataClient):
             for voters in votes.values():
                 reply = voters[0][1]
                 members = [XorName(m) for m in reply.get("members", [])] or list(view)
-                agreeing = {n for n, _ in voters if n in members}
-                if len(agreeing) < majority(len(members)):
+                prev = [XorName(m) for m in reply.get("prev", [])]
+                agreeing = {n for n, _ in voters}
+                # Chosen means accepted by a majority of the group the value names, and of
+                # the group it is moving from while that move is in progress.
+                if any(sum(1 for n in g if n in agreeing) < majority(len(g)) for g in (members, prev) if g):
                     continue
                 newer = max((len(v) for v in votes.values() if ballot(v[0][1]) > ballot(reply)), default=0)
                 if newer + waiting > self.faulty:

@@ -50,6 +50,7 @@ class NodeConfig:
     client_deadline: float = 12.0  # a client request not done by then is answered RequestTimeout
     grace: float = 30.0  # how long a node keeps an item it no longer should hold
     lost_memory: float = 3600.0  # how long evicted contacts are still pinged now and then
+    neighbour_refresh: float = 15.0  # how often a node looks up its own neighbourhood
     verify_on_accept: bool = True  # acceptors re-check client signatures in delta accepts
     max_sync_proposals: int = 64  # concurrent repair/reconfiguration rounds
     # Test-only switches that break the contract on purpose, so tests can show that the
@@ -169,6 +170,7 @@ class NodeCore:
         self._every(self.config.ping_interval, self._check_liveness)
         self._every(self.config.sync_interval, self._sync)
         self._every(self.config.refresh_interval / 10, self._refresh_buckets)
+        self._every(self.config.neighbour_refresh, self._refresh_neighbours)
         return self.take_output()
 
     def handle(self, now: float, peer: Peer, msg: dict[str, Any]) -> list[Send]:
@@ -434,6 +436,13 @@ class NodeCore:
         self.at(self.now + self.config.rpc_timeout, expire)
         self.metrics.msgs_out[msg["k"]] += 1
         self._out.append(Send(None, address, msg))
+
+    def _refresh_neighbours(self) -> None:
+        """Look up our own name now and then: the neighbourhood is where our close groups
+        are, and a node that joined or came back while we could not hear it (a partition, a
+        pause) is found this way even if it never contacts us itself."""
+        if self.ready and self._lookups_running <= 4:
+            self.lookup(self.name, lambda _found: None)
 
     def _refresh_buckets(self) -> None:
         if self._lookups_running > 4:

@@ -37,7 +37,7 @@ def _header(record: AcceptorRecord) -> bytes:
     if value is not None:
         md = value.state.md
         shell = None if md is None else md.shell().to_obj()
-        body = [shell, list(value.state.recent), [bytes(m) for m in value.members]]
+        body = [shell, list(value.state.recent), [bytes(m) for m in value.members], [bytes(m) for m in value.prev]]
     return _pack([record.promised.to_obj(), record.accepted.to_obj(), body])
 
 
@@ -77,11 +77,12 @@ class RecordStore:
         promised, accepted, body = msgpack.unpackb(raw, raw=False)
         value = None
         if body is not None:
-            shell, recent, members = body
+            shell, recent, members, prev = body
             md = None
             if shell is not None:
                 md = MutableData.from_obj(shell).replace(entries=entries)
-            value = Register(MDataState(md, tuple(recent)), tuple(XorName(m) for m in members))
+            value = Register(MDataState(md, tuple(recent)), tuple(XorName(m) for m in members),
+                             tuple(XorName(m) for m in prev))
         return AcceptorRecord(Ballot.from_obj(promised), Ballot.from_obj(accepted), value)
 
     def write(self, key: bytes, old: AcceptorRecord | None, new: AcceptorRecord) -> None:

@@ -88,6 +88,10 @@ class Register:
 
     state: MDataState
     members: tuple[XorName, ...]
+    # The group this value moves the MD away from, while a membership change is not known to
+    # be complete; () when there is none. A value counts as chosen only when accepted by a
+    # majority of `members` and, if `prev` is set, a majority of `prev` too (joint quorums).
+    prev: tuple[XorName, ...] = ()
     _encoded: bytes | None = field(default=None, compare=False, repr=False)
     _ehash: int | None = field(default=None, compare=False, repr=False)
     _parent: tuple[Mapping[bytes, Value], int] | None = field(default=None, compare=False, repr=False)
@@ -101,6 +105,7 @@ class Register:
                     None if md is None else md.to_obj(),
                     list(self.state.recent),
                     [bytes(m) for m in self.members],
+                    [bytes(m) for m in self.prev],
                 ],
                 use_bin_type=True,
             )
@@ -138,6 +143,7 @@ class Register:
                     None if md is None else md.shell().to_obj(),
                     list(self.state.recent),
                     [bytes(m) for m in self.members],
+                    [bytes(m) for m in self.prev],
                     self.entries_hash().to_bytes(32, "big"),
                 ],
                 use_bin_type=True,
@@ -148,25 +154,31 @@ class Register:
     @classmethod
     def decode(cls, raw: bytes) -> Register:
         obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        if not isinstance(obj, list) or len(obj) != 3:
-            raise ValueError("a register is [md, recent, members]")
-        md_obj, recent, members = obj
+        if not isinstance(obj, list) or len(obj) != 4:
+            raise ValueError("a register is [md, recent, members, prev]")
+        md_obj, recent, members, prev = obj
         md = None if md_obj is None else MutableData.from_obj(md_obj)
         if not isinstance(recent, list) or not all(isinstance(r, bytes) for r in recent):
             raise ValueError("recent request ids are a list of bytes")
-        if not isinstance(members, list):
+        if not isinstance(members, list) or not isinstance(prev, list):
             raise ValueError("members are a list of names")
-        return cls(MDataState(md, tuple(recent)), tuple(XorName(m) for m in members), raw)
+        return cls(MDataState(md, tuple(recent)), tuple(XorName(m) for m in members),
+                   tuple(XorName(m) for m in prev), raw)
 
     def _lineage(self) -> tuple[Mapping[bytes, Value], int] | None:
         md = self.state.md
         return None if md is None else (md.entries, self.entries_hash())
 
     def with_state(self, state: MDataState) -> Register:
-        return Register(state, self.members, _parent=self._lineage())
+        return Register(state, self.members, self.prev, _parent=self._lineage())
 
-    def with_members(self, members: tuple[XorName, ...]) -> Register:
-        return Register(self.state, members, _parent=self._lineage())
+    def with_members(self, members: tuple[XorName, ...], prev: tuple[XorName, ...] = ()) -> Register:
+        return Register(self.state, members, prev, _parent=self._lineage())
+
+    @property
+    def quorums(self) -> tuple[tuple[XorName, ...], ...]:
+        """The groups of which a majority must accept a value derived from this one."""
+        return (self.members, self.prev) if self.prev and self.prev != self.members else (self.members,)
 
 
 @dataclass(frozen=True, slots=True)

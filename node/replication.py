@@ -70,7 +70,9 @@ class Proposal:
     redirects: int = 0
     phase: str = "idle"
     ballot: Ballot = ZERO
-    members: tuple[XorName, ...] = ()
+    # The groups of which a majority must promise: the known value's members, and the group
+    # it is moving away from while that move is not known to be complete.
+    quorums: tuple[tuple[XorName, ...], ...] = ()
     extended: tuple[XorName, ...] = ()
     promises: dict[XorName, _Promise] = field(default_factory=dict)
     refused: set[XorName] = field(default_factory=set)
@@ -84,6 +86,10 @@ class Proposal:
     def core(self) -> NodeCore:
         return self.rep.core
 
+    @property
+    def members(self) -> tuple[XorName, ...]:
+        return tuple(dict.fromkeys(n for group in self.quorums for n in group))
+
     # ---------------------------------------------------------------- start / retry
 
     def start(self) -> None:
@@ -95,25 +101,26 @@ class Proposal:
         if fast is not None and self.purpose == "client":
             ballot, value = fast
             self.token += 1
-            self.ballot, self.members, self.base = ballot, value.members, value
+            self.ballot, self.quorums, self.base = ballot, value.quorums, value
             self.promises, self.refused = {}, set()
             # Our value was chosen when we last wrote it, but another proposer may have moved
             # the MD on since: even an answer that changes nothing goes through an accept, which
             # a majority refuses if anyone got further.
-            self.compute(value, chosen=False, known_base=True)
+            self.compute(value, chosen=False, base_chosen=True, known_base=True)
             return
         record = self.rep.record(self.key)
         if record.value is not None and record.value.members:
-            # Our copy names the group; ask our view of the group as well, so that a copy
+            # Our copy names the groups; ask our view of the group as well, so that a copy
             # whose members all left still leads us to where the MD lives now.
-            view = tuple(n for n in self.core.group(self.name) if n not in record.value.members)
-            self.prepare(record.value.members, view)
+            quorums = record.value.quorums
+            view = tuple(n for n in self.core.group(self.name) if not any(n in g for g in quorums))
+            self.prepare(quorums, view)
         else:
             # We hold nothing for this MD: ask a wider ring too, so that a group that moved
             # (nodes joined nearer the name) is still found before we conclude it is absent.
             group = tuple(self.core.group(self.name))
             wide = tuple(n for n in self.core.group(self.name, 2 * self.core.config.replication) if n not in group)
-            self.prepare(group, wide)
+            self.prepare((group,), wide)
 
     def retry(self) -> None:
         self.rep.fast.pop(self.key, None)
@@ -130,16 +137,16 @@ class Proposal:
 
     # ---------------------------------------------------------------- phase 1
 
-    def prepare(self, members: tuple[XorName, ...], extended: tuple[XorName, ...]) -> None:
+    def prepare(self, quorums: tuple[tuple[XorName, ...], ...], extended: tuple[XorName, ...]) -> None:
         self.token += 1
         token = self.token
         self.phase = "prepare"
         self.ballot = self.rep.new_ballot()
-        self.members, self.extended = members, extended
+        self.quorums, self.extended = quorums, extended
         self.promises, self.refused = {}, set()
         hint = self.rep.record(self.key).digest
         msg_items = [[self.key, self.ballot.to_obj(), hint]]
-        for target in dict.fromkeys(members + extended):
+        for target in dict.fromkeys(self.members + extended):
             self.core.rpc(
                 target,
                 new_message("prepare", items=msg_items),
@@ -168,26 +175,25 @@ class Proposal:
         self.evaluate_promises()
 
     def evaluate_promises(self) -> None:
-        members, need = self.members, majority(len(self.members))
-        promised = [m for m in members if m in self.promises]
+        promised = set(self.promises)
         answered = len(self.promises) + len(self.refused)
-        waiting_wide = self.extended and answered < len(set(members + self.extended))
+        waiting_wide = self.extended and answered < len(set(self.members + self.extended))
+        have_quorum = _majorities(promised, self.quorums)
         best_any = max(self.promises.values(), key=lambda p: p.accepted) if self.promises else None
-        newer = best_any is not None and (
-            len(promised) >= need or best_any.accepted > self.rep.record(self.key).accepted
-        )
+        newer = best_any is not None and (have_quorum or best_any.accepted > self.rep.record(self.key).accepted)
         if (newer and best_any is not None and best_any.value is not None and best_any.value.members
-                and tuple(best_any.value.members) != tuple(members)):
-            # Someone holds a newer value naming another group: the MD moved. Run the round
-            # with the group that value names (this is only ever a choice of whom to ask).
+                and best_any.value.quorums != self.quorums):
+            # Someone holds a newer value naming other groups: the MD moved, or is moving. Run
+            # the round with the groups that value names (this is only a choice of whom to
+            # ask: what counts is that a majority of each of them answers).
             self.redirects += 1
             if self.redirects > 4:
                 self.retry()
             else:
-                self.prepare(tuple(best_any.value.members), ())
+                self.prepare(best_any.value.quorums, ())
             return
-        if len(promised) < need:
-            if len(members) - sum(1 for m in members if m in self.refused) < need:
+        if not have_quorum:
+            if _out_of_reach(self.refused, self.quorums):
                 self.retry()
             return
         best = max(self.promises.values(), key=lambda p: p.accepted)
@@ -204,12 +210,17 @@ class Proposal:
                 if not waiting_wide:
                     self.retry()
                 return
-        chosen = sum(1 for m in promised if self.promises[m].accepted == best.accepted) >= need
-        self.compute(best.value, chosen=chosen, known_base=False)
+        # The base is chosen when a majority of each of its groups reported it accepted.
+        holders = {n for n, p in self.promises.items() if p.accepted == best.accepted}
+        chosen = _majorities(holders, self.quorums)
+        self.compute(best.value, chosen=chosen, base_chosen=chosen, known_base=False)
 
     # ---------------------------------------------------------------- apply
 
-    def compute(self, base: Register | None, *, chosen: bool, known_base: bool) -> None:
+    def compute(self, base: Register | None, *, chosen: bool, base_chosen: bool, known_base: bool) -> None:
+        """Apply the batch to `base`. `chosen`: the base is known chosen *now*, so an answer
+        that changes nothing may go out without an accept. `base_chosen`: it was chosen (now
+        or when we wrote it), so a membership move it carries is complete."""
         group = tuple(self.core.group(self.name))
         start = base or Register(MDataState(), group)
         value = start
@@ -230,8 +241,11 @@ class Proposal:
                     self.results.append((respond, request.op.encode_result(result), None))
             except E.SafeError as exc:
                 self.results.append((respond, None, exc))
-        if self.purpose == "reconfig":
-            value = value.with_members(group)
+        if value.prev and base_chosen:
+            value = value.with_members(value.members)  # the move was accepted by both groups
+        if self.purpose == "reconfig" and not value.prev and group != value.members:
+            # A move starts only from a settled value: one group change at a time.
+            value = value.with_members(group, prev=value.members)
         unchanged = value.digest() == start.digest()
         if unchanged and (chosen or base is None):
             self.finish()
@@ -252,9 +266,10 @@ class Proposal:
         if "ack_before_quorum" in self.core.config.breaks:
             self.rep.fast.pop(self.key, None)
             self.finish()  # broken on purpose: the client hears "ok" before anything is durable
-        delta = [base.digest(), [r.to_obj() for r in applied], list(map(bytes, new.members)), new.digest()]
+        delta = [base.digest(), [r.to_obj() for r in applied], list(map(bytes, new.members)),
+                 list(map(bytes, new.prev)), new.digest()]
         full = new.encode()
-        targets = dict.fromkeys(self.members + new.members)
+        targets = dict.fromkeys(self.members + tuple(n for g in new.quorums for n in g))
         for target in targets:
             promise = self.promises.get(target)
             same_base = promise.digest == base.digest() if promise else known_base
@@ -287,16 +302,13 @@ class Proposal:
             if item[2] is not None:
                 self.rep.see(Ballot.from_obj(item[2]))
             self.refused.add(target)
-        old, new = self.members, self.new.members
-        acked_old = sum(1 for m in old if m in self.acked)
-        acked_new = sum(1 for m in new if m in self.acked)
-        if acked_old >= majority(len(old)) and acked_new >= majority(len(new)):
+        # Chosen once a majority of each group the new value names has accepted it: then any
+        # later round, which asks a majority of the groups of the newest value it knows, meets it.
+        if _majorities(self.acked, self.new.quorums):
             self.rep.fast[self.key] = (self.ballot.successor(), self.new)
             self.finish()
             return
-        lost_old = sum(1 for m in old if m in self.refused)
-        lost_new = sum(1 for m in new if m in self.refused)
-        if len(old) - lost_old < majority(len(old)) or len(new) - lost_new < majority(len(new)):
+        if _out_of_reach(self.refused, self.new.quorums):
             self.retry()
 
     # ---------------------------------------------------------------- completion
@@ -314,6 +326,16 @@ class Proposal:
     def finish_all(self, error: E.SafeError) -> None:
         self.results = [(respond, None, error) for _r, respond in self.batch]
         self.finish()
+
+
+def _majorities(nodes: set[XorName], quorums: tuple[tuple[XorName, ...], ...]) -> bool:
+    """Do `nodes` include a majority of every group in `quorums`?"""
+    return all(sum(1 for n in group if n in nodes) >= majority(len(group)) for group in quorums)
+
+
+def _out_of_reach(refused: set[XorName], quorums: tuple[tuple[XorName, ...], ...]) -> bool:
+    """Have so many refused that some group can no longer give a majority?"""
+    return any(len(group) - sum(1 for n in group if n in refused) < majority(len(group)) for group in quorums)
 
 
 def _blind(request: Request, value: Register) -> Request:
@@ -454,7 +476,7 @@ class Replicator:
         mode, body = payload
         if mode == 0:
             return Register.decode(body)
-        base_digest, requests, members, new_digest = body
+        base_digest, requests, members, prev, new_digest = body
         if record.value is None or record.digest != base_digest:
             return None
         value = record.value
@@ -466,7 +488,7 @@ class Replicator:
                 value = value.with_state(apply_mutation(value.state, request))
             except E.ClientError:
                 return None  # we disagree with the proposer's base: take the full value
-        value = value.with_members(tuple(XorName(m) for m in members))
+        value = value.with_members(tuple(XorName(m) for m in members), tuple(XorName(m) for m in prev))
         return value if value.digest() == new_digest else None
 
     # ---------------------------------------------------------------- proposer
@@ -510,6 +532,7 @@ class Replicator:
             "acc": record.accepted.to_obj(),
             "digest": record.digest,
             "members": [bytes(m) for m in (record.value.members if record.value else ())],
+            "prev": [bytes(m) for m in (record.value.prev if record.value else ())],
         }
         try:
             md = record.value.state.md if record.value else None
@@ -572,17 +595,17 @@ class Replicator:
                         self._drop(key)
                 continue
             members = record.value.members
-            if changed_only and self._last_group.get(key) == group and group == members:
+            if changed_only and self._last_group.get(key) == group and group == members and not record.value.prev:
                 continue
             self._last_group[key] = group
-            if me not in group and me not in members:
+            if me not in group and me not in members and me not in record.value.prev:
                 since = self.left_at.setdefault(key, self.core.now)
                 if self.core.now - since > self.core.config.grace:
                     self._drop(key)
                 continue
             if self._coordinator(members, group) != me:
                 continue
-            if group != members:
+            if group != members or record.value.prev:
                 self._unsettled = True  # look again next round, until the members are right
                 if budget > 0 and key not in self.proposals:
                     budget -= 1

@@ -86,11 +86,17 @@ class _Inbox:
         self._channel = channel
 
     async def receive(self) -> Delivery:
+        await self._held()
+        delivery = await self._channel.receive()
+        # Paused while we waited for it: a stopped process reads nothing, so it waits too.
+        await self._held()
+        return delivery
+
+    async def _held(self) -> None:
         endpoint = self._endpoint
         while endpoint.paused:
             with trio.CancelScope(shield=True):
                 await endpoint.resumed.wait()
-        return await self._channel.receive()
 
     def receive_nowait(self) -> Delivery:
         if self._endpoint.paused:
