@@ -32,6 +32,7 @@ from .paxos import (
     on_prepare,
 )
 from .requests import MDataOp, Request, apply_mutation, read_mdata
+from .routing import Contact
 from .rules import MDataState
 from .wire import new_message
 from .xorname import XorName
@@ -168,11 +169,35 @@ class Proposal:
                 elif digest and digest == self.rep.record(self.key).digest:
                     value = self.rep.record(self.key).value
                 self.promises[target] = _Promise(Ballot.from_obj(accepted), digest, value)
+                if value is None and len(item) > 6 and self.extended:
+                    self._learn(token, item[6])
             else:
                 if promised is not None:
                     self.rep.see(Ballot.from_obj(promised))
                 self.refused.add(target)
         self.evaluate_promises()
+
+    def _learn(self, token: int, near: Any) -> None:
+        """Ask, too, the nodes an acceptor holding nothing named as the group, if they are
+        closer to the name than those we asked (absence is then decided among them too)."""
+        target_int = int.from_bytes(self.name, "big")
+        asked = set(self.members) | set(self.extended)
+        ring = sorted(asked, key=lambda n: int.from_bytes(n, "big") ^ target_int)
+        horizon = int.from_bytes(ring[-1], "big") ^ target_int if ring else -1
+        for item in near[: self.core.config.replication] if isinstance(near, list) else []:
+            try:
+                name, address = XorName(item[0]), str(item[1])
+            except (ValueError, TypeError, IndexError):
+                continue
+            if name in asked or (int.from_bytes(name, "big") ^ target_int) > horizon or len(self.extended) > 4 * len(self.members):
+                continue
+            asked.add(name)
+            self.extended = self.extended + (name,)
+            self.core.rpc(
+                Contact(name, address),
+                new_message("prepare", items=[[self.key, self.ballot.to_obj(), self.rep.record(self.key).digest]]),
+                lambda reply, t=name: self.on_promise(token, t, reply),
+            )
 
     def evaluate_promises(self) -> None:
         promised = set(self.promises)
@@ -204,11 +229,14 @@ class Proposal:
             return
         if best.value is None and self.extended:
             # Absence needs the wider ring to agree too, so that a group that has moved
-            # (nodes joined nearer the name) is found before we conclude nothing is there.
+            # (nodes joined nearer the name) is found before we conclude nothing is there;
+            # and every node asked must have answered (or timed out), since one holder among
+            # them is enough to show the MD exists.
             wide = sum(1 for n in self.extended if n in self.promises)
+            if waiting_wide:
+                return
             if wide < majority(len(self.extended)):
-                if not waiting_wide:
-                    self.retry()
+                self.retry()
                 return
         # The base is chosen when a majority of each of its groups reported it accepted.
         holders = {n for n, p in self.promises.items() if p.accepted == best.accepted}
@@ -247,7 +275,8 @@ class Proposal:
             # A move starts only from a settled value: one group change at a time.
             value = value.with_members(group, prev=value.members)
         unchanged = value.digest() == start.digest()
-        if unchanged and (chosen or base is None):
+        # A repair exists to write the value back to members that lag, so it always writes.
+        if unchanged and (base is None or (chosen and self.purpose != "repair")):
             self.finish()
             return
         self.base, self.new = start, value
@@ -387,6 +416,7 @@ class Replicator:
         self._first_seen: dict[bytes, AcceptorRecord] = {}  # only for the "stale" lying mode
         self._epoch_seen = -1
         self._unsettled = False
+        self._catch_up: list[bytes] = []
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
         return {"prepare": self.on_prepare, "accept": self.on_accept, "sync": self.on_sync}
@@ -401,6 +431,9 @@ class Replicator:
             self.core.log("corrupt_record", key=key.hex())
         for record in self.records.values():
             self.see(record.promised)
+        # Back from a stop: what we hold may be behind. Each such MD gets a repair round once
+        # we have joined, which reads the newest value from a majority and writes it to all.
+        self._catch_up = [k for k, r in self.records.items() if r.value is not None]
 
     def record(self, key: bytes) -> AcceptorRecord:
         return self.records.get(key) or AcceptorRecord()
@@ -445,7 +478,12 @@ class Replicator:
                 continue
             digest = record2.digest
             raw = record2.value.encode() if record2.value is not None and hint != digest else None
-            out.append([key, OK, None, record2.accepted.to_obj(), digest, raw])
+            # Holding nothing, we tell the proposer whom we would ask: our view of the group.
+            # A proposer whose own view is far off (it joined during a partition) learns the
+            # real group this way before it concludes that the MD does not exist.
+            near = [] if record2.value is not None else [
+                [bytes(c.name), c.address] for c in self.core.routing.closest(key[:32], self.core.config.replication)]
+            out.append([key, OK, None, record2.accepted.to_obj(), digest, raw, near])
         self.core.reply(peer, msg, "promise", items=out)
 
     def on_accept(self, peer: Peer, msg: dict[str, Any]) -> None:
@@ -575,7 +613,8 @@ class Replicator:
         if "no_anti_entropy" in self.core.config.breaks:
             return
         self._sync_rounds += 1
-        full = not changed_only and self._sync_rounds % 5 == 0
+        full = not changed_only and self._sync_rounds % 3 == 0
+        self._catch_up_some()
         if not full and self._epoch_seen == self.core.membership_epoch and not self._unsettled:
             return  # nothing moved since we last looked, and nothing is left to finish
         self._epoch_seen = self.core.membership_epoch
@@ -618,6 +657,14 @@ class Replicator:
             for start in range(0, len(items), 500):
                 chunk = items[start:start + 500]
                 self.core.rpc(member, new_message("sync", items=chunk), self._on_sync_reply)
+
+    def _catch_up_some(self) -> None:
+        budget = self.core.config.max_sync_proposals // 2 - len(self.proposals)
+        while self._catch_up and budget > 0:
+            key = self._catch_up.pop()
+            if key in self.records and key not in self.proposals:
+                budget -= 1
+                self._enqueue(key, XorName(key[:32]), [], "repair")
 
     def _coordinator(self, members: tuple[XorName, ...], group: tuple[XorName, ...]) -> XorName | None:
         """The closest live member: it drives membership changes and repairs."""
