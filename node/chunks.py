@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 Respond = Callable[..., None]
 MAX_PUSHES_IN_FLIGHT = 16
+SCRUB_BYTES_PER_ROUND = 8 * 1024 * 1024  # read back and checked every sync round (~2 s)
 
 
 def majority(n: int) -> int:
@@ -46,6 +47,7 @@ class ChunkKeeper:
         self._rounds = 0
         self._confirmed: dict[bytes, set[XorName]] = {}
         self._epoch_seen = -1
+        self._scrub_queue: list[bytes] = []
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
         return {"chunk_put": self.on_put, "chunk_get": self.on_get, "chunk_has": self.on_has}
@@ -190,6 +192,8 @@ class ChunkKeeper:
         """
         if "no_anti_entropy" in self.core.config.breaks:
             return
+        if not changed_only:
+            self._scrub()
         self._rounds += 1
         full = not changed_only and self._rounds % 5 == 0
         if not full and self._epoch_seen == self.core.membership_epoch:
@@ -215,6 +219,18 @@ class ChunkKeeper:
                     new_message("chunk_has", names=part),
                     lambda reply, m=member, p=part, f=full: self._on_have(m, p, reply, full=f),
                 )
+
+    def _scrub(self) -> None:
+        """Read a few chunks back each round, so that a copy that rotted on disk is found
+        (and quarantined: we then no longer claim it, and the group sends it again) even if
+        nobody asks for it. "Do you hold it?" is answered from the index alone."""
+        budget = SCRUB_BYTES_PER_ROUND
+        if not self._scrub_queue:
+            self._scrub_queue = sorted(self.core.store.chunk_names(), reverse=True)
+        while self._scrub_queue and budget > 0:
+            name = self._scrub_queue.pop()
+            value = self._load(name)
+            budget -= len(value) if value is not None else 0
 
     def _on_have(self, member: XorName, asked: list[bytes], reply: dict[str, Any] | None, *,
                  full: bool) -> None:

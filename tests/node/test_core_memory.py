@@ -132,3 +132,15 @@ async def test_a_lying_member_never_fools_the_client(autojump_clock):
                     assert await client.get_idata(chunk) == b"the real chunk"
                     reads += 2
             assert reads == 1000
+
+
+async def test_a_chunk_that_rots_unread_is_found_and_stored_again(autojump_clock):
+    async with LocalNetwork.start(nodes=6, seed=6) as net:
+        async with net.client() as client:
+            name = await client.put_idata(b"a chunk nobody reads again")
+            await trio.sleep(5)
+            victim = net.nodes[net.close_group(name)[0]]
+            victim.store.corrupt("chunk", name)
+            assert victim.store.contains_chunk(name)  # the index still lists it: only a read finds the rot
+            await trio.sleep(30)  # nobody reads it; the scrubber does
+            assert victim.store.get_chunk(name) == b"a chunk nobody reads again"
