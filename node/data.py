@@ -378,8 +378,7 @@ class MutableData:
         """Serialised size, the figure the 1 MiB limit applies to (equal to len(encode()))."""
         if self.entries_size is None:
             object.__setattr__(self, "entries_size", sum(entry_size(k, v) for k, v in self.entries.items()))
-        shell = self.to_obj()
-        shell[5] = []  # an empty array packs to one byte, which the real header replaces
+        shell = self.shell().to_obj()  # not self.to_obj(): that would list every entry
         head = len(msgpack.packb(shell, use_bin_type=True)) - 1
         return head + array_header_size(len(self.entries)) + self.entries_size  # type: ignore[operator]
 
