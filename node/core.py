@@ -50,7 +50,8 @@ class NodeConfig:
     client_deadline: float = 12.0  # a client request not done by then is answered RequestTimeout
     grace: float = 30.0  # how long a node keeps an item it no longer should hold
     lost_memory: float = 3600.0  # how long evicted contacts are still pinged now and then
-    neighbour_refresh: float = 15.0  # how often a node looks up its own neighbourhood
+    neighbour_refresh: float = 15.0  # how often a node looks up its own neighbourhood...
+    neighbour_backoff: int = 8  # ...stretched up to this many times while it stays the same
     verify_on_accept: bool = True  # acceptors re-check client signatures in delta accepts
     max_sync_proposals: int = 64  # concurrent repair/reconfiguration rounds
     # Test-only switches that break the contract on purpose, so tests can show that the
@@ -147,6 +148,11 @@ class NodeCore:
         self._lookups_running = 0
         self._lost: dict[XorName, tuple[Contact, float]] = {}  # evicted contacts, to re-check
         self.membership_epoch = 0  # bumped whenever routing gains or loses a contact
+        # The neighbourhood as the last self-lookup left it, and how many refresh ticks to
+        # let pass before the next one (see _refresh_neighbours).
+        self._neighbours: frozenset[XorName] = frozenset()
+        self._neighbour_backoff = 1
+        self._neighbour_skip = 0
         self.replicator = Replicator(self)
         self.chunks = ChunkKeeper(self)
         self.accounts = AccountGuard(self)
@@ -300,6 +306,8 @@ class NodeCore:
     def on_membership_change(self) -> None:
         """Routing gained or lost a contact: close groups may have moved."""
         self.membership_epoch += 1
+        if self._neighbour_skip and self._neighbourhood() != self._neighbours:
+            self._neighbour_backoff, self._neighbour_skip = 1, 0  # look again at the next tick
         self.replicator.membership_changed()
         self.chunks.membership_changed()
 
@@ -440,9 +448,30 @@ class NodeCore:
     def _refresh_neighbours(self) -> None:
         """Look up our own name now and then: the neighbourhood is where our close groups
         are, and a node that joined or came back while we could not hear it (a partition, a
-        pause) is found this way even if it never contacts us itself."""
-        if self.ready and self._lookups_running <= 4:
-            self.lookup(self.name, lambda _found: None)
+        pause) is found this way even if it never contacts us itself.
+
+        A lookup that leaves the neighbourhood as it was doubles the wait before the next
+        one, up to `neighbour_backoff` times the interval; a change to the neighbourhood
+        brings it back to the interval at once. In a settled network of 1,000 nodes these
+        lookups were over half of all messages.
+        """
+        if not self.ready or self._lookups_running > 4:
+            return
+        if self._neighbour_skip:
+            self._neighbour_skip -= 1
+            return
+
+        def done(_found: list[Contact]) -> None:
+            now = self._neighbourhood()
+            same = now == self._neighbours
+            self._neighbours = now
+            self._neighbour_backoff = min(2 * self._neighbour_backoff, self.config.neighbour_backoff) if same else 1
+            self._neighbour_skip = self._neighbour_backoff - 1
+
+        self.lookup(self.name, done)
+
+    def _neighbourhood(self) -> frozenset[XorName]:
+        return frozenset(c.name for c in self.routing.closest(self.name, 2 * self.config.replication + 2))
 
     def _refresh_buckets(self) -> None:
         if self._lookups_running > 4:

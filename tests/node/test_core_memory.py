@@ -144,3 +144,26 @@ async def test_a_chunk_that_rots_unread_is_found_and_stored_again(autojump_clock
             assert victim.store.contains_chunk(name)  # the index still lists it: only a read finds the rot
             await trio.sleep(30)  # nobody reads it; the scrubber does
             assert victim.store.get_chunk(name) == b"a chunk nobody reads again"
+
+
+async def test_self_lookups_back_off_while_the_neighbourhood_stays_and_resume_when_it_moves(autojump_clock):
+    async with LocalNetwork.start(nodes=6, seed=7) as net:
+        node = net.nodes[0]
+
+        def self_lookups_sent() -> int:
+            return node.core.metrics.msgs_out["find_node"]
+
+        await trio.sleep(200)  # settled: the interval has stretched to its limit
+        assert node.core._neighbour_backoff == node.core.config.neighbour_backoff
+        before = self_lookups_sent()
+        await trio.sleep(240)  # 16 ticks of 15 s: 2 lookups (16 without the back-off)
+        settled_rate = self_lookups_sent() - before
+        assert 0 < settled_rate <= 2 * 6  # a lookup here asks each of the 6 others at most once
+
+        newcomer = await net.add()  # it joins next to everyone in a network this small
+        await trio.sleep(5)
+        assert newcomer.core.name in node.core._neighbourhood()
+        before = self_lookups_sent()
+        await trio.sleep(60)  # back to every 15 s, then stretching again
+        assert node.core._neighbour_backoff < node.core.config.neighbour_backoff
+        assert self_lookups_sent() - before > settled_rate  # more in 60 s than in the 240 s before
