@@ -269,6 +269,10 @@ def scale_command(nodes: int, duration: float, seed: int, session_mean: float, d
     summary = result.summary()
     summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     summary["ping_interval"] = config.ping_interval
+    summary["replay"] = (
+        f"safenet sim scale --nodes {nodes} --duration {duration:g} --seed {seed} --session-mean {session_mean:g} "
+        f"--distribution {distribution} --shape {shape:g} --dead-mean {dead_mean:g} --driver {driver} "
+        f"--quiet {quiet:g}" + (f" --ping-interval {ping_interval:g}" if ping_interval is not None else ""))
     _print_single(summary)
     click.echo(f"  churn: {result.churn}; lookups: {result.lookups}; peak RSS {summary['peak_rss_mb']} MB; "
                f"wall {result.wall:.1f} s, CPU {result.cpu:.1f} s for {result.virtual:.0f} simulated s")

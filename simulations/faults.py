@@ -13,7 +13,9 @@ Two budgets keep the faults inside the fault model the network promises to survi
   of every group can still make progress once partitions heal;
 - faults that destroy a node's data (a lost disk, a corrupted record, a churn departure)
   are spaced so that no more than R // 2 of them fall within `recovery` seconds among the
-  2R nodes nearest the victim: the network gets time to re-replicate before it is hit again.
+  2R nodes nearest the victim, nor within the close group of any item the workload wrote
+  (counted by where the losses happened, not by which slots they hit): the network gets
+  time to re-replicate before it is hit again.
   Re-replication needs a connected network: nothing is destroyed while a partition is in
   force, and the recovery time restarts when one heals.
 
@@ -23,6 +25,7 @@ may stop progress but must never lose anything acknowledged.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import random
@@ -81,7 +84,9 @@ class Nemesis:
         self.config = config or NemesisConfig()
         self.workload = workload
         self.active: list[Active] = []
-        self.destroyed: list[tuple[float, int]] = []  # (time, slot) of data-destroying faults
+        # (time, slot, name at the time) of data-destroying faults. The name is the place in
+        # the XOR space the loss happened; the slot's next node may join somewhere else.
+        self.destroyed: list[tuple[float, int, bytes]] = []
         self.counts: dict[str, int] = {}
         self._exclusive: set[str] = set()  # fault groups of which one is in force at a time
         self.partition_healed = -math.inf  # when the last partition ended
@@ -158,16 +163,35 @@ class Nemesis:
         now = trio.current_time()
         if "partition" in self._exclusive:
             return False
-        recent = {slot for t, slot in self.destroyed if now - max(t, self.partition_healed) < self.config.recovery}
+        recent = {name for t, _slot, name in self.destroyed if now - max(t, self.partition_healed) < self.config.recovery}
         if not recent:
             return True
         r = self.sim.config.replication
-        target = int.from_bytes(node.name, "big")
-        near = sorted(self.sim.nodes, key=lambda n: int.from_bytes(n.name, "big") ^ target)[: 2 * r]
-        return sum(1 for n in near if n.slot in recent) < r // 2
+        # Every place that held data recently lost still counts, even if its slot's next node
+        # joined elsewhere: the items that were there are still being re-replicated.
+        lost = {int.from_bytes(name, "big") for name in recent}
+        places = {int.from_bytes(n.name, "big") for n in self.sim.nodes} | lost
+        me = int.from_bytes(node.name, "big")
+        if sum(1 for p in heapq.nsmallest(2 * r, places, key=lambda p: p ^ me) if p in lost) >= r // 2:
+            return False
+        # The node's own neighbourhood is not every group it is in: an item between two
+        # clusters of nodes has a group that neither side's neighbourhood covers. So the
+        # group of each item the workload wrote is checked too, where the node is in it.
+        for item in self._item_names():
+            t = int.from_bytes(item, "big")
+            group = heapq.nsmallest(r, places, key=lambda p, t=t: p ^ t)
+            if me in group and sum(1 for p in group if p in lost) >= r // 2:
+                return False
+        return True
+
+    def _item_names(self) -> list[bytes]:
+        if self.workload is None:
+            return []
+        return [bytes(md.name) for md in self.workload.mds] + list(self.workload.chunk_values)
 
     def destroyed_now(self, node: SimNode) -> None:
-        self.destroyed.append((trio.current_time(), node.slot))
+        """Count a loss of `node`'s data against the budget, where the node is now."""
+        self.destroyed.append((trio.current_time(), node.slot, bytes(node.name)))
 
     def exclusive(self, group: str) -> bool:
         """Claim `group` (one partition at a time, say); False if it is taken."""
@@ -277,8 +301,8 @@ async def wipe(nem: Nemesis) -> Active | None:
     node = nem.rng.choice(candidates)
     label = node.label
     nem.sim.crash(node)
+    nem.destroyed_now(node)  # before the wipe, which gives the node a new name
     nem.sim.wipe(node)
-    nem.destroyed_now(node)
 
     async def undo() -> None:
         if node.state == "down":
@@ -511,8 +535,8 @@ class Churn:
                 return
             label = node.label
             self.sim.crash(node)
+            self.nemesis.destroyed_now(node)  # before the wipe, which gives the node a new name
             self.sim.wipe(node)
-            self.nemesis.destroyed_now(node)
             self.leaves += 1
             self.sim.trace.event(trio.current_time(), "fault", "churn-leave", node=label)
             self._count()

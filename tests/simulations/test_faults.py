@@ -100,6 +100,36 @@ def test_data_destroying_faults_are_spaced_per_neighbourhood() -> None:
     run_seeded(main, seed=7)
 
 
+def test_a_loss_counts_where_the_node_was_and_in_each_items_group() -> None:
+    async def main() -> None:
+        async with Simulator.open(7) as sim:
+            await sim.add_nodes(10)
+            r = sim.config.replication
+            workload = Workload(sim, WorkloadConfig(processes=1, chunk_processes=0), 7)
+            await workload.setup()
+            nemesis = Nemesis(sim, random.Random(3), {"wipe": 1.0}, NemesisConfig(max_down=10, recovery=30.0),
+                              workload)
+            item = int.from_bytes(workload.mds[0].name, "big")
+            group = sorted(sim.nodes, key=lambda n: int.from_bytes(n.name, "big") ^ item)[:r]
+            before = {n.slot: bytes(n.name) for n in sim.nodes}
+            assert await FAULTS["wipe"][1](nemesis) is not None
+            _t, slot, where = nemesis.destroyed[-1]
+            wiped = next(n for n in sim.nodes if n.slot == slot)
+            # Counted where it held data, not at the new name its next start will have.
+            assert where == before[slot] != bytes(wiped.name)
+            # Two losses in the item's group are a minority of five; a third is refused.
+            already = sum(1 for n in group if before[n.slot] == where)
+            for node in [n for n in group if n.slot != slot][: r // 2 - already]:
+                sim.crash(node)
+                nemesis.destroyed_now(node)
+                sim.wipe(node)
+            survivors = [n for n in group if n.up]
+            assert len(survivors) == r - r // 2
+            assert not any(nemesis.may_destroy(n) for n in survivors)
+
+    run_seeded(main, seed=7)
+
+
 def test_session_times_are_heavy_tailed_with_the_requested_mean() -> None:
     rng = random.Random(1)
     for distribution, shape in (("pareto", 1.5), ("weibull", 0.6)):
