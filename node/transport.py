@@ -869,7 +869,10 @@ class Endpoint:
         """Serve an inbound stream (MemoryNetwork's accept)."""
         if self._nursery is None:
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"{self!r} is not running")
-        self._nursery.start_soon(self._accept, stream)
+        try:
+            self._nursery.start_soon(self._accept, stream)
+        except RuntimeError:  # its nursery is closing: the endpoint crashed or is stopping
+            raise ConnectionRefusedError(errno.ECONNREFUSED, f"{self!r} is shutting down") from None
 
     async def _accept(self, stream: trio.abc.Stream) -> None:
         try:

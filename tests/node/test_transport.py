@@ -497,6 +497,22 @@ async def test_unreachable_addresses_fail_fast(autojump_clock: trio.abc.Clock) -
         assert trio.current_time() == 0
 
 
+async def test_a_dial_into_an_endpoint_whose_nursery_is_closing_is_refused(autojump_clock: trio.abc.Clock) -> None:
+    # A crashed node's endpoint stays bound until its nursery has finished closing; a dial
+    # in that window used to escape as "Nursery is closed to new arrivals" (a CI failure).
+    net = MemoryNetwork()
+    ending = Endpoint(Keypair(), network=net)
+    address = net.bind(ending)
+    async with trio.open_nursery() as closed:
+        pass
+    ending._nursery = closed
+    with pytest.raises(ConnectionRefusedError):
+        await net.dial(address)
+    async with open_rpc_client(network=net) as rpc:
+        with pytest.raises(Unreachable):
+            await rpc.request(None, address, new_message("ping"), timeout=30.0)
+
+
 async def test_a_silent_connection_is_dropped_at_the_handshake_deadline(
     autojump_clock: trio.abc.Clock, raws: RawPeers
 ) -> None:
