@@ -197,7 +197,8 @@ def test_stop_add_and_logs(cluster_dir: Path) -> None:
     # Node 1 was stopped and started again, so its log has more than two lines whatever the timing.
     tail = safenet("cluster", "logs", "1", "-n", "2", *d).stdout.splitlines()
     whole = safenet("cluster", "logs", "1", *d).stdout.splitlines()
-    assert len(whole) > 2 and [json.loads(line)["event"] for line in whole].count("started") == 2
+    events = [json.loads(line)["event"] for line in whole]
+    assert events.count("started") >= 2 and "stopped" in events  # other tests may restart it too
     assert len(tail) == 2 and whole.index(tail[0]) + 1 == whole.index(tail[1]) >= 2
 
 
