@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
 Respond = Callable[..., None]
 MAX_PUSHES_IN_FLIGHT = 16
-SCRUB_BYTES_PER_ROUND = 8 * 1024 * 1024  # read back and checked every sync round (~2 s)
+# Read back and checked every sync round (~2 s): so many chunks, or so many bytes. A node
+# with 10,000 small chunks checks each one every five minutes or so, not every round.
+SCRUB_CHUNKS_PER_ROUND = 64
+SCRUB_BYTES_PER_ROUND = 8 * 1024 * 1024
 
 
 def majority(n: int) -> int:
@@ -227,10 +230,11 @@ class ChunkKeeper:
         budget = SCRUB_BYTES_PER_ROUND
         if not self._scrub_queue:
             self._scrub_queue = sorted(self.core.store.chunk_names(), reverse=True)
-        while self._scrub_queue and budget > 0:
-            name = self._scrub_queue.pop()
-            value = self._load(name)
+        for _ in range(min(SCRUB_CHUNKS_PER_ROUND, len(self._scrub_queue))):
+            value = self._load(self._scrub_queue.pop())
             budget -= len(value) if value is not None else 0
+            if budget <= 0:
+                break
 
     def _on_have(self, member: XorName, asked: list[bytes], reply: dict[str, Any] | None, *,
                  full: bool) -> None:
