@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -364,16 +364,14 @@ class Workload:
         finals: dict[Hashable, Any] = {}
         async with self.sim.client(timeout=self.config.client_timeout) as client:
             for key in self.registers():
-                for attempt in range(attempts):
-                    try:
-                        got = await client.get_value(self.address(key), key[1].encode())
-                        finals[key] = (got.content, got.entry_version)
-                        break
-                    except E.NoSuchEntry:
-                        finals[key] = None
-                        break
-                    except (E.SafeError, trio.TooSlowError):
-                        await trio.sleep(2.0 * (attempt + 1))
+
+                async def read(key: tuple[str, str] = key) -> tuple[bytes, int]:
+                    got = await client.get_value(self.address(key), key[1].encode())
+                    return got.content, got.entry_version
+
+                read_ok, value = await _read_after_healing(read, E.NoSuchEntry, attempts)
+                if read_ok:
+                    finals[key] = value
         return finals
 
     async def final_chunks(self, attempts: int = 4) -> dict[Hashable, Any]:
@@ -381,16 +379,13 @@ class Workload:
         finals: dict[Hashable, Any] = {}
         async with self.sim.client(timeout=self.config.client_timeout) as client:
             for name in sorted(self.chunk_values):
-                key = ("chunk", name.hex()[:16])
-                for attempt in range(attempts):
-                    try:
-                        finals[key] = sha3_256(await client.get_idata(name)).hex()[:16]
-                        break
-                    except E.NoSuchData:
-                        finals[key] = None
-                        break
-                    except (E.SafeError, trio.TooSlowError):
-                        await trio.sleep(2.0 * (attempt + 1))
+
+                async def read(name: bytes = name) -> str:
+                    return sha3_256(await client.get_idata(name)).hex()[:16]
+
+                read_ok, value = await _read_after_healing(read, E.NoSuchData, attempts)
+                if read_ok:
+                    finals[("chunk", name.hex()[:16])] = value
         return finals
 
 
@@ -403,3 +398,17 @@ def percentile(values: list[float], q: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _read_after_healing(read: Callable[[], Awaitable[Any]], absent: type[E.SafeError],
+                              attempts: int) -> tuple[bool, Any]:
+    """(True, what `read` returns), (True, None) when the network answers `absent`, or
+    (False, None) when every attempt failed otherwise; failures back off 2 s, 4 s, ..."""
+    for attempt in range(attempts):
+        try:
+            return True, await read()
+        except absent:
+            return True, None
+        except (E.SafeError, trio.TooSlowError):
+            await trio.sleep(2.0 * (attempt + 1))
+    return False, None
