@@ -17,10 +17,9 @@ import msgpack
 
 from . import errors as E
 from .data import MutableData, Value
-from .paxos import AcceptorRecord, Ballot, Register
+from .paxos import AcceptorRecord, Ballot, Register, check_names, check_recent, check_seq
 from .rules import MDataState
 from .store import Store
-from .xorname import XorName
 
 HEADERS = "md"
 ENTRIES = "mde"
@@ -37,7 +36,8 @@ def _header(record: AcceptorRecord) -> bytes:
     if value is not None:
         md = value.state.md
         shell = None if md is None else md.shell().to_obj()
-        body = [shell, list(value.state.recent), [bytes(m) for m in value.members], [bytes(m) for m in value.prev]]
+        body = [shell, list(value.state.recent), [bytes(m) for m in value.members], [bytes(m) for m in value.prev],
+                value.seq]
     return _pack([record.promised.to_obj(), record.accepted.to_obj(), body])
 
 
@@ -59,8 +59,11 @@ class RecordStore:
                 bad.add(item)
                 continue
             if raw is not None:
-                content, version = msgpack.unpackb(raw)
-                entries.setdefault(item, {})[full_key[KEY_LEN:]] = Value(content, version)
+                try:
+                    content, version = msgpack.unpackb(raw)
+                    entries.setdefault(item, {})[full_key[KEY_LEN:]] = Value(content, version)
+                except (msgpack.UnpackException, ValueError, TypeError):
+                    bad.add(item)
         records: dict[bytes, AcceptorRecord] = {}
         for key in self.store.record_keys(HEADERS):
             try:
@@ -69,7 +72,15 @@ class RecordStore:
                 bad.add(key)
                 continue
             if raw is not None and key not in bad:
-                records[key] = self._decode(raw, entries.get(key, {}))
+                try:
+                    records[key] = self._decode(raw, entries.get(key, {}))
+                except (msgpack.UnpackException, ValueError, TypeError, E.SafeError):
+                    # A record this code cannot read (hostile numbers stored by an older
+                    # version, a bug) is quarantined and repaired from the group like a
+                    # corrupt one: a node always starts again from the store it wrote.
+                    bad.add(key)
+        for key in bad:
+            records.pop(key, None)
         return records, bad
 
     @staticmethod
@@ -77,12 +88,13 @@ class RecordStore:
         promised, accepted, body = msgpack.unpackb(raw, raw=False)
         value = None
         if body is not None:
-            shell, recent, members, prev = body
+            shell, recent, members, prev = body[:4]
+            seq = body[4] if len(body) > 4 else 0
             md = None
             if shell is not None:
                 md = MutableData.from_obj(shell).replace(entries=entries)
-            value = Register(MDataState(md, tuple(recent)), tuple(XorName(m) for m in members),
-                             tuple(XorName(m) for m in prev))
+            value = Register(MDataState(md, check_recent(recent)), check_names(members), check_names(prev),
+                             check_seq(seq))
         return AcceptorRecord(Ballot.from_obj(promised), Ballot.from_obj(accepted), value)
 
     def write(self, key: bytes, old: AcceptorRecord | None, new: AcceptorRecord) -> None:

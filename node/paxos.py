@@ -23,6 +23,14 @@ from .data import MDataAddress, MutableData, Value
 from .rules import MDataState
 from .xorname import XorName, sha3_256
 
+# Ballot counters stay far below 2**64 (MessagePack's largest integer): a hostile prepare
+# with counter 2**64 - 1 would otherwise make every later ballot of the node unencodable.
+# A counter may not jump more than MAX_JUMP past the highest this node has seen either, so
+# one peer cannot spend an MD's ballot space in one message (see Replicator.check_ballot).
+MAX_COUNTER = 2**62
+MAX_JUMP = 2**32
+NAME_LEN = 32
+
 
 @dataclass(frozen=True, order=True, slots=True)
 class Ballot:
@@ -43,8 +51,10 @@ class Ballot:
         if not isinstance(obj, list) or len(obj) != 2:
             raise ValueError("a ballot is [counter, proposer]")
         counter, proposer = obj
-        if not isinstance(counter, int) or counter < 0 or not isinstance(proposer, bytes):
-            raise ValueError("a ballot is [counter >= 0, proposer bytes]")
+        if not isinstance(counter, int) or isinstance(counter, bool) or not 0 <= counter <= MAX_COUNTER:
+            raise ValueError(f"a ballot counter is an integer in [0, 2**62], got {counter!r:.40}")
+        if not isinstance(proposer, bytes) or len(proposer) not in (0, NAME_LEN):
+            raise ValueError("a ballot's proposer is a 32-byte name")
         return cls(counter, proposer)
 
     def __str__(self) -> str:
@@ -57,12 +67,6 @@ ZERO = Ballot(0, b"")
 def item_key(address: MDataAddress) -> bytes:
     """The store key of an MD: its name and its tag."""
     return bytes(address.name) + address.tag.to_bytes(8, "big")
-
-
-def key_address(key: bytes) -> MDataAddress:
-    if len(key) != 40:
-        raise ValueError("an MD item key is 40 bytes")
-    return MDataAddress(XorName(key[:32]), int.from_bytes(key[32:], "big"))
 
 
 _MOD = 1 << 256
@@ -92,6 +96,10 @@ class Register:
     # be complete; () when there is none. A value counts as chosen only when accepted by a
     # majority of `members` and, if `prev` is set, a majority of `prev` too (joint quorums).
     prev: tuple[XorName, ...] = ()
+    # How many accepted rounds led to this value since the MD was created. Every round that
+    # writes adds one, so an honest acceptor's copy never goes back to an older value (a
+    # replayed, certified old value is refused: see Replicator.adopt_certified).
+    seq: int = 0
     _encoded: bytes | None = field(default=None, compare=False, repr=False)
     _ehash: int | None = field(default=None, compare=False, repr=False)
     _parent: tuple[Mapping[bytes, Value], int] | None = field(default=None, compare=False, repr=False)
@@ -106,6 +114,7 @@ class Register:
                     list(self.state.recent),
                     [bytes(m) for m in self.members],
                     [bytes(m) for m in self.prev],
+                    self.seq,
                 ],
                 use_bin_type=True,
             )
@@ -145,6 +154,7 @@ class Register:
                     [bytes(m) for m in self.members],
                     [bytes(m) for m in self.prev],
                     self.entries_hash().to_bytes(32, "big"),
+                    self.seq,
                 ],
                 use_bin_type=True,
             )
@@ -153,27 +163,30 @@ class Register:
 
     @classmethod
     def decode(cls, raw: bytes) -> Register:
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        if not isinstance(obj, list) or len(obj) != 4:
-            raise ValueError("a register is [md, recent, members, prev]")
-        md_obj, recent, members, prev = obj
+        try:
+            obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        except (msgpack.UnpackException, ValueError, TypeError) as exc:
+            raise ValueError(f"a register that does not decode: {exc!r:.80}") from None
+        if not isinstance(obj, list) or len(obj) not in (4, 5):
+            raise ValueError("a register is [md, recent, members, prev, seq]")
+        md_obj, recent, members, prev = obj[:4]
+        seq = obj[4] if len(obj) == 5 else 0
         md = None if md_obj is None else MutableData.from_obj(md_obj)
-        if not isinstance(recent, list) or not all(isinstance(r, bytes) for r in recent):
-            raise ValueError("recent request ids are a list of bytes")
-        if not isinstance(members, list) or not isinstance(prev, list):
-            raise ValueError("members are a list of names")
-        return cls(MDataState(md, tuple(recent)), tuple(XorName(m) for m in members),
-                   tuple(XorName(m) for m in prev), raw)
+        return cls(MDataState(md, check_recent(recent)), check_names(members), check_names(prev),
+                   check_seq(seq), raw)
 
     def _lineage(self) -> tuple[Mapping[bytes, Value], int] | None:
         md = self.state.md
         return None if md is None else (md.entries, self.entries_hash())
 
     def with_state(self, state: MDataState) -> Register:
-        return Register(state, self.members, self.prev, _parent=self._lineage())
+        return Register(state, self.members, self.prev, self.seq, _parent=self._lineage())
 
     def with_members(self, members: tuple[XorName, ...], prev: tuple[XorName, ...] = ()) -> Register:
-        return Register(self.state, members, prev, _parent=self._lineage())
+        return Register(self.state, members, prev, self.seq, _parent=self._lineage())
+
+    def with_seq(self, seq: int) -> Register:
+        return Register(self.state, self.members, self.prev, seq, _parent=self._lineage())
 
     @property
     def quorums(self) -> tuple[tuple[XorName, ...], ...]:
@@ -201,7 +214,10 @@ class AcceptorRecord:
 
     @classmethod
     def decode(cls, raw: bytes) -> AcceptorRecord:
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        try:
+            obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        except (msgpack.UnpackException, ValueError, TypeError) as exc:
+            raise ValueError(f"an acceptor record that does not decode: {exc!r:.80}") from None
         if not isinstance(obj, list) or len(obj) != 3:
             raise ValueError("an acceptor record is [promised, accepted, value]")
         value = None if obj[2] is None else Register.decode(obj[2])
@@ -210,6 +226,25 @@ class AcceptorRecord:
     @property
     def digest(self) -> bytes:
         return b"" if self.value is None else self.value.digest()
+
+
+def check_names(obj: Any, limit: int = 64) -> tuple[XorName, ...]:
+    """A short list of 32-byte names, as a register's members are."""
+    if not isinstance(obj, list) or len(obj) > limit:
+        raise ValueError(f"a list of at most {limit} names")
+    return tuple(XorName(m) for m in obj)
+
+
+def check_recent(obj: Any) -> tuple[bytes, ...]:
+    if not isinstance(obj, list) or len(obj) > 1024 or not all(isinstance(r, bytes) and len(r) <= 64 for r in obj):
+        raise ValueError("recent request ids are a short list of short byte strings")
+    return tuple(obj)
+
+
+def check_seq(obj: Any) -> int:
+    if not isinstance(obj, int) or isinstance(obj, bool) or not 0 <= obj <= MAX_COUNTER:
+        raise ValueError("a register's seq is an integer in [0, 2**62]")
+    return obj
 
 
 # ------------------------------------------------------------------------- acceptor rules
