@@ -15,22 +15,28 @@ docs/replication.md has the protocol, the membership-change rule and the proof s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
 from .data import Value
+from .errors import error_from_wire
 from .mdstore import RecordStore
 from .paxos import (
+    MAX_COUNTER,
+    MAX_JUMP,
     ZERO,
     AcceptorRecord,
     Ballot,
     Register,
+    check_names,
     item_key,
     on_accept,
     on_prepare,
 )
+from .proofs import certifies, has_majorities, majority, make_vote
 from .requests import MDataOp, Request, apply_mutation, read_mdata
 from .routing import Contact
 from .rules import MDataState
@@ -42,12 +48,17 @@ if TYPE_CHECKING:
 
 Respond = Callable[..., None]
 
-# Promise / accept statuses on the wire.
-OK, REJECTED, NEED_STATE, NOT_READY = 0, 1, 2, 3
+# Promise / accept statuses on the wire. NOT_MEMBER: the sender is not one of the nodes the
+# receiver believes may hold the MD, so what it says about the MD counts for nothing.
+OK, REJECTED, NEED_STATE, NOT_READY, NOT_MEMBER = 0, 1, 2, 3, 4
+MAX_ITEMS = 512  # items in one prepare / accept
+MAX_BATCH = 1024  # requests in one step
 
-
-def majority(n: int) -> int:
-    return n // 2 + 1
+# Accept payloads: how the acceptor gets the proposed value (see node/proofs.py).
+STEP = 1  # [STEP, step]: apply the step to the value it holds
+CERTIFIED = 2  # [CERTIFIED, base, votes, step]: adopt a certified base, then apply the step
+TWO_STEPS = 3  # [TWO_STEPS, step to base, step]: a base nobody certified yet, derived from ours
+FULL = 0  # [FULL, value]: take it on faith (only with a test-only break)
 
 
 @dataclass
@@ -55,6 +66,9 @@ class _Promise:
     accepted: Ballot
     digest: bytes
     value: Register | None
+    vote: Any = None
+    step: Any = None
+    cert: Any = None
 
 
 @dataclass
@@ -81,6 +95,13 @@ class Proposal:
     new: Register | None = None
     base: Register | None = None
     results: list[tuple[Respond, Any, E.SafeError | None]] = field(default_factory=list)
+    # What proves `base` to an acceptor that does not hold it: votes of its group, or the
+    # step that derived it from an older value.
+    base_votes: list[Any] | None = None
+    base_step: list[Any] | None = None
+    step: list[Any] = field(default_factory=list)
+    votes: dict[XorName, Any] = field(default_factory=dict)
+    sent_proof: set[XorName] = field(default_factory=set)
     token: int = 0  # bumps on every (re)start, so late replies of an old round are ignored
 
     @property
@@ -104,6 +125,7 @@ class Proposal:
             self.token += 1
             self.ballot, self.quorums, self.base = ballot, value.quorums, value
             self.promises, self.refused = {}, set()
+            self.base_votes, self.base_step = self.rep.cert_for(self.key, value), None
             # Our value was chosen when we last wrote it, but another proposer may have moved
             # the MD on since: even an answer that changes nothing goes through an accept, which
             # a majority refuses if anyone got further.
@@ -158,24 +180,44 @@ class Proposal:
         if token != self.token or self.phase != "prepare":
             return
         item = _first_item(reply, "promise")
-        if item is None:
+        try:
+            promise = self._read_promise(token, item)
+        except (ValueError, TypeError, IndexError, E.SafeError) as exc:
+            # A malformed promise is a refusal: a Byzantine member cannot crash its proposer.
+            self.core.log("bad_promise", peer=target.hex(), error=repr(exc)[:120])
+            promise = None
+        if promise is None:
             self.refused.add(target)
         else:
-            status, promised, accepted, digest, raw = item[1], item[2], item[3], item[4], item[5]
-            if status == OK:
-                value = None
-                if raw is not None:
-                    value = Register.decode(raw)
-                elif digest and digest == self.rep.record(self.key).digest:
-                    value = self.rep.record(self.key).value
-                self.promises[target] = _Promise(Ballot.from_obj(accepted), digest, value)
-                if value is None and len(item) > 6 and self.extended:
-                    self._learn(token, item[6])
-            else:
-                if promised is not None:
-                    self.rep.see(Ballot.from_obj(promised))
-                self.refused.add(target)
+            self.promises[target] = promise
         self.evaluate_promises()
+
+    def _read_promise(self, token: int, item: list[Any] | None) -> _Promise | None:
+        if item is None or len(item) < 6:
+            return None
+        status, promised, accepted, digest, raw = item[1], item[2], item[3], item[4], item[5]
+        if status != OK:
+            if promised is not None:
+                self.rep.see(self.rep.ballot(promised))
+            return None
+        if not isinstance(digest, bytes):
+            return None
+        value = None
+        own = self.rep.record(self.key)
+        if raw is not None:
+            value = Register.decode(raw)
+            if value.digest() != digest:
+                return None
+        elif digest and digest == own.digest:
+            value = own.value
+        elif digest:
+            return None  # a value it would not show us proves nothing
+        vote = item[7] if len(item) > 7 else None
+        step = item[8] if len(item) > 8 else None
+        cert = item[9] if len(item) > 9 else None
+        if value is None and len(item) > 6 and self.extended:
+            self._learn(token, item[6])
+        return _Promise(self.rep.ballot(accepted), digest, value, vote, step, cert)
 
     def _learn(self, token: int, near: Any) -> None:
         """Ask, too, the nodes an acceptor holding nothing named as the group, if they are
@@ -222,6 +264,26 @@ class Proposal:
                 self.retry()
             return
         best = max(self.promises.values(), key=lambda p: p.accepted)
+        if best.value is not None and not self._prove(best):
+            # Nobody can show where this value came from: not our own copy, no certificate
+            # from its group, no step from a value others hold. If too few nodes may hold it
+            # for it to have been chosen, whoever reported it is lying (or holds a round that
+            # failed): its promise counts for nothing, and we decide among the rest. Else it
+            # may be a chosen value whose proof is out of reach for now: building on anything
+            # else could lose it, so we wait for every answer and then try again.
+            if self._could_be_chosen(best.digest):
+                if answered < len(set(self.members + self.extended)):
+                    return
+                self.core.log("unproven_value", key=self.key.hex(), digest=best.digest.hex(), wait=True)
+                self.retry()
+                return
+            for name, promise in list(self.promises.items()):
+                if promise.digest == best.digest:
+                    del self.promises[name]
+                    self.refused.add(name)
+            self.core.log("unproven_value", key=self.key.hex(), digest=best.digest.hex(), wait=False)
+            self.evaluate_promises()
+            return
         if best.value is None and best.digest:
             # The highest value was not sent to us (we thought we had it); ask again for it.
             self.rep.forget_hint(self.key)
@@ -279,8 +341,65 @@ class Proposal:
         if unchanged and (base is None or (chosen and self.purpose != "repair")):
             self.finish()
             return
-        self.base, self.new = start, value
+        # A round that changes the value counts it (a repair or a retried request writes the
+        # same value again, under the same digest).
+        self.base, self.new = start, value if unchanged else value.with_seq(start.seq + 1)
         self.accept(applied, known_base=known_base)
+
+    def _prove(self, promise: _Promise) -> bool:
+        """Is the promised value genuine? Sets `base_votes` / `base_step` to what proves it."""
+        value = promise.value
+        assert value is not None
+        rep = self.rep
+        self.base_votes, self.base_step = None, None
+        own = rep.record(self.key)
+        if own.value is not None and own.digest == promise.digest:
+            # Our own copy: we checked it when we stored it. What proves it to others is
+            # checked by them, so the votes are passed on unverified (no cost on this path).
+            self.base_votes = rep.cert_for(self.key, own.value) or self._votes_for(promise.digest)
+            step = rep.steps.get(self.key)
+            self.base_step = step if step is not None and step[4] == promise.digest else None
+            return True
+        if rep.unvalidated:
+            return True
+        votes = self._votes_for(promise.digest)
+        if rep.certified(self.key, value, votes):
+            self.base_votes = votes
+            return True
+        # Not certified (its round was cut short): derivable from the value we hold, or from
+        # one that another node reported? (Never from the reporter's own word alone: a liar
+        # would have to be two nodes to show both a forged base and a step from it.)
+        step = promise.step
+        if not isinstance(step, list) or len(step) != 5:
+            return False
+        bases = [own.value] + [p.value for p in self.promises.values()
+                               if p.value is not None and p.digest == step[0] and p is not promise]
+        for base in bases:
+            if base is None or base.digest() != step[0]:
+                continue
+            derived = rep.apply_step(self.key, base, step)
+            if derived is not None and derived.digest() == promise.digest:
+                self.base_step = step
+                return True
+        return False
+
+    def _votes_for(self, digest: bytes) -> list[Any]:
+        votes = []
+        for p in self.promises.values():
+            if p.digest == digest:
+                votes.extend(p.cert if isinstance(p.cert, list) else [])
+                if p.vote is not None:
+                    votes.append(p.vote)
+        return votes
+
+    def _could_be_chosen(self, digest: bytes) -> bool:
+        """Could a majority of each group have accepted the value with `digest`? Not if too
+        many members told us they hold something else (an older value: `best` is the newest)."""
+        for group in self.quorums:
+            possible = sum(1 for n in group if n not in self.promises or self.promises[n].digest == digest)
+            if possible < majority(len(group)):
+                return False
+        return True
 
     # ---------------------------------------------------------------- phase 2
 
@@ -295,17 +414,36 @@ class Proposal:
         if "ack_before_quorum" in self.core.config.breaks:
             self.rep.fast.pop(self.key, None)
             self.finish()  # broken on purpose: the client hears "ok" before anything is durable
-        delta = [base.digest(), [r.to_obj() for r in applied], list(map(bytes, new.members)),
-                 list(map(bytes, new.prev)), new.digest()]
-        full = new.encode()
+        self.step = [base.digest(), [r.to_obj() for r in applied], list(map(bytes, new.members)),
+                     list(map(bytes, new.prev)), new.digest()]
+        self.votes, self.sent_proof = {}, set()
+        # Blind (rewritten, unsigned) requests of the test-only break travel as full values.
+        blind = "skip_version_check" in self.core.config.breaks
         targets = dict.fromkeys(self.members + tuple(n for g in new.quorums for n in g))
         for target in targets:
             promise = self.promises.get(target)
             same_base = promise.digest == base.digest() if promise else known_base
-            # Blind (rewritten, unsigned) requests of the test-only break travel as full values.
-            use_delta = same_base and base.state.md is not None and not self.core.config.breaks
-            payload = [1, delta] if use_delta else [0, full]
+            if blind:
+                payload = [FULL, new.encode()]
+            elif same_base or promise is None:
+                payload = [STEP, self.step]
+            else:
+                payload = self._proof_payload(target, promise.digest)
             self.send_accept(token, target, payload)
+
+    def _proof_payload(self, target: XorName, their_digest: bytes | None) -> list[Any]:
+        """The accept for a target that does not hold our base: the base's certificate, or the
+        step that derived the base from what the target holds."""
+        assert self.base is not None
+        self.sent_proof.add(target)
+        if self.base_votes and len(self.base_votes) >= majority(len(self.base.members)):
+            return [CERTIFIED, self.base.encode(), self.base_votes, self.step]
+        if self.base_step is not None and (their_digest is None or their_digest == self.base_step[0]):
+            return [TWO_STEPS, self.base_step, self.step]
+        if self.rep.unvalidated:
+            assert self.new is not None
+            return [FULL, self.new.encode()]
+        return [STEP, self.step]  # nothing proves our base to it: it will refuse
 
     def send_accept(self, token: int, target: XorName, payload: list[Any]) -> None:
         item = [self.key, self.ballot.to_obj(), True, payload]
@@ -324,17 +462,23 @@ class Proposal:
             self.refused.add(target)
         elif item[1] == OK:
             self.acked.add(target)
-        elif item[1] == NEED_STATE:
-            self.send_accept(token, target, [0, self.new.encode()])
+            if len(item) > 3 and item[3] is not None:
+                self.votes[target] = item[3]
+        elif item[1] == NEED_STATE and target not in self.sent_proof:
+            self.send_accept(token, target, self._proof_payload(target, None))
             return
         else:
-            if item[2] is not None:
-                self.rep.see(Ballot.from_obj(item[2]))
+            if len(item) > 2 and item[2] is not None:
+                with contextlib.suppress(ValueError, E.SafeError):
+                    self.rep.see(self.rep.ballot(item[2]))
             self.refused.add(target)
         # Chosen once a majority of each group the new value names has accepted it: then any
         # later round, which asks a majority of the groups of the newest value it knows, meets it.
         if _majorities(self.acked, self.new.quorums):
             self.rep.fast[self.key] = (self.ballot.successor(), self.new)
+            # The votes that came with the acceptances certify the new value: they are what we
+            # show a member that lags behind when we next build on it.
+            self.rep.certs[self.key] = (self.new.digest(), list(self.votes.values()))
             self.finish()
             return
         if _out_of_reach(self.refused, self.new.quorums):
@@ -357,9 +501,7 @@ class Proposal:
         self.finish()
 
 
-def _majorities(nodes: set[XorName], quorums: tuple[tuple[XorName, ...], ...]) -> bool:
-    """Do `nodes` include a majority of every group in `quorums`?"""
-    return all(sum(1 for n in group if n in nodes) >= majority(len(group)) for group in quorums)
+_majorities = has_majorities
 
 
 def _out_of_reach(refused: set[XorName], quorums: tuple[tuple[XorName, ...], ...]) -> bool:
@@ -387,6 +529,18 @@ def _blind(request: Request, value: Register) -> Request:
     return Request(MutateEntries(op.address, actions), request.requester, request.request_id, request.owner)
 
 
+def _items(msg: dict[str, Any], width: int, limit: int = MAX_ITEMS) -> list[list[Any]]:
+    """The items of a node message, each a list of `width` fields starting with a 40-byte MD
+    key; anything else is a ProtocolError (and changes nothing)."""
+    items = msg["items"]
+    if not isinstance(items, list) or len(items) > limit:
+        raise E.ProtocolError(f"items: a list of at most {limit}")
+    for item in items:
+        if not isinstance(item, list) or len(item) != width or not isinstance(item[0], bytes) or len(item[0]) != 40:
+            raise E.ProtocolError(f"an item is [md key (40 bytes), ...] of {width} fields")
+    return items
+
+
 def _first_item(reply: dict[str, Any] | None, kind: str) -> list[Any] | None:
     if reply is None or reply.get("k") != kind:
         return None
@@ -394,7 +548,7 @@ def _first_item(reply: dict[str, Any] | None, kind: str) -> list[Any] | None:
     if not isinstance(items, list) or not items or not isinstance(items[0], list):
         return None
     item = items[0]
-    return item if len(item) >= 3 else None
+    return item if len(item) >= 2 else None
 
 
 class Replicator:
@@ -417,9 +571,15 @@ class Replicator:
         self._epoch_seen = -1
         self._unsettled = False
         self._catch_up: list[bytes] = []
+        # Proofs of the values we hold (kept in memory: after a restart the first round on an
+        # MD gathers them again). certs: votes of a majority of the group for a value we know
+        # was chosen; steps: how our value was derived from the one before it.
+        self.certs: dict[bytes, tuple[bytes, list[Any]]] = {}
+        self.steps: dict[bytes, list[Any]] = {}
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
-        return {"prepare": self.on_prepare, "accept": self.on_accept, "sync": self.on_sync}
+        return {"prepare": self.on_prepare, "accept": self.on_accept, "sync": self.on_sync,
+                "md_request": self.on_md_request}
 
     # ---------------------------------------------------------------- records
 
@@ -453,18 +613,113 @@ class Replicator:
         return sum(1 for r in self.records.values() if r.value is not None and r.value.state.md is not None)
 
     def new_ballot(self) -> Ballot:
-        self.counter += 1
+        self.counter = min(self.counter + 1, MAX_COUNTER)
         return Ballot(self.counter, bytes(self.core.name))
 
     def see(self, ballot: Ballot) -> None:
-        self.counter = max(self.counter, ballot.counter)
+        if ballot.counter <= self.counter + MAX_JUMP or self.unbounded:
+            self.counter = max(self.counter, ballot.counter)
+
+    # ---------------------------------------------------------------- trust
+
+    @property
+    def unvalidated(self) -> bool:
+        """Test-only break: acceptors store whatever value a proposer sends."""
+        return "accept_unvalidated" in self.core.config.breaks
+
+    @property
+    def unbounded(self) -> bool:
+        """Test-only break: ballots are not bounded (a huge one poisons the node)."""
+        return "unbounded_numbers" in self.core.config.breaks
+
+    def ballot(self, obj: Any) -> Ballot:
+        """A ballot from the wire: bounded, and no further ahead of what we have seen than any
+        honest proposer could be (so one message cannot use up an MD's ballots)."""
+        if self.unbounded:
+            counter, proposer = obj
+            if not isinstance(counter, int) or not isinstance(proposer, bytes):
+                raise ValueError("a ballot is [counter, proposer]")
+            return Ballot(counter, proposer)
+        ballot = Ballot.from_obj(obj)
+        if ballot.counter > self.counter + MAX_JUMP:
+            raise E.ProtocolError(f"ballot {ballot.counter} is implausibly far ahead of {self.counter}")
+        return ballot
+
+    def plausible(self, key: bytes, width: int = 1) -> set[XorName]:
+        """The nodes we believe may hold the MD at `key`: our view of its close group (or of
+        `width` times as many nodes), and the groups our copy names (a move under way)."""
+        name = key[:32]
+        nodes = set(self.core.group(name, width * self.core.config.replication))
+        record = self.records.get(key)
+        if record is not None and record.value is not None:
+            nodes.update(record.value.members)
+            nodes.update(record.value.prev)
+        return nodes
+
+    def speaks_for(self, peer: Peer, key: bytes) -> bool:
+        """May `peer` tell us about the MD at `key` (propose, accept, sync)?"""
+        if peer.name == self.core.name or "trust_any_peer" in self.core.config.breaks:
+            return True
+        return peer.name in self.plausible(key)
+
+    def vote(self, key: bytes, digest: bytes) -> list[bytes]:
+        return make_vote(self.core.keys, key, digest)
+
+    def certified(self, key: bytes, value: Register, votes: Any) -> bool:
+        return bool(votes) and certifies(key, value.digest(), votes, value.quorums, self.plausible(key))
+
+    def cert_for(self, key: bytes, value: Register) -> list[Any] | None:
+        cert = self.certs.get(key)
+        return cert[1] if cert is not None and cert[0] == value.digest() else None
+
+    def apply_step(self, key: bytes, base: Register | None, step: Any) -> Register | None:
+        """The value `step` derives from `base`, checked as an acceptor must: every request
+        signed by its requester and applied by our own rules engine, the new members ones we
+        find plausible. None if the step does not apply to `base` or proves nothing."""
+        if not isinstance(step, list) or len(step) != 5:
+            return None
+        base_digest, requests, members, prev, new_digest = step
+        if not isinstance(requests, list) or len(requests) > MAX_BATCH or not isinstance(new_digest, bytes):
+            return None
+        new_members, new_prev = check_names(members), check_names(prev)
+        if base is None:
+            # Nothing here yet: the step must start from the empty value of its own group.
+            base = Register(MDataState(), new_members)
+        if base.digest() != base_digest:
+            return None
+        if not self.unvalidated:
+            # Views of the group differ while nodes come and go: a move may name any node
+            # we see among the 2R nearest.
+            plausible = self.plausible(key, 2) | set(base.members) | set(base.prev)
+            if not set(new_members) | set(new_prev) <= plausible:
+                return None
+        value = base
+        for obj in requests:
+            request = Request.from_obj(obj)
+            if self.core.config.verify_on_accept or not self.unvalidated:
+                request.verify()
+            op = request.op
+            if not isinstance(op, MDataOp) or not op.MUTATES or item_key(op.address) != key:
+                return None  # a request for another MD proves nothing about this one
+            try:
+                value = value.with_state(apply_mutation(value.state, request))
+            except E.ClientError:
+                return None  # we disagree with the proposer's base
+        value = value.with_members(new_members, new_prev)
+        if value.digest() == new_digest:
+            return value  # the same value written again (a repair, a retried request)
+        value = value.with_seq(base.seq + 1)
+        return value if value.digest() == new_digest else None
 
     # ---------------------------------------------------------------- acceptor
 
     def on_prepare(self, peer: Peer, msg: dict[str, Any]) -> None:
         out = []
-        for key, ballot_obj, hint in msg["items"][:512]:
-            ballot = Ballot.from_obj(ballot_obj)
+        for key, ballot_obj, hint in _items(msg, 3):
+            if not self.speaks_for(peer, key):
+                out.append([key, NOT_MEMBER, None, None, b"", None])
+                continue
+            ballot = self.ballot(ballot_obj)
             self.see(ballot)
             if key in self.quarantined:
                 out.append([key, NOT_READY, None, None, b"", None])
@@ -483,13 +738,23 @@ class Replicator:
             # real group this way before it concludes that the MD does not exist.
             near = [] if record2.value is not None else [
                 [bytes(c.name), c.address] for c in self.core.routing.closest(key[:32], self.core.config.replication)]
-            out.append([key, OK, None, record2.accepted.to_obj(), digest, raw, near])
+            # Our vote for what we hold, and how we derived it: what lets the proposer prove
+            # our value to members that lack it (node/proofs.py).
+            vote = self.vote(key, digest) if record2.value is not None else None
+            step = self.steps.get(key)
+            if step is not None and step[4] != digest:
+                step = None
+            cert = self.cert_for(key, record2.value) if record2.value is not None else None
+            out.append([key, OK, None, record2.accepted.to_obj(), digest, raw, near, vote, step, cert])
         self.core.reply(peer, msg, "promise", items=out)
 
     def on_accept(self, peer: Peer, msg: dict[str, Any]) -> None:
         out = []
-        for key, ballot_obj, fast, payload in msg["items"][:512]:
-            ballot = Ballot.from_obj(ballot_obj)
+        for key, ballot_obj, fast, payload in _items(msg, 4):
+            if not self.speaks_for(peer, key):
+                out.append([key, NOT_MEMBER, None])
+                continue
+            ballot = self.ballot(ballot_obj)
             self.see(ballot)
             if key in self.quarantined:
                 out.append([key, NOT_READY, None])
@@ -498,42 +763,120 @@ class Replicator:
             if ballot < record.promised:
                 out.append([key, REJECTED, record.promised.to_obj()])
                 continue
-            value = self._value_from(record, payload)
+            value, step = self._value_from(key, record, payload)
             if value is None:
                 out.append([key, NEED_STATE, None])
                 continue
             record2, ok = on_accept(record, ballot, value, fast=bool(fast))
             self.write(key, record2)
+            if step is not None:
+                self.steps[key] = step
+            else:
+                self.steps.pop(key, None)
             self.left_at.pop(key, None)
             if self.fast.get(key) is not None and self.fast[key][0] <= ballot and peer.name != self.core.name:
                 self.fast.pop(key, None)  # someone else moved this MD on: our fast ballot is spent
-            out.append([key, OK, None])
+            out.append([key, OK, None, self.vote(key, value.digest())])
         self.core.reply(peer, msg, "accepted", items=out)
 
-    def _value_from(self, record: AcceptorRecord, payload: list[Any]) -> Register | None:
-        mode, body = payload
-        if mode == 0:
-            return Register.decode(body)
-        base_digest, requests, members, prev, new_digest = body
-        if record.value is None or record.digest != base_digest:
+    def _value_from(self, key: bytes, record: AcceptorRecord, payload: Any) -> tuple[Register | None, Any]:
+        """The value an accept proposes, if it is proven to us (node/proofs.py), and the step
+        that derived it; (None, None) if we cannot check it (the proposer then sends proof)."""
+        if not isinstance(payload, list) or not payload:
+            raise E.ProtocolError("an accept's payload is [mode, ...]")
+        mode = payload[0]
+        if mode == STEP and len(payload) == 2:
+            return self.apply_step(key, record.value, payload[1]), payload[1]
+        if mode == TWO_STEPS and len(payload) == 3:
+            base = self.apply_step(key, record.value, payload[1])
+            return self.apply_step(key, base, payload[2]), payload[2]
+        if mode == CERTIFIED and len(payload) == 4:
+            base = self.adopt_certified(key, payload[1], payload[2])
+            value = None if base is None else self.apply_step(key, base, payload[3])
+            if value is not None and record.value is not None and value.seq < record.value.seq:
+                # An old certified value cannot roll our copy back (a replayed certificate).
+                self.core.log("stale_certificate", key=key.hex(), seq=value.seq, ours=record.value.seq)
+                return None, None
+            return value, payload[3]
+        if mode == FULL and len(payload) == 2 and (self.unvalidated or "skip_version_check" in self.core.config.breaks):
+            return Register.decode(payload[1]), None
+        raise E.ProtocolError(f"an accept must prove its value (mode {mode!r:.20} proves nothing)")
+
+    def adopt_certified(self, key: bytes, raw: Any, votes: Any) -> Register | None:
+        """A base value shown with its certificate, if the certificate holds."""
+        if not isinstance(raw, bytes):
             return None
-        value = record.value
-        for obj in requests:
-            request = Request.from_obj(obj)
-            if self.core.config.verify_on_accept:
-                request.verify()
-            try:
-                value = value.with_state(apply_mutation(value.state, request))
-            except E.ClientError:
-                return None  # we disagree with the proposer's base: take the full value
-        value = value.with_members(tuple(XorName(m) for m in members), tuple(XorName(m) for m in prev))
-        return value if value.digest() == new_digest else None
+        base = Register.decode(raw)
+        if not self.certified(key, base, votes):
+            self.core.log("bad_certificate", key=key.hex())
+            return None
+        self.certs[key] = (base.digest(), votes)
+        return base
 
     # ---------------------------------------------------------------- proposer
 
-    def submit(self, request: Request, respond: Respond) -> None:
+    def submit(self, request: Request, respond: Respond, proof: Request | None = None) -> None:
+        """Run `request` on its MD: here if we are in the MD's close group, else through the
+        closest member (only members may propose; node/core.py's account checks and clients
+        with a stale view of the group reach other nodes). `proof`: the client's signed
+        request an internal charge is for."""
         op = request.op
         assert isinstance(op, MDataOp)
+        key = item_key(op.address)
+        if self.core.ready and self.core.name not in self.core.group(op.address.name) \
+                and "trust_any_peer" not in self.core.config.breaks:
+            self._forward(request, respond, proof)
+            return
+        self._enqueue(key, op.address.name, [(request, respond)], "client")
+
+    def _forward(self, request: Request, respond: Respond, proof: Request | None, tried: int = 0) -> None:
+        group = self.core.group(request.op.name)
+        members = [m for m in group if m != self.core.name]
+        if tried >= len(members):
+            respond(error=E.QuorumNotReached("no member of the close group took the request"))
+            return
+        fields: dict[str, Any] = {"req": request.to_obj()}
+        if proof is not None:
+            fields["proof"] = proof.to_obj()
+
+        def answered(reply: dict[str, Any] | None) -> None:
+            if reply is None:
+                self._forward(request, respond, proof, tried + 1)
+            elif reply.get("k") == "response":
+                respond(result=reply.get("result"))
+            elif reply.get("k") == "error":
+                respond(error=error_from_wire(reply.get("err")))
+            else:
+                self._forward(request, respond, proof, tried + 1)
+
+        self.core.rpc(members[tried], new_message("md_request", **fields), answered,
+                      timeout=self.core.config.client_deadline / 2)
+
+    def on_md_request(self, peer: Peer, msg: dict[str, Any]) -> None:
+        """A node that is not in an MD's group asks us, a member, to run a request on it."""
+        request = Request.from_obj(msg["req"])
+        request.verify()
+        op = request.op
+        if not isinstance(op, MDataOp):
+            raise E.InvalidOperation("md_request carries an MD operation")
+        if op.INTERNAL:
+            # An internal charge must show the client's signed request it charges for, so a
+            # node cannot spend anyone's allowance on mutations nobody asked for.
+            proof = Request.from_obj(msg.get("proof"))
+            proof.verify()
+            if proof.request_id != request.request_id or proof.account_owner != getattr(op, "owner", None):
+                raise E.InvalidOperation("a charge must come with the request it is for")
+        elif op.MUTATES:
+            self.core.check_fresh(request)
+        if self.core.name not in self.core.group(op.name):
+            raise E.NotReady("this node is not in that MD's close group either")
+
+        def respond(result: Any = None, error: E.SafeError | None = None) -> None:
+            if error is not None:
+                self.core.reply_error(peer, msg, error)
+            else:
+                self.core.reply(peer, msg, "response", result=result)
+
         key = item_key(op.address)
         self._enqueue(key, op.address.name, [(request, respond)], "client")
 
@@ -675,6 +1018,8 @@ class Replicator:
 
     def _drop(self, key: bytes) -> None:
         self.fast.pop(key, None)
+        self.certs.pop(key, None)
+        self.steps.pop(key, None)
         self.left_at.pop(key, None)
         self._last_group.pop(key, None)
         self.disk.delete(key, self.records.pop(key, None))
@@ -682,9 +1027,11 @@ class Replicator:
 
     def on_sync(self, peer: Peer, msg: dict[str, Any]) -> None:
         stale = []
-        for key, accepted, digest in msg["items"][:1000]:
+        for key, accepted, digest in _items(msg, 3, limit=1000):
+            if not self.speaks_for(peer, key):
+                continue
             record = self.record(key)
-            if key in self.quarantined or record.accepted != Ballot.from_obj(accepted) or record.digest != digest:
+            if key in self.quarantined or record.accepted != self.ballot(accepted) or record.digest != digest:
                 stale.append(key)
         self.core.reply(peer, msg, "sync_diff", keys=stale)
 

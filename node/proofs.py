@@ -1,0 +1,86 @@
+"""Proofs that an MD value is genuine: votes, certificates and derivation steps.
+
+An honest acceptor stores a new MD value only in one of two ways (docs/security.md):
+
+- it derives the value itself, applying client-signed requests that it verified to a value it
+  already holds (a *step*: the base digest, the requests, the new members and the digest the
+  result must have); or
+- the value carries a *certificate*: votes of a majority of each group the value names, each
+  vote a node's signature over the MD's key and the value's digest, counting only signers
+  that the receiver itself believes may hold the MD.
+
+Honest nodes vote only for values they stored in one of these ways, so a certificate needs
+at least one honest voter per majority, and no single Byzantine member (nor any outsider)
+can make an honest node store a value that no client signed.
+
+Everything here is pure: keys, bytes and names in, verdicts out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgpack
+
+from .keys import Keypair, PublicKey
+from .xorname import XorName
+
+VOTE_DOMAIN = b"safe-testbed/md-vote/1"
+MAX_VOTES = 16  # a group is R (5 by default, at most a few dozen) nodes; more is hostile
+
+
+def vote_bytes(key: bytes, digest: bytes) -> bytes:
+    return msgpack.packb([VOTE_DOMAIN, key, digest], use_bin_type=True)
+
+
+def make_vote(keys: Keypair, key: bytes, digest: bytes) -> list[bytes]:
+    """This node's vote for the value with `digest` of the MD at `key`: [public key, signature]."""
+    return [bytes(keys.public), keys.sign(vote_bytes(key, digest))]
+
+
+def valid_voters(key: bytes, digest: bytes, votes: Any, eligible: set[XorName]) -> set[XorName]:
+    """The names among `eligible` whose votes in `votes` are valid signatures over (key, digest).
+
+    Malformed votes, duplicates and signers outside `eligible` are ignored (never an error:
+    a certificate is judged by what it proves, and junk proves nothing).
+    """
+    voters: set[XorName] = set()
+    if not isinstance(votes, list):
+        return voters
+    message = vote_bytes(key, digest)
+    for vote in votes[:MAX_VOTES]:
+        if not isinstance(vote, list) or len(vote) != 2:
+            continue
+        pk_raw, sig = vote
+        if not isinstance(pk_raw, bytes) or not isinstance(sig, bytes):
+            continue
+        try:
+            pk = PublicKey(pk_raw)
+        except ValueError:
+            continue
+        name = pk.name
+        if name in voters or name not in eligible:
+            continue
+        if pk.verify(message, sig):
+            voters.add(name)
+    return voters
+
+
+def majority(n: int) -> int:
+    """The least number of members that outvote the rest of a group of `n`."""
+    return n // 2 + 1
+
+
+def has_majorities(nodes: set[XorName], quorums: Sequence[Sequence[XorName]]) -> bool:
+    """Do `nodes` include a majority of every group in `quorums`?"""
+    return bool(quorums) and all(sum(1 for n in group if n in nodes) >= majority(len(group)) for group in quorums)
+
+
+def certifies(key: bytes, digest: bytes, votes: Any, quorums: Sequence[Sequence[XorName]],
+              plausible: Iterable[XorName]) -> bool:
+    """Do `votes` certify the value with `digest`: valid votes of a majority of each group it
+    names, counting only signers the receiver itself finds plausible for the MD?"""
+    named = {n for group in quorums for n in group}
+    eligible = named & set(plausible)
+    return has_majorities(valid_voters(key, digest, votes, eligible), quorums)
