@@ -8,6 +8,7 @@ the network (`_send`). Every method raises the typed errors of the rules engine
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -51,10 +52,19 @@ from node.xorname import XorName
 class DataClient:
     """Signed requests on IData and MD. Subclasses implement `_send`."""
 
-    def __init__(self, keys: Keypair | None = None, *, owner: PublicKey | None = None) -> None:
+    # How long a signed request stays valid: long enough for every retry of it, short enough
+    # that a request seen on the wire cannot be replayed much later.
+    request_ttl = 600
+
+    def __init__(self, keys: Keypair | None = None, *, owner: PublicKey | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.keys = keys or Keypair()
         # The account this client acts for: itself, or (for an app key) the user's key.
         self.owner = owner
+        # The network requests are signed for (learned from the nodes when connecting) and the
+        # wall clock their expiries come from (the simulator hands in its virtual one).
+        self.network_id = b""
+        self.clock = clock
 
     @property
     def public_key(self) -> PublicKey:
@@ -70,7 +80,8 @@ class DataClient:
 
     async def _call(self, op: Op, *, request_id: bytes | None = None) -> Any:
         if op.MUTATES:
-            request = Request.signed(op, self.keys, owner=self.owner, request_id=request_id)
+            request = Request.signed(op, self.keys, owner=self.owner, request_id=request_id,
+                                     network=self.network_id, expires=int(self.clock()) + self.request_ttl)
         else:
             request = Request(op, self.keys.public)
         return await self._send(request)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -57,8 +58,9 @@ class NetworkClient(DataClient):
         network: MemoryNetwork | None = None,
         endpoint: Any = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(keys, owner=owner)
+        super().__init__(keys, owner=owner, clock=clock)
         if not contacts:
             raise ValueError("a client needs at least one contact address")
         self.contacts = list(contacts)
@@ -108,6 +110,9 @@ class NetworkClient(DataClient):
             except (*RETRYABLE, E.SafeError):
                 continue
             self._learn(reply.get("contacts", []))
+            net = reply.get("net")
+            if isinstance(net, bytes) and 0 < len(net) <= 64:
+                self.network_id = net
             learned = True
             if len(self.nodes) >= self.replication:
                 break

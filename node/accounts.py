@@ -133,6 +133,10 @@ class CreateAccount(_AccountOp):
             raise E.AccessDenied("an account is created by its owner's key")
         if state.md is not None:
             raise E.AccountExists("an account already exists for that key")
+        if self.allowance > DEFAULT_ALLOWANCE:
+            # The allowance is the network's to give: a client may ask for less (tests of
+            # LowBalance do), never for more.
+            raise E.InvalidOperation(f"an account's allowance is at most the network's {DEFAULT_ALLOWANCE} mutations")
         return AccountInfo(self.owner, frozenset(), 0, 1, self.allowance).to_md()
 
 
@@ -254,7 +258,7 @@ class AccountGuard:
             if error is not None:
                 fail(error)
             else:
-                proceed(None if info is None else lambda: self.charge(owner))
+                proceed(None if info is None else lambda: self.charge(owner, request))
 
         self.lookup(owner, decide)
 
@@ -282,9 +286,13 @@ class AccountGuard:
 
         self.core.replicator.submit(Request(GetMData(account_address(owner))), answered)
 
-    def charge(self, owner: PublicKey) -> None:
+    def charge(self, owner: PublicKey, paid_for: Request) -> None:
+        """Count `paid_for` against its owner's account. The charge takes the request's id,
+        so a retried request is charged once, and travels with it as proof to the account's
+        group if we are not in it."""
         key = bytes(owner)
         cached = self._cache.get(key)
         if cached is not None and cached[1] is not None:
             self._cache[key] = (cached[0], cached[1].charged())
-        self.core.replicator.submit(Request(Charge(owner)), lambda **_: None)
+        charge = Request(Charge(owner), request_id=paid_for.request_id)
+        self.core.replicator.submit(charge, lambda **_: None, proof=paid_for)

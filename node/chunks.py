@@ -158,8 +158,21 @@ class ChunkKeeper:
             raise E.ProtocolError("chunk_put carries bytes")
         data = ImmutableData(value)
         rules.check_idata(data)
+        if not self.may_hold(peer, data.name):
+            # Only a node of the chunk's group (as we see it) may hand us a copy: anyone else
+            # would store data that no client paid for.
+            raise E.AccessDenied("chunk_put from a node outside the chunk's close group")
         self._keep(data)
         self.core.reply(peer, msg, "chunk_ok", name=bytes(data.name))
+
+    def may_hold(self, peer: Peer, name: bytes) -> bool:
+        if peer.name == self.core.name or "trust_any_peer" in self.core.config.breaks:
+            return True
+        if self.core.name not in self.core.group(name, 2 * self.core.config.replication):
+            return False  # not ours to keep either
+        # The group as we see it, and the next two: a holder that has just left the group
+        # still hands its copies to the new members.
+        return peer.name in self.core.group(name, self.core.config.replication + 2)
 
     def on_get(self, peer: Peer, msg: dict[str, Any]) -> None:
         value = self._load(XorName(msg["name"]))

@@ -53,9 +53,16 @@ class NodeConfig:
     neighbour_refresh: float = 15.0  # how often a node looks up its own neighbourhood...
     neighbour_backoff: int = 8  # ...stretched up to this many times while it stays the same
     verify_on_accept: bool = True  # acceptors re-check client signatures in delta accepts
+    # The network's id, bound into every signed request. Empty: the first node of a network
+    # takes its own name, and every other node takes its bootstrap contacts' id.
+    network_id: bytes = b""
+    max_request_ttl: float = 3600.0  # how far ahead a request's expiry may be (seconds)
+    clock_skew: float = 120.0  # how far apart nodes' and clients' clocks may be
     max_sync_proposals: int = 64  # concurrent repair/reconfiguration rounds
     # Test-only switches that break the contract on purpose, so tests can show that the
-    # checker notices: "ack_before_quorum", "skip_version_check", "no_anti_entropy".
+    # checker notices: "ack_before_quorum", "skip_version_check", "no_anti_entropy", and the
+    # trust breaks (docs/security.md): "trust_any_peer", "accept_unvalidated",
+    # "unbounded_numbers".
     breaks: frozenset[str] = frozenset()
     # Test-only lying modes (a Byzantine node, for proving clients trust no single node):
     # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks).
@@ -83,6 +90,10 @@ class Send:
 
 
 _ANY_PEER = XorName(bytes(32))  # a bootstrap contact's name is not known in advance
+
+# What hostile input can raise while a handler reads it: each gets a typed error back and
+# changes nothing. Anything else is a bug in this code, and the host logs it.
+_BAD_INPUT = (KeyError, TypeError, ValueError, IndexError, OverflowError, UnicodeError, AttributeError)
 
 
 def majority(n: int) -> int:
@@ -122,6 +133,7 @@ class NodeCore:
         rng: random.Random,
         address: str,
         log: Log | None = None,
+        wall_offset: float | None = None,
     ) -> None:
         from .accounts import AccountGuard
         from .chunks import ChunkKeeper
@@ -134,6 +146,11 @@ class NodeCore:
         self.rng = rng
         self.address = address
         self.log: Log = log or (lambda *a, **k: None)
+        # Wall-clock time is `now + wall_offset` (the host knows the clock; the simulator sets a
+        # fixed epoch). None: this core cannot tell the time of day, and request expiries
+        # are not checked (unit tests that drive a core by hand).
+        self.wall_offset = wall_offset
+        self.network_id = self.config.network_id
         self.routing = RoutingTable(self.name, self.config.k, strikes=self.config.strikes)
         self.metrics = Metrics()
         self.now = 0.0
@@ -171,6 +188,8 @@ class NodeCore:
     def start(self, now: float, bootstrap: list[str] = ()) -> list[Send]:  # type: ignore[assignment]
         self.now = self.started_at = now
         self._bootstrap = [a for a in bootstrap if a != self.address]
+        if not self.network_id and not self._bootstrap:
+            self.network_id = bytes(self.name)  # the first node names the network
         self.replicator.load()
         self._join()
         self._every(self.config.ping_interval, self._check_liveness)
@@ -228,11 +247,16 @@ class NodeCore:
         if peer.role == "node" and peer.name != self.name and peer.address:
             self._observe(Contact(peer.name, peer.address))
         if "re" in msg:
-            pending = self._pending.pop(msg["re"], None)
+            re = msg["re"]
+            pending = self._pending.pop(re, None) if isinstance(re, bytes) else None
             if pending is not None and pending.to in (peer.name, _ANY_PEER):
-                pending.on_reply(msg)
+                try:
+                    pending.on_reply(msg)
+                except _BAD_INPUT as exc:
+                    # A malformed reply (a Byzantine peer's) is as good as no reply.
+                    self.log("bad_reply", kind=kind, peer=peer.name.hex(), error=repr(exc)[:200])
             elif pending is not None:  # a reply from someone we did not ask: ignore it
-                self._pending[msg["re"]] = pending
+                self._pending[re] = pending
             return
         handler = self._handlers.get(kind)  # type: ignore[arg-type]
         if handler is None:
@@ -245,7 +269,7 @@ class NodeCore:
             handler(peer, msg)
         except E.SafeError as exc:
             self.reply_error(peer, msg, exc)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except _BAD_INPUT as exc:
             # Bad input gets a typed error and changes nothing; the node never crashes on it.
             self.log("bad_message", kind=kind, peer=peer.name.hex(), error=repr(exc)[:200])
             self.reply_error(peer, msg, E.ProtocolError(f"malformed {kind}: {exc!r:.120}"))
@@ -368,7 +392,7 @@ class NodeCore:
         contacts = [[bytes(c.name), c.address] for c in found]
         if self.ready or not contacts:
             contacts.append([bytes(self.name), self.address])
-        self.reply(peer, msg, "nodes", contacts=contacts)
+        self.reply(peer, msg, "nodes", contacts=contacts, net=self.network_id)
 
     def lookup(self, target: XorName, done: Callable[[list[Contact]], None]) -> None:
         """An iterative Kademlia lookup of `target`'s closest nodes."""
@@ -413,6 +437,9 @@ class NodeCore:
             answered["left"] -= 1
             if reply is not None:
                 answered["n"] += 1
+                net = reply.get("net")
+                if not self.network_id and isinstance(net, bytes) and 0 < len(net) <= 64:
+                    self.network_id = net
             if answered["left"] == 0:
                 if answered["n"] == 0:
                     self.log("bootstrap_failed", contacts=self._bootstrap)
@@ -488,6 +515,7 @@ class NodeCore:
         started = self.now
         request = Request.from_obj(msg["req"])
         request.verify()
+        self.check_fresh(request)
         kind = request.op.KIND
         self.metrics.client_requests[kind] += 1
         if not self.ready:
@@ -526,6 +554,23 @@ class NodeCore:
                 self.replicator.submit(request, done)
 
         self.accounts.check(request, proceed, lambda error: respond(error=error))
+
+    def check_fresh(self, request: Any) -> None:
+        """A client's mutation must be signed for this network and not expired (nor expire
+        implausibly far ahead), so that nobody can replay it elsewhere or much later."""
+        if not request.op.MUTATES or request.op.INTERNAL:
+            return
+        if self.network_id and request.network != self.network_id:
+            raise E.InvalidSignature("the request is not signed for this network")
+        if self.wall_offset is None:
+            return
+        wall = self.now + self.wall_offset
+        if request.expires == 0:
+            raise E.InvalidSignature("the request is not signed with an expiry")
+        if request.expires < wall - self.config.clock_skew:
+            raise E.InvalidSignature("the request has expired")
+        if request.expires > wall + self.config.max_request_ttl + self.config.clock_skew:
+            raise E.InvalidSignature("the request's expiry is implausibly far ahead")
 
     def _on_locate(self, peer: Peer, msg: dict[str, Any]) -> None:
         name = XorName(msg["name"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -52,7 +53,9 @@ class NodeHost:
         fault: Any = None,
         on_shutdown: Callable[[], None] | None = None,
         strict: bool = False,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self.wall_clock = wall_clock
         # strict: let a bug in the core take the host down (tests and the simulator want to
         # see it); otherwise log it and keep serving, as a production node must.
         self.strict = strict
@@ -65,6 +68,7 @@ class NodeHost:
 
     async def run(self, bootstrap: list[str] = (), *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[assignment]
         core = self.core
+        core.wall_offset = self.wall_clock() - trio.current_time()
         self._emit(core.start(trio.current_time(), list(bootstrap)))
         task_status.started()
         inbox = self.endpoint.inbox
@@ -79,6 +83,7 @@ class NodeHost:
                 except trio.WouldBlock:
                     break
             now = trio.current_time()
+            core.wall_offset = self.wall_clock() - now  # the core knows the time of day only through us
             out: list[Send] = []
             for incoming in batch:
                 out.extend(self._guarded(self._handle, now, incoming))

@@ -514,6 +514,12 @@ class Request:
     request_id: bytes = field(default_factory=new_request_id)
     owner: PublicKey | None = None  # the account the requester acts for (None: itself)
     signature: bytes = b""
+    # Bound into the signature: the network it is for (a request signed for one network is
+    # refused by every other) and when it stops being valid (Unix seconds), so a request that
+    # was refused or lost cannot be replayed much later by whoever saw it. 0 / b"": unbound,
+    # which nodes refuse for mutations (see NodeCore.check_fresh).
+    network: bytes = b""
+    expires: int = 0
 
     @property
     def account_owner(self) -> PublicKey | None:
@@ -527,15 +533,17 @@ class Request:
                 b"" if self.requester is None else bytes(self.requester),
                 b"" if self.owner is None else bytes(self.owner),
                 self.request_id,
+                self.network,
+                self.expires,
             ],
             use_bin_type=True,
         )
 
     @classmethod
     def signed(cls, op: Op, keys: Keypair, *, owner: PublicKey | None = None,
-               request_id: bytes | None = None) -> Request:
-        unsigned = cls(op, keys.public, request_id or new_request_id(), owner)
-        return cls(op, keys.public, unsigned.request_id, owner, keys.sign(unsigned.signing_bytes()))
+               request_id: bytes | None = None, network: bytes = b"", expires: int = 0) -> Request:
+        unsigned = cls(op, keys.public, request_id or new_request_id(), owner, b"", network, expires)
+        return cls(op, keys.public, unsigned.request_id, owner, keys.sign(unsigned.signing_bytes()), network, expires)
 
     def verify(self) -> None:
         """Raise InvalidSignature unless a mutation is validly signed by its requester."""
@@ -555,6 +563,8 @@ class Request:
             "rid": self.request_id,
             "own": b"" if self.owner is None else bytes(self.owner),
             "sig": self.signature,
+            "net": self.network,
+            "exp": self.expires,
         }
 
     @classmethod
@@ -564,9 +574,13 @@ class Request:
         try:
             op = op_from_obj(obj["op"])
             rq, rid, own, sig = obj["rq"], obj["rid"], obj.get("own", b""), obj.get("sig", b"")
-            if not all(isinstance(x, bytes) for x in (rq, rid, own, sig)):
+            net, exp = obj.get("net", b""), obj.get("exp", 0)
+            if not all(isinstance(x, bytes) for x in (rq, rid, own, sig, net)):
                 raise ValueError("request fields are bytes")
-            return cls(op, PublicKey(rq) if rq else None, rid, PublicKey(own) if own else None, sig)
+            if len(net) > 64:
+                raise ValueError("a network id is at most 64 bytes")
+            return cls(op, PublicKey(rq) if rq else None, rid, PublicKey(own) if own else None, sig, net,
+                       check_u64(exp, "an expiry"))
         except E.SafeError:
             raise
         except (KeyError, TypeError, ValueError) as exc:

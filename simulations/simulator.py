@@ -47,6 +47,15 @@ from .trace import Trace
 EndpointWrapper = Callable[["SimNode", SimEndpoint], Any]
 
 
+# The simulated time of day: a fixed epoch plus virtual time, the same on every run, so that
+# request expiries (signed into every request) replay exactly from the seed.
+SIM_EPOCH = 1_750_000_000.0
+
+
+def sim_wall_clock() -> float:
+    return SIM_EPOCH + trio.current_time()
+
+
 @dataclass
 class SimNode:
     """One node slot: a disk, and the current incarnation running on it (if any)."""
@@ -174,7 +183,8 @@ class Simulator:
         node.incarnation += 1
         endpoint = SimEndpoint(self.network, node.name, "node", node.address, node.slot, node.label)
         rng = random.Random(self._node_rngs.getrandbits(64))
-        core = NodeCore(node.keys, node.store, self.config, rng=rng, address=node.address, log=self._logger(node))
+        core = NodeCore(node.keys, node.store, self.config, rng=rng, address=node.address, log=self._logger(node),
+                        wall_offset=SIM_EPOCH)
         outward = node.wrapper(node, endpoint) if node.wrapper is not None else endpoint
         node.core, node.endpoint = core, endpoint
         node.state, node.started_at = "up", self.now
@@ -187,7 +197,7 @@ class Simulator:
             stepper.start(self.now, bootstrap)
             await trio.lowlevel.checkpoint()
             return
-        host = NodeHost(core, outward, strict=True)  # a bug in the core must show, not be logged
+        host = NodeHost(core, outward, strict=True, wall_clock=sim_wall_clock)  # a bug in the core must show, not be logged
         scope = node.scope = trio.CancelScope()
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -277,6 +287,7 @@ class Simulator:
         endpoint = self.new_client_endpoint(keys)
         kwargs.setdefault("replication", self.config.replication)
         kwargs.setdefault("rng", random.Random(self._client_rng.getrandbits(64)))
+        kwargs.setdefault("clock", sim_wall_clock)
         async with NetworkClient.open(self.contacts(), keys, endpoint=endpoint, **kwargs) as client:
             yield client
 
