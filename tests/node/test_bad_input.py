@@ -11,7 +11,9 @@ read back unchanged from a quorum and from every replica.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import trio
@@ -140,6 +142,11 @@ class Target:
     chunk: XorName
     chunk_value: bytes
     addresses: list[str]
+    network: bytes  # the network id signed requests are bound to
+
+    def signed(self, op: Any, keys: Keypair) -> Request:
+        """A request signed as a genuine client of this network signs it."""
+        return Request.signed(op, keys, network=self.network, expires=int(time.time()) + 600)
 
     @property
     def address(self) -> str:
@@ -158,9 +165,10 @@ async def target(healthy_cluster) -> Target:
     async with NetworkClient.open(healthy_cluster.addresses(), owner, replication=R) as client:
         await client.put_mdata(md)
         chunk = await client.put_idata(value)
+        network = client.network_id
     where = await lc.locate(md.address.name)
     node = next(e for e in lc.load().nodes if e.id == where["close_group"][0])
-    return Target(lc, node, owner, md, chunk, value, healthy_cluster.addresses())
+    return Target(lc, node, owner, md, chunk, value, healthy_cluster.addresses(), network)
 
 
 async def read_state(t: Target) -> tuple[MutableData, bytes, dict[str, bytes]]:
@@ -326,7 +334,7 @@ async def test_a_forged_mutation_is_refused(target: Target) -> None:
     claimed = Request(op, target.owner.public)
     forged = Request(op, target.owner.public, claimed.request_id, None, mallory.sign(claimed.signing_bytes()))
     # A genuine signature by the owner, moved onto a different operation.
-    genuine = Request.signed(MutateEntries(target.md.address, {b"harmless": Ins(b"ok")}), target.owner)
+    genuine = target.signed(MutateEntries(target.md.address, {b"harmless": Ins(b"ok")}), target.owner)
     tampered = Request(op, target.owner.public, genuine.request_id, None, genuine.signature)
     # A signature cut short.
     truncated = Request(op, target.owner.public, genuine.request_id, None, genuine.signature[:10])
@@ -339,8 +347,8 @@ async def test_a_forged_mutation_is_refused(target: Target) -> None:
 
 async def test_a_replayed_mutation_changes_nothing(target: Target) -> None:
     address: MDataAddress = target.md.address
-    first = Request.signed(MutateEntries(address, {b"k": Update(b"v1", 1)}), target.owner)
-    second = Request.signed(MutateEntries(address, {b"k": Update(b"v2", 2)}), target.owner)
+    first = target.signed(MutateEntries(address, {b"k": Update(b"v1", 1)}), target.owner)
+    second = target.signed(MutateEntries(address, {b"k": Update(b"v2", 2)}), target.owner)
     async with open_tools() as tools:
         for request in (first, second):  # both applied, in order, through the coordinator
             reply = await ask(tools, target, "request", req=request.to_obj())

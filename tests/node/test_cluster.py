@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -328,7 +329,8 @@ async def test_racing_conflicting_inserts_exactly_one_wins_and_replicas_agree(he
             async def insert(address: MDataAddress, key: bytes, value: bytes) -> None:
                 group = (await lc.locate(address.name, tools))["close_group"]
                 member = by_id[group[rank]]
-                request = Request.signed(MutateEntries(address, {key: Ins(value)}), keys)
+                request = Request.signed(MutateEntries(address, {key: Ins(value)}), keys,
+                                         network=a_client.network_id, expires=int(time.time()) + 600)
                 await tools.request(member.address, "request", expect=member.name, req=request.to_obj())
             return insert
 

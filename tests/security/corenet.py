@@ -1,0 +1,131 @@
+"""A few real node cores wired together by hand, for attacking the core directly.
+
+No transport and no trio: `CoreNet.deliver()` moves each core's output to its addressee until
+nothing is left, and `advance()` runs the timers. An attacker is just a name (with or without
+a keypair) that messages come from; what the cores answer it is collected in `inbox`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from node.core import NodeConfig, NodeCore, Peer, Send
+from node.data import Action, MutableData, PermissionSet, Value
+from node.keys import Keypair
+from node.paxos import item_key
+from node.requests import MutateEntries, PutMData, Request
+from node.store import MemoryStore
+from node.xorname import XorName
+
+TAG = 30_001
+
+
+class CoreNet:
+    def __init__(self, nodes: int = 6, *, seed: int = 1, config: NodeConfig | None = None) -> None:
+        rng = random.Random(seed)
+        self._queue: list[tuple[Any, Send]] = []
+        self._injected: set[bytes] = set()
+        self.config = config or NodeConfig()
+        self.now = 0.0
+        self.cores: list[NodeCore] = []
+        self.inbox: dict[XorName, list[dict[str, Any]]] = {}
+        for i in range(nodes):
+            keys = Keypair.generate(rng)
+            core = NodeCore(keys, MemoryStore(), self.config, rng=random.Random(rng.getrandbits(64)),
+                            address=f"10.0.0.{i}:1", wall_offset=time.time())
+            self.cores.append(core)
+        self.by_name = {c.name: c for c in self.cores}
+        self.by_address = {c.address: c for c in self.cores}
+        boot = [self.cores[0].address]
+        for core in self.cores:
+            self._route(core, core.start(self.now, [] if core is self.cores[0] else boot))
+            self.deliver()
+        self.advance(5.0)
+
+    # ------------------------------------------------------------------ moving messages
+
+    def _route(self, sender: NodeCore | Peer, sends: list[Send]) -> None:
+        for send in sends:
+            self._queue.append((sender, send))
+
+    def deliver(self, limit: int = 200_000) -> None:
+        queue = self._queue
+        steps = 0
+        while queue and steps < limit:
+            steps += 1
+            sender, send = queue.pop(0)
+            if send.msg.get("re") in self._injected:
+                # The answer to a message an attacker (or a test's client) sent: it goes to the
+                # test, even when the attacker poses as a real node.
+                self.inbox.setdefault(send.to, []).append(send.msg)
+                continue
+            target = self.by_name.get(send.to) if send.to is not None else self.by_address.get(send.address)
+            if target is None:
+                if send.to is not None:
+                    self.inbox.setdefault(send.to, []).append(send.msg)
+                continue
+            if isinstance(sender, NodeCore):
+                peer = Peer(sender.name, "node", sender.address)
+            else:
+                peer = sender
+            self._route(target, target.handle(self.now, peer, send.msg))
+
+    def advance(self, seconds: float, step: float = 0.05) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.now = min(end, self.now + step)
+            for core in self.cores:
+                self._route(core, core.tick(self.now))
+            self.deliver()
+
+    def inject(self, core: NodeCore, peer: Peer, msg: dict[str, Any]) -> None:
+        """A message from `peer` (an attacker, a client) arrives at `core`."""
+        self._injected.add(msg["id"])
+        self._route(core, core.handle(self.now, peer, msg))
+        self.deliver()
+
+    # ------------------------------------------------------------------ data
+
+    def group(self, name: bytes, count: int = 5) -> list[NodeCore]:
+        target = int.from_bytes(name, "big")
+        return sorted(self.cores, key=lambda c: int.from_bytes(c.name, "big") ^ target)[:count]
+
+    def client_request(self, op: Any, keys: Keypair) -> dict[str, Any]:
+        """Send a signed request from a client to the closest member; return the answer."""
+        network = self.cores[0].network_id
+        request = Request.signed(op, keys, network=network, expires=int(time.time()) + 600)
+        client = Peer(Keypair().name, "client")
+        from node.wire import new_message
+
+        msg = new_message("request", req=request.to_obj())
+        self.inject(self.group(op.address.name)[0], client, msg)
+        for _ in range(40):
+            answers = [m for m in self.inbox.get(client.name, []) if m.get("re") == msg["id"]]
+            if answers:
+                return answers[-1]
+            self.advance(0.5)
+        raise AssertionError("no answer to the request in 20 s")
+
+    def make_md(self, owner: Keypair, name: bytes = b"victim") -> MutableData:
+        md = MutableData(XorName.hash_of(name), TAG, {b"k": Value(b"v0", 0)},
+                         {owner.public: PermissionSet.allowing(Action.INSERT, Action.UPDATE)}, 0,
+                         frozenset({owner.public}))
+        answer = self.client_request(PutMData(md), owner)
+        assert answer["k"] == "response", answer
+        return md
+
+    def insert(self, md: MutableData, owner: Keypair, key: bytes, value: bytes) -> dict[str, Any]:
+        from node.data import Ins
+
+        return self.client_request(MutateEntries(md.address, {key: Ins(value)}), owner)
+
+    def copies(self, md: MutableData) -> dict[XorName, Any]:
+        """Each core's stored value of the MD (None where it holds none)."""
+        key = item_key(md.address)
+        out = {}
+        for core in self.cores:
+            record = core.replicator.records.get(key)
+            out[core.name] = None if record is None or record.value is None else record.value
+        return out
