@@ -53,8 +53,8 @@ class Ballot:
         counter, proposer = obj
         if not isinstance(counter, int) or isinstance(counter, bool) or not 0 <= counter <= MAX_COUNTER:
             raise ValueError(f"a ballot counter is an integer in [0, 2**62], got {counter!r:.40}")
-        if not isinstance(proposer, bytes) or len(proposer) not in (0, NAME_LEN):
-            raise ValueError("a ballot's proposer is a 32-byte name")
+        if not isinstance(proposer, bytes) or len(proposer) > NAME_LEN:
+            raise ValueError("a ballot's proposer is a name of at most 32 bytes")
         return cls(counter, proposer)
 
     def __str__(self) -> str:
