@@ -117,6 +117,8 @@ class Proposal:
     def start(self) -> None:
         self.attempt += 1
         if self.attempt > self.core.config.proposal_attempts:
+            self.core.log("proposal_failed", key=self.key.hex(), purpose=self.purpose, phase=self.phase,
+                          promised=len(self.promises), refused=len(self.refused), acked=len(self.acked))
             self.finish_all(E.QuorumNotReached("could not reach a quorum of the close group"))
             return
         fast = self.rep.fast.get(self.key)
@@ -341,9 +343,12 @@ class Proposal:
         if unchanged and (base is None or (chosen and self.purpose != "repair")):
             self.finish()
             return
-        # A round that changes the value counts it (a repair or a retried request writes the
-        # same value again, under the same digest).
-        self.base, self.new = start, value if unchanged else value.with_seq(start.seq + 1)
+        # A round that changes the value counts it; a retried request writes the same value
+        # again, under the same digest. A repair counts too: a member holding a value of a
+        # round that failed (with a higher count than the chosen one) takes the repaired
+        # value only if its count is not lower (see Replicator.adopt_certified).
+        bump = not unchanged or self.purpose == "repair"
+        self.base, self.new = start, value.with_seq(start.seq + 1) if bump else value
         self.accept(applied, known_base=known_base)
 
     def _prove(self, promise: _Promise) -> bool:
@@ -478,7 +483,9 @@ class Proposal:
             self.rep.fast[self.key] = (self.ballot.successor(), self.new)
             # The votes that came with the acceptances certify the new value: they are what we
             # show a member that lags behind when we next build on it.
-            self.rep.certs[self.key] = (self.new.digest(), list(self.votes.values()))
+            votes = list(self.votes.values())
+            self.rep.certs[self.key] = (self.new.digest(), votes)
+            self.rep.announce(self.key, self.new, votes)
             self.finish()
             return
         if _out_of_reach(self.refused, self.new.quorums):
@@ -579,7 +586,7 @@ class Replicator:
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
         return {"prepare": self.on_prepare, "accept": self.on_accept, "sync": self.on_sync,
-                "md_request": self.on_md_request}
+                "md_request": self.on_md_request, "commit": self.on_commit}
 
     # ---------------------------------------------------------------- records
 
@@ -647,9 +654,10 @@ class Replicator:
 
     def plausible(self, key: bytes, width: int = 1) -> set[XorName]:
         """The nodes we believe may hold the MD at `key`: our view of its close group (or of
-        `width` times as many nodes), and the groups our copy names (a move under way)."""
+        `width` times as many nodes) with a margin of two, since views differ for a while
+        when nodes come and go, and the groups our copy names (a move under way)."""
         name = key[:32]
-        nodes = set(self.core.group(name, width * self.core.config.replication))
+        nodes = set(self.core.group(name, width * self.core.config.replication + 2))
         record = self.records.get(key)
         if record is not None and record.value is not None:
             nodes.update(record.value.members)
@@ -660,13 +668,38 @@ class Replicator:
         """May `peer` tell us about the MD at `key` (propose, accept, sync)?"""
         if peer.name == self.core.name or "trust_any_peer" in self.core.config.breaks:
             return True
-        return peer.name in self.plausible(key)
+        record = self.records.get(key)
+        # Holding nothing for the MD, we may be a new member it is moving to; the group it
+        # moves from can be farther from the name than our view's margin, so we listen to
+        # the 2R nearest we know (what they send must still be proven).
+        width = 1 if record is not None and record.value is not None else 2
+        return peer.name in self.plausible(key, width)
 
     def vote(self, key: bytes, digest: bytes) -> list[bytes]:
         return make_vote(self.core.keys, key, digest)
 
     def certified(self, key: bytes, value: Register, votes: Any) -> bool:
-        return bool(votes) and certifies(key, value.digest(), votes, value.quorums, self.plausible(key))
+        # Voters are counted among the 2R nodes nearest the name that we know: a value that
+        # moves to a new group is certified by the group it comes from.
+        return bool(votes) and certifies(key, value.digest(), votes, value.quorums, self.plausible(key, 2))
+
+    def announce(self, key: bytes, value: Register, votes: list[Any]) -> None:
+        """Tell the members that `value` was chosen, with its certificate:
+        any of them can then prove it to a proposer (a value known only to a minority of its
+        holders, with no certificate, would stall the MD). One message each, no reply."""
+        members = {n for group in value.quorums for n in group} - {self.core.name}
+        for name in sorted(members):
+            contact = self.core.contact(name)
+            self.core.send(name, contact.address if contact else None,
+                           new_message("commit", items=[[key, value.digest(), votes]]))
+
+    def on_commit(self, peer: Peer, msg: dict[str, Any]) -> None:
+        """A proposer says a value was chosen, with its votes. Kept (unverified: whoever uses
+        a certificate checks it) if it is the value we hold."""
+        for key, digest, votes in _items(msg, 3, limit=64):
+            record = self.records.get(key)
+            if record is not None and record.digest == digest and isinstance(votes, list) and self.speaks_for(peer, key):
+                self.certs[key] = (digest, votes[:16])
 
     def cert_for(self, key: bytes, value: Register) -> list[Any] | None:
         cert = self.certs.get(key)
