@@ -16,7 +16,7 @@ arrived from peer P", and matches requests to responses itself (it owns the time
   ==========================  =======  ===================================================
   handshake_max_frame         64 KiB   a frame until the handshake (and dial-back) is done
   max_frame                   3 MiB    a frame after it; so also one connection's buffer
-  max_buffered                32 MiB   unfinished frames of all connections together
+  max_buffered                16 MiB   unfinished frames of all connections together
   max_connections             1024     accepted connections, handshaking or not
   max_connections_per_source  256      accepted connections from one source address
   max_handshaking             128      accepted connections still in their handshake

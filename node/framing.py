@@ -10,10 +10,15 @@ receiving edge of it for one connection, with the resource rules of the transpor
 - **Stall deadline.** A frame must be complete within `frame_timeout` of its first byte, so
   a sender that stops (or drips) mid-frame is dropped instead of pinning its buffer.
 - **Shared budget.** All connections of an endpoint draw the bytes of their unfinished
-  frames from one `ReceiveBudget`. A connection that needs more while the budget is spent is
-  closed (unless it is exempt: a verified node, whose number the routing table bounds). A
-  frame that arrives whole in one read never needs the budget, so small requests are served
-  however full it is.
+  frames from one `ReceiveBudget`. A frame bigger than `SMALL_READ` reserves its whole
+  declared length as soon as its prefix is in; if the budget has no room for it, the
+  connection stops reading (its sender waits on TCP) until room frees or the frame's
+  deadline passes, and is then closed. Admitted frames always have the room to complete, so
+  honest uploads that together exceed the budget take turns instead of starving each other,
+  while stalled ones are dropped at their deadline. Reads reserve their size too; a
+  connection between frames that finds the budget full reads only `SMALL_READ` bytes, so a
+  small request is served however full the budget is, and that is all it can overdraw it
+  by. Verified nodes are exempt from waiting (the routing table bounds their number).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ RECV_CHUNK = 64 * 1024
 HANDSHAKE_MAX_FRAME = 64 * 1024
 # Bytes of unfinished frames all connections together may hold (the per-connection cap is the
 # frame limit).
-DEFAULT_MAX_BUFFERED = 32 * 1024 * 1024
+DEFAULT_MAX_BUFFERED = 16 * 1024 * 1024
+# What a connection between frames reads while the budget is full (a small request fits).
+SMALL_READ = 4096
 
 
 class BufferBudgetExceeded(ProtocolError):
@@ -47,6 +54,25 @@ class ReceiveBudget:
         self.used = 0
         self.peak = 0
         self.refused = 0
+        self._room = trio.lowlevel.ParkingLot()
+
+    def has_room(self, size: int = 0) -> bool:
+        return self.used + size <= self.limit
+
+    def charge(self, delta: int) -> None:
+        self.used += delta
+        if delta > 0:
+            self.peak = max(self.peak, self.used)
+        elif self._room:
+            self._room.unpark_all()
+
+    async def wait_for_room(self, size: int, deadline: float) -> bool:
+        """Wait until there is room for `size` more bytes (True) or `deadline` passes."""
+        with trio.move_on_at(deadline):
+            while not self.has_room(size):
+                await self._room.park()
+            return True
+        return False
 
 
 class FrameReader:
@@ -67,6 +93,8 @@ class FrameReader:
         self._buf = bytearray()
         self._pos = 0  # start of the first byte not yet consumed
         self._held = 0  # what this reader has charged to the budget
+        self._need = 0  # prefix + body of the frame at the head, once its prefix is in
+        self._admitted = False  # whether the budget holds all of `_need` for it
         self._frame_deadline = math.inf
         self._error: ProtocolError | None = None
 
@@ -83,6 +111,7 @@ class FrameReader:
         """Give this reader's bytes back to the budget (the connection is closing)."""
         self._buf = bytearray()
         self._pos = 0
+        self._need, self._admitted = 0, False
         self._charge()
 
     async def receive(self, idle_deadline: float = math.inf) -> tuple[Message, int] | None:
@@ -108,14 +137,23 @@ class FrameReader:
             if item is not None:
                 return item
             partial_frame = self.has_partial
-            if partial_frame and self.budget.used > self.budget.limit and not self.exempt:
-                self.budget.refused += 1
-                raise BufferBudgetExceeded(
-                    f"receive buffers full ({self.budget.used} bytes held in unfinished frames)"
-                )
+            if self._need > SMALL_READ and not self._admitted:
+                await self._admit()
+            size, reserved = RECV_CHUNK, 0
+            if self._admitted:
+                size = min(RECV_CHUNK, self._need - self.buffered)  # all of it reserved
+            elif not self.exempt:
+                if self.budget.has_room(RECV_CHUNK):
+                    reserved = RECV_CHUNK  # what this read may add, held while it waits
+                else:
+                    size = SMALL_READ  # enough for a small request
+                self.budget.charge(reserved)
             data: bytes | bytearray | None = None
-            with trio.move_on_at(self._frame_deadline if partial_frame else idle_deadline):
-                data = await self.stream.receive_some(RECV_CHUNK)
+            try:
+                with trio.move_on_at(self._frame_deadline if partial_frame else idle_deadline):
+                    data = await self.stream.receive_some(size)
+            finally:
+                self.budget.charge(-reserved)
             if data is None:
                 if partial_frame:
                     raise ProtocolError(f"frame stalled for over {self.frame_timeout}s")
@@ -134,6 +172,21 @@ class FrameReader:
             self._buf += data
             self._charge()
 
+    async def _admit(self) -> None:
+        """Reserve the whole head frame in the budget, waiting for room until its deadline."""
+        more = self._need - self._held
+        waited = self.exempt or self.budget.has_room(more)
+        if not waited and more <= self.budget.limit:
+            waited = await self.budget.wait_for_room(more, self._frame_deadline)
+        if not waited:
+            self.budget.refused += 1
+            raise BufferBudgetExceeded(
+                f"no room for a frame of {self._need} bytes in the receive buffers "
+                f"({self.budget.used} of {self.budget.limit} bytes in unfinished frames)"
+            )
+        self._admitted = True
+        self._charge()
+
     def _next_frame(self) -> tuple[Message, int] | None:
         """Take one whole frame off the buffer, checking its length as soon as it is known."""
         available = len(self._buf) - self._pos
@@ -146,8 +199,10 @@ class FrameReader:
         if length == 0:
             raise ProtocolError("empty frame")
         end = start + LENGTH_PREFIX + length
+        self._need = LENGTH_PREFIX + length
         if len(self._buf) < end:
             return None
+        self._need, self._admitted = 0, False
         with memoryview(self._buf) as view, view[start + LENGTH_PREFIX : end] as body:
             msg = decode_body(body)  # type: ignore[arg-type]  # any buffer will do
         self._pos = end
@@ -162,6 +217,8 @@ class FrameReader:
 
     def _charge(self) -> None:
         held = len(self._buf) - self._pos
-        self.budget.used += held - self._held
-        self._held = held
-        self.budget.peak = max(self.budget.peak, self.budget.used)
+        if self._admitted:
+            held = max(held, self._need)
+        if held != self._held:
+            self.budget.charge(held - self._held)
+            self._held = held

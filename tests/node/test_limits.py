@@ -164,21 +164,50 @@ async def test_unfinished_frames_share_one_budget_and_small_requests_still_pass(
         for _ in range(6):
             raw = await dial(net, server, raws)
             await raw.handshake()
-            frame = encode_frame(new_message("ping", pad=b"p" * 1024 * KIB))
-            await raw.stream.send_all(frame[: 400 * KIB])  # and then nothing more
+            frame = encode_frame(new_message("ping", pad=b"p" * 300 * KIB))
+            await raw.stream.send_all(frame[: 200 * KIB])  # and then nothing more
             stalled.append(raw)
-        await trio.sleep(0.5)
-        # The budget holds 1 MiB, and at most one read more per connection; the rest closed.
+        await trio.sleep(1.0)
+        # Three 300 KiB frames fit in the budget and are reserved whole; the others wait.
         stats = server.stats()
-        assert stats["refused_buffer_full"] >= 3
-        assert stats["buffered_peak"] <= 1024 * KIB + 6 * 64 * KIB
-        await ping(net, server)  # a frame that arrives whole needs no budget
-        # The ones it kept are dropped at the stall deadline, and their bytes come back.
+        assert 900 * KIB < stats["buffered"] <= 1024 * KIB
+        await ping(net, server)  # a frame that arrives whole needs no reservation
+        # At the frame deadline the stalled ones go, and so do the ones still waiting.
         with trio.fail_after(GUARD):
             for raw in stalled:
                 assert closed_with_protocol_error(await raw.closed())
-        assert trio.current_time() == pytest.approx(10.5, abs=0.5)
-        assert server.stats()["buffered"] == 0
+        assert trio.current_time() == pytest.approx(10.0, abs=1.0)
+        stats = server.stats()
+        assert stats["refused_buffer_full"] == 3 and stats["buffered"] == 0
+        assert stats["buffered_peak"] <= 1024 * KIB + 6 * 4 * KIB
+
+
+async def test_honest_big_frames_wait_for_room_in_the_budget_instead_of_failing(
+    autojump_clock: trio.abc.Clock, raws: list[Raw]
+) -> None:
+    net = MemoryNetwork()
+    server = Endpoint(Keypair(), network=net, max_buffered=1024 * KIB)
+    async with serving(server) as nursery:
+        senders = []
+        for _ in range(4):
+            raw = await dial(net, server, raws)
+            await raw.handshake()
+            senders.append(raw)
+        frame = encode_frame(new_message("ping", pad=b"p" * 700 * KIB))
+
+        async def send_slowly(raw: Raw) -> None:
+            # Four 700 KiB frames at once need 2.8 MiB: more than the budget, so some wait.
+            for start in range(0, len(frame), 100 * KIB):
+                await raw.stream.send_all(frame[start : start + 100 * KIB])
+                await trio.sleep(0.05)
+
+        for raw in senders:
+            nursery.start_soon(send_slowly, raw)
+        for raw in senders:
+            reply = await raw.read()
+            assert reply is not None and reply["k"] == "pong"
+        assert server.stats()["refused_buffer_full"] == 0
+        assert server.stats()["buffered_peak"] <= 1024 * KIB
 
 
 async def test_a_sender_dripping_a_frame_is_dropped_at_the_frame_deadline(
