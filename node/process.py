@@ -22,7 +22,9 @@ from typing import Any, TextIO
 import click
 import trio
 
+from .connections import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_SOURCE
 from .core import NodeConfig, NodeCore
+from .framing import DEFAULT_MAX_BUFFERED
 from .host import NodeHost
 from .keys import Keypair
 from .store import SqliteStore
@@ -32,6 +34,9 @@ KEY_FILE = "node.key"
 STORE_FILE = "store.sqlite3"
 LOG_FILE = "node.log"
 INFO_FILE = "node.json"
+# A node closes connections silent this long. Its links to other nodes carry pings and
+# replication traffic, and an idle one that closes is redialled when next needed.
+IDLE_TIMEOUT = 60.0
 
 
 class JsonLog:
@@ -63,12 +68,14 @@ async def serve(
     config: NodeConfig,
     admin_key: bytes | None,
     log_stream: TextIO,
+    limits: dict[str, Any] | None = None,
 ) -> None:
     keys = Keypair.load_or_create(data_dir / KEY_FILE)
     log = JsonLog(log_stream, keys.name.hex())
     store = SqliteStore(data_dir / STORE_FILE)
     fault = FaultRules(rng=random.Random())
-    endpoint = Endpoint(keys, role="node", listen_host=host, listen_port=port, fault=fault)
+    endpoint = Endpoint(keys, role="node", listen_host=host, listen_port=port, fault=fault,
+                        **(limits or {}))
     # The signal receiver spans the whole nursery: were it closed after start-up, SIGTERM
     # would fall back to its default action and kill the process without a clean stop.
     try:
@@ -107,9 +114,28 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope, log: JsonLog) -
 @click.option("--admin-key", default=None, metavar="HEX", help="Name (64 hex) of the key allowed to send admin messages.")
 @click.option("--lie", multiple=True, type=click.Choice(["forge", "stale", "corrupt"]), hidden=True,
               help="Test only: make this node a liar (forged MD values, stale versions, corrupted chunks).")
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=IDLE_TIMEOUT,
+              show_default=True, envvar="SAFENET_IDLE_TIMEOUT", show_envvar=True,
+              help="Close a connection after this many seconds with no traffic (node links ping).")
+@click.option("--max-connections", type=click.IntRange(min=1), default=DEFAULT_MAX_CONNECTIONS,
+              show_default=True, envvar="SAFENET_MAX_CONNECTIONS", show_envvar=True,
+              help="Accepted connections in all; at the cap the longest-silent one makes room.")
+@click.option("--max-connections-per-source", type=click.IntRange(min=1),
+              default=DEFAULT_MAX_CONNECTIONS_PER_SOURCE, show_default=True,
+              envvar="SAFENET_MAX_CONNECTIONS_PER_SOURCE", show_envvar=True,
+              help="Accepted connections from one source address (loopback: all of them).")
+@click.option("--max-buffered-mib", type=click.IntRange(min=1), default=DEFAULT_MAX_BUFFERED >> 20,
+              show_default=True, envvar="SAFENET_MAX_BUFFERED_MIB", show_envvar=True,
+              help="MiB of unfinished incoming frames all connections may hold together.")
 def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...], replication: int,
-                admin_key: str | None, lie: tuple[str, ...]) -> None:
-    """Run one node until stopped (SIGTERM or Ctrl-C)."""
+                admin_key: str | None, lie: tuple[str, ...], idle_timeout: float,
+                max_connections: int, max_connections_per_source: int,
+                max_buffered_mib: int) -> None:
+    """Run one node until stopped (SIGTERM or Ctrl-C).
+
+    The connection limits can also be set through the environment (SAFENET_IDLE_TIMEOUT and
+    so on), which is how a test gives every node of a cluster short timeouts.
+    """
     if not host.startswith("127."):
         raise click.BadParameter("this testbed only listens on loopback (127.0.0.0/8)", param_hint="--host")
     if replication < 1:
@@ -124,8 +150,15 @@ def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...]
             raise click.BadParameter("a name is 64 hex digits", param_hint="--admin-key")
     data_dir.mkdir(parents=True, exist_ok=True)
     config = NodeConfig(replication=replication, lie=frozenset(lie))
+    limits = {
+        "idle_timeout": idle_timeout,
+        "max_connections": max_connections,
+        "max_connections_per_source": max_connections_per_source,
+        "max_buffered": max_buffered_mib << 20,
+    }
     with open(data_dir / LOG_FILE, "a", encoding="utf-8") as log_stream:
         with contextlib.suppress(KeyboardInterrupt):  # trio may turn a late SIGINT into this
             trio.run(lambda: serve(data_dir, host=host, port=port, bootstrap=list(bootstrap),
-                                   config=config, admin_key=admin, log_stream=log_stream))
+                                   config=config, admin_key=admin, log_stream=log_stream,
+                                   limits=limits))
     sys.exit(0)
