@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import trio
 
 from .core import NodeCore, Peer, Send
+from .errors import SafeError
 from .wire import reply_to
 
 MAX_BATCH = 128
@@ -135,4 +136,11 @@ class NodeHost:
         # Group commit: everything the batch wrote is durable before anything it says leaves.
         self.core.store.sync()
         for send in out:
-            self.endpoint.send_nowait(send.to, send.address, send.msg)
+            try:
+                self.endpoint.send_nowait(send.to, send.address, send.msg)
+            except SafeError as exc:
+                # A message the core made but the wire cannot carry (a bug, or a number a
+                # peer planted): dropped and logged; the node serves on.
+                if self.strict:
+                    raise
+                self.core.log("unsendable", kind=send.msg.get("k"), error=repr(exc)[:200])

@@ -18,7 +18,7 @@ Everything here is pure: keys, bytes and names in, verdicts out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -78,9 +78,8 @@ def has_majorities(nodes: set[XorName], quorums: Sequence[Sequence[XorName]]) ->
 
 
 def certifies(key: bytes, digest: bytes, votes: Any, quorums: Sequence[Sequence[XorName]],
-              plausible: Iterable[XorName]) -> bool:
+              plausible: Callable[[XorName], bool]) -> bool:
     """Do `votes` certify the value with `digest`: valid votes of a majority of each group it
     names, counting only signers the receiver itself finds plausible for the MD?"""
-    named = {n for group in quorums for n in group}
-    eligible = named & set(plausible)
+    eligible = {n for group in quorums for n in group if plausible(n)}
     return has_majorities(valid_voters(key, digest, votes, eligible), quorums)

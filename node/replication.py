@@ -652,17 +652,22 @@ class Replicator:
             raise E.ProtocolError(f"ballot {ballot.counter} is implausibly far ahead of {self.counter}")
         return ballot
 
-    def plausible(self, key: bytes, width: int = 1) -> set[XorName]:
-        """The nodes we believe may hold the MD at `key`: our view of its close group (or of
-        `width` times as many nodes) with a margin of two, since views differ for a while
-        when nodes come and go, and the groups our copy names (a move under way)."""
+    def plausible(self, key: bytes, width: int = 1) -> Callable[[XorName], bool]:
+        """Which nodes we believe may hold the MD at `key`: any as near to its name as the
+        farthest of our view of its close group (of `width` times R nodes, with a margin of
+        two, since views differ for a while when nodes come and go), and the groups our
+        copy names (a move under way). Judged by distance, not by whom we know: a member we
+        lost sight of in a partition still counts, and a node's name is the hash of its key,
+        so an outsider cannot simply claim a near one (docs/security.md)."""
         name = key[:32]
-        nodes = set(self.core.group(name, width * self.core.config.replication + 2))
+        target = int.from_bytes(name, "big")
+        view = self.core.group(name, width * self.core.config.replication + 2)
+        radius = max((int.from_bytes(n, "big") ^ target for n in view), default=-1)
         record = self.records.get(key)
+        named: set[XorName] = set()
         if record is not None and record.value is not None:
-            nodes.update(record.value.members)
-            nodes.update(record.value.prev)
-        return nodes
+            named = set(record.value.members) | set(record.value.prev)
+        return lambda node: node in named or (int.from_bytes(node, "big") ^ target) <= radius
 
     def speaks_for(self, peer: Peer, key: bytes) -> bool:
         """May `peer` tell us about the MD at `key` (propose, accept, sync)?"""
@@ -673,7 +678,7 @@ class Replicator:
         # moves from can be farther from the name than our view's margin, so we listen to
         # the 2R nearest we know (what they send must still be proven).
         width = 1 if record is not None and record.value is not None else 2
-        return peer.name in self.plausible(key, width)
+        return self.plausible(key, width)(peer.name)
 
     def vote(self, key: bytes, digest: bytes) -> list[bytes]:
         return make_vote(self.core.keys, key, digest)
@@ -723,8 +728,9 @@ class Replicator:
         if not self.unvalidated:
             # Views of the group differ while nodes come and go: a move may name any node
             # we see among the 2R nearest.
-            plausible = self.plausible(key, 2) | set(base.members) | set(base.prev)
-            if not set(new_members) | set(new_prev) <= plausible:
+            plausible = self.plausible(key, 2)
+            old = set(base.members) | set(base.prev)
+            if not all(n in old or plausible(n) for n in new_members + new_prev):
                 return None
         value = base
         for obj in requests:

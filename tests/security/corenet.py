@@ -27,6 +27,7 @@ class CoreNet:
         rng = random.Random(seed)
         self._queue: list[tuple[Any, Send]] = []
         self._injected: set[bytes] = set()
+        self.logs: list[tuple[float, int, str, dict[str, Any]]] = []
         self.config = config or NodeConfig()
         self.now = 0.0
         self.cores: list[NodeCore] = []
@@ -34,7 +35,7 @@ class CoreNet:
         for i in range(nodes):
             keys = Keypair.generate(rng)
             core = NodeCore(keys, MemoryStore(), self.config, rng=random.Random(rng.getrandbits(64)),
-                            address=f"10.0.0.{i}:1", wall_offset=time.time())
+                            address=f"10.0.0.{i}:1", wall_offset=time.time(), log=self._logger(i))
             self.cores.append(core)
         self.by_name = {c.name: c for c in self.cores}
         self.by_address = {c.address: c for c in self.cores}
@@ -43,6 +44,12 @@ class CoreNet:
             self._route(core, core.start(self.now, [] if core is self.cores[0] else boot))
             self.deliver()
         self.advance(5.0)
+
+    def _logger(self, index: int) -> Any:
+        def log(event: str, **fields: Any) -> None:
+            self.logs.append((round(self.now, 2), index, event, fields))
+            del self.logs[:-200]
+        return log
 
     # ------------------------------------------------------------------ moving messages
 
@@ -106,14 +113,14 @@ class CoreNet:
             if answers:
                 return answers[-1]
             self.advance(0.5)
-        raise AssertionError("no answer to the request in 20 s")
+        raise AssertionError(f"no answer to the request in 20 s; the cores logged {self.logs[-12:]}")
 
     def make_md(self, owner: Keypair, name: bytes = b"victim") -> MutableData:
         md = MutableData(XorName.hash_of(name), TAG, {b"k": Value(b"v0", 0)},
                          {owner.public: PermissionSet.allowing(Action.INSERT, Action.UPDATE)}, 0,
                          frozenset({owner.public}))
         answer = self.client_request(PutMData(md), owner)
-        assert answer["k"] == "response", answer
+        assert answer["k"] == "response", (answer, self.logs[-12:])
         return md
 
     def insert(self, md: MutableData, owner: Keypair, key: bytes, value: bytes) -> dict[str, Any]:
