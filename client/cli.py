@@ -7,7 +7,7 @@ limited by memory.
 
 Each invocation acts with a fresh client key (accounts come later); reads need no key, and
 storing IData is open to anyone. The cluster is found with `--cluster PATH`, then
-$SAFENET_CLUSTER, then ./.safenet/cluster.json (`node.cluster.resolve_cluster_file`).
+$SAFENET_CLUSTER, then ./.safenet/cluster.json (`node.clusterfile.resolve_cluster_file`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import click
 import trio
 
 from node import errors as E
-from node.cluster import ENV_VAR, ClusterError, load_cluster_file, parse_name
+from node.clusterfile import ENV_VAR, ClusterError, load_cluster_file, parse_name
 from node.keys import Keypair
 from node.xorname import XorName
 

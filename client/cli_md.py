@@ -62,7 +62,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _run(fn: Callable[..., Any], *args: Any) -> Any:
-    from node.cluster import ClusterError
+    from node.clusterfile import ClusterError
 
     try:
         with E.single_errors():

@@ -56,7 +56,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @contextlib.asynccontextmanager
 async def connect(cluster: str | None, mock: str | None) -> AsyncIterator[DataClient]:
-    from node.cluster import ClusterError
+    from node.clusterfile import ClusterError
 
     try:
         async with client_connect(cluster, mock) as client:

@@ -74,15 +74,15 @@ async def connect(cluster: str | None, mock: str | None) -> AsyncIterator[tuple[
         yield FileMockNetwork(Path(mock)).client(keys), Where(f"the mock network in {mock}", key_path, f" --mock {mock}")
         return
     from client.network import NetworkClient
-    from node.cluster import ClusterError, load_cluster_file, process_alive
+    from node.clusterfile import ClusterError, load_cluster_file
 
     try:
         path, info = load_cluster_file(cluster)
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
     flags = f" --cluster {cluster}" if cluster is not None else ""
-    running = sum(process_alive(n.pid, n.data_dir) for n in info.nodes)  # a local cluster's processes
-    where = Where(f"the cluster at {path} ({len(info.nodes)} nodes, {running} running)", key_path, flags)
+    # How many of them run is the launcher's business (`safenet cluster status`), not a client's.
+    where = Where(f"the cluster at {path} ({len(info.nodes)} nodes)", key_path, flags)
     async with NetworkClient.open(info.addresses, keys, replication=info.replication) as client:
         yield client, where
 

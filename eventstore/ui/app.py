@@ -34,7 +34,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from node.cluster import ClusterError, resolve_cluster_file
+from node.clusterfile import ClusterError, resolve_cluster_file
 from node.tools import open_tools
 
 from ..cli import connect
