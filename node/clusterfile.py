@@ -104,7 +104,8 @@ class ClusterFile:
             return cls(nodes, int(raw["replication"]), str(raw["admin"]),
                        None if raw.get("base_port") is None else int(raw["base_port"]))
         except (ValueError, KeyError, TypeError) as exc:
-            raise BadClusterFile(f"{source} is not a valid cluster file ({exc!r:.80})") from None
+            why = f"{type(exc).__name__}: {exc}"
+            raise BadClusterFile(f"{source} is not a valid cluster file ({why[:100]})") from None
 
     @classmethod
     def read(cls, path: Path) -> ClusterFile:

@@ -61,8 +61,8 @@ BY_ERROR: dict[str, int] = {
     "ProtocolError": FAILED,
     "InvalidSignature": FAILED,
     "CorruptRecord": FAILED,
-    # client.selfenc
-    "SelfEncryptionError": USAGE,  # the name is not a data map stored by `data put`
+    # client.selfenc: a data map or chunk failed its checks (or the name is not a data map)
+    "SelfEncryptionError": FAILED,
     # eventstore.errors
     "EventStoreError": FAILED,
     "WrongExpectedVersion": REFUSED,
