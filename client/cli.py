@@ -166,7 +166,7 @@ def _source(file: Path) -> Iterator[tuple[Path | BinaryIO, int]]:
         yield file, file.stat().st_size
         return
     with tempfile.TemporaryFile() as spool:
-        shutil.copyfileobj(click.get_binary_stream("stdin"), spool)
+        shutil.copyfileobj(sys.stdin.buffer, spool)
         size = spool.tell()
         spool.seek(0)
         yield spool, size
@@ -204,7 +204,7 @@ def get(name: str, output: Path | None, cluster: str | None, mock: str | None, a
     started = time.monotonic()
     if to_stdout:
         with _progress("get", not quiet) as progress:
-            size = _run(get_to, cluster, target, click.get_binary_stream("stdout"), progress, mock)
+            size = _run(get_to, cluster, target, sys.stdout.buffer, progress, mock)
         return
     assert output is not None
     partial_path = output.with_name(output.name + ".part")
@@ -236,7 +236,7 @@ def cat(name: str, cluster: str | None, mock: str | None, as_json: bool) -> None
     """
     target = _name(name)
     if not as_json:
-        _run(get_to, cluster, target, click.get_binary_stream("stdout"), None, mock)
+        _run(get_to, cluster, target, sys.stdout.buffer, None, mock)
         return
     buffer = io.BytesIO()
     size = _run(get_to, cluster, target, buffer, None, mock)

@@ -19,6 +19,8 @@ from .clikit import CONTEXT, SafenetGroup
 class _RegistryGroup(SafenetGroup):
     """A group whose subcommands are the registered entry points, loaded on demand."""
 
+    is_root = True  # error messages name it `safenet`, whatever argv[0] was
+
     def _registered(self) -> dict[str, object]:
         return {ep.name: ep for ep in entry_points(group="safenet.commands")}
 

@@ -74,6 +74,19 @@ def describe(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _command_path(ctx: click.Context) -> str:
+    """`safenet GROUP COMMAND`, whether the root or a group was invoked (tests invoke groups)."""
+    names: list[str] = []
+    root: click.Context | None = ctx
+    while root is not None:
+        names.insert(0, root.info_name or "")
+        if root.parent is None and getattr(root.command, "is_root", False):
+            names[0] = "safenet"
+            return " ".join(names)
+        root = root.parent
+    return " ".join(["safenet", *names])
+
+
 def _known(exc: BaseException) -> bool:
     return hasattr(exc, "exit_code") or any(c.__name__ in exitcodes.BY_ERROR for c in type(exc).__mro__[:-2])
 
@@ -94,9 +107,7 @@ def report_error(exc: BaseException, *, as_json: bool = False) -> int:
     elif isinstance(exc, click.UsageError):
         code, message = exc.exit_code, exc.format_message()
         if exc.ctx is not None:
-            path = exc.ctx.command_path
-            path = path if path.startswith("safenet") else f"safenet {path}"
-            message += f" (see `{path} --help`)"
+            message += f" (see `{_command_path(exc.ctx)} --help`)"
     else:
         code, message = exitcodes.exit_code(exc), describe(exc)
         if not _known(exc):

@@ -198,9 +198,9 @@ class LocalCluster:
     """The node processes of one data dir."""
 
     def __init__(self, data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR, *,
-                 python: str = sys.executable) -> None:
+                 python: str | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
-        self.python = python
+        self.python = python or sys.executable  # looked up now, so a test can swap it
         self.rng = random.Random()
 
     # ------------------------------------------------------------------ the file
