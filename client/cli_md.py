@@ -247,7 +247,7 @@ def md() -> None:
 def md_create(tag: int, name_hex: str | None, anyone: str, cluster: str | None, mock: str | None, as_json: bool) -> None:
     """Create a public MD owned by you; prints NAME:TAG."""
     name = XorName.from_hex(name_hex) if name_hex else XorName.random()
-    perms = {ANYONE: _permission_set(anyone)} if anyone else {}
+    perms: dict[User, PermissionSet] = {ANYONE: _permission_set(anyone)} if anyone else {}
 
     async def go() -> MDataAddress:
         async with _client(cluster, mock) as client:
@@ -499,8 +499,9 @@ def account_apps(cluster: str | None, mock: str | None, as_json: bool) -> None:
     """The apps you have authorised."""
     auth = _auth(cluster, mock)
     grants: list[AppGrant] = _run(auth.apps)
-    rows = [{"app_id": g.app_id, "key": g.keys.public.hex(),
-             "containers": {n: sorted(p) for n, p in g.permissions.items()}} for g in grants]
+    rows: list[dict[str, Any]] = [{"app_id": g.app_id, "key": g.keys.public.hex(),
+                                   "containers": {n: sorted(p) for n, p in g.permissions.items()}}
+                                  for g in grants]
     lines = []
     for row in rows:
         granted = "; ".join(f"{name} ({', '.join(perms)})" for name, perms in row["containers"].items())

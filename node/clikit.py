@@ -36,7 +36,7 @@ class CommandError(click.ClickException):
     def __init__(self, message: str, code: int = exitcodes.FAILED, *, kind: str | None = None,
                  extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.exit_code = code
+        self.exit_code = code  # type: ignore[misc]  # click declares it on the class
         self.kind = kind or "CommandError"
         self.extra = dict(extra or {})
 
@@ -122,18 +122,17 @@ def report_error(exc: BaseException, *, as_json: bool = False) -> int:
     return code
 
 
-class _ReportsErrors:
+class _ReportsErrors(click.Command):
     """`main` that runs click without its own error printing and reports every failure
     with `report_error` (click's own `main` prints `Error:` and lets other errors out)."""
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
-        parent = super()
         if not standalone_mode:
-            return parent.main(args, prog_name, complete_var, standalone_mode, **extra)  # type: ignore[misc]
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         argv = list(sys.argv[1:] if args is None else args)
         try:
-            result = parent.main(argv, prog_name, complete_var, False, **extra)  # type: ignore[misc]
+            result = super().main(argv, prog_name, complete_var, False, **extra)
         except SystemExit:
             raise
         except BrokenPipeError:  # `safenet data cat NAME | head`: the reader left; say nothing

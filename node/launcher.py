@@ -12,6 +12,10 @@ A cluster lives in a data dir (default `./.safenet`):
 down) are synchronous; operations that talk to nodes (up, start, add, status, locate) are
 async and run under trio. Clients never need this module: they read the cluster file through
 `node.clusterfile`.
+
+It is about 600 lines because `LocalCluster` is most of it: the life of a node process
+(spawn, wait for convergence, signal, reap, restart under the same name and port) reads
+best as one class.
 """
 
 from __future__ import annotations
