@@ -347,7 +347,6 @@ def scale_command(nodes: int, duration: float, seed: int, session_mean: float, d
         f"safenet sim scale --nodes {nodes} --duration {duration:g} --seed {seed} --session-mean {session_mean:g} "
         f"--distribution {distribution} --shape {shape:g} --dead-mean {dead_mean:g} --driver {driver} "
         f"--quiet {quiet:g}" + (f" --ping-interval {ping_interval:g}" if ping_interval is not None else ""))
-    summary["churn"], summary["lookups"] = result.churn, result.lookups
     if report_dir:
         from .report import write_run_report
 
