@@ -94,6 +94,9 @@ def _known(exc: BaseException) -> bool:
 def report_error(exc: BaseException, *, as_json: bool = False) -> int:
     """Print `exc` as the one-line error (or JSON object) on stderr; return its exit code."""
     exc = leaf(exc)
+    if isinstance(exc, click.UsageError) and type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()  # a bare group (`safenet cluster`): its help, as click shows it, is the answer
+        return int(exc.exit_code)
     extra: dict[str, Any] = {}
     kind = type(exc).__name__
     if isinstance(exc, click.Abort):

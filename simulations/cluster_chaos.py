@@ -1,6 +1,6 @@
 """The chaos runner against a real cluster: node processes on loopback TCP, real faults.
 
-The same workloads and checkers as the simulator, against a `node.cluster.LocalCluster`:
+The same workloads and checkers as the simulator, against a `node.launcher.LocalCluster`:
 
 - processes: SIGKILL then a restart with the same data dir (`kill`), SIGSTOP / SIGCONT
   (`pause`);
@@ -38,8 +38,9 @@ from typing import Any
 import trio
 
 from client.network import NetworkClient
-from node.cluster import ClusterError, ClusterFile, LocalCluster, NodeEntry
+from node.clusterfile import ClusterError, ClusterFile, NodeEntry
 from node.keys import Keypair
+from node.launcher import LocalCluster
 from node.requests import GetValue, Request
 from node.tools import UNANSWERED, NodeTools, open_tools
 

@@ -150,6 +150,23 @@ def test_a_word_where_a_number_goes_is_a_usage_error(invoke, tmp_path, path, com
         assert option.opts[0] in assert_one_line_error(result, exitcodes.USAGE)
 
 
+def _groups(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    ctx = click.Context(group, info_name="safenet")
+    found = [path]
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            found += _groups(command, (*path, name))
+    return found
+
+
+@pytest.mark.parametrize("path", _groups(main), ids=lambda p: " ".join(("safenet", *p)))
+def test_a_bare_group_shows_its_help(invoke, path) -> None:
+    result = invoke(list(path))
+    assert result.exit_code in (exitcodes.OK, exitcodes.USAGE) and "Traceback" not in result.output
+    assert result.output.startswith("Usage: ") and PREFIX not in result.output
+
+
 BROKEN_ARGUMENTS = [(p, c) for p, c in COMMANDS if any(isinstance(a, click.Argument) and _bad(p, a) for a in c.params)]
 
 
