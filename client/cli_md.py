@@ -18,17 +18,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from collections.abc import AsyncIterator, Callable
-from functools import partial, wraps
+from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import msgpack
-import trio
 
 from node import errors as E
+from node import exitcodes
+from node.clikit import (
+    CONTEXT,
+    SafenetGroup,
+    cluster_option,
+    fail,
+    json_option,
+    mock_option,
+    run_async,
+)
 from node.data import (
     ANYONE,
     Action,
@@ -56,27 +64,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 # ================================================================================ plumbing
 
 
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"safenet: {message}", err=True)
-    sys.exit(code)
+def _explain(exc: BaseException) -> str | None:
+    """Words for the refusals a user of `md` meets; None leaves the generic ones."""
+    if isinstance(exc, E.InvalidSuccessor):
+        return f"wrong version: the current one is {exc.current} (pass --version {exc.current + 1}, or leave it out)"
+    if isinstance(exc, E.InvalidEntryActions):
+        return "refused: " + "; ".join(f"{_show(k)}: {_entry_error(err)}" for k, err in exc.errors.items())
+    return None
 
 
 def _run(fn: Callable[..., Any], *args: Any) -> Any:
-    from node.cluster import ClusterError
-
-    try:
+    async def main() -> Any:
         with E.single_errors():
-            return trio.run(partial(fn, *args))
-    except ClusterError as exc:
-        _fail(str(exc))
-    except E.InvalidSuccessor as exc:
-        _fail(f"wrong version: the current one is {exc.current} (pass --version {exc.current + 1}, or leave it out)", 3)
-    except E.InvalidEntryActions as exc:
-        _fail("refused: " + "; ".join(f"{_show(k)}: {_entry_error(err)}" for k, err in exc.errors.items()), 3)
-    except E.SafeError as exc:
-        _fail(f"{type(exc).__name__}: {exc}")
-    except (OSError, ValueError) as exc:
-        _fail(str(exc))
+            return await fn(*args)
+
+    return run_async(main, explain=_explain)
 
 
 def _entry_error(err: E.EntryError) -> str:
@@ -95,9 +97,9 @@ def _show(raw: bytes) -> str:
 
 
 def _common(fn: F) -> F:
-    @click.option("--cluster", default=None, metavar="PATH", help="The cluster file or dir (default: $SAFENET_CLUSTER, ./.safenet).")
-    @click.option("--mock", default=None, metavar="FILE", help="Use a mock network persisted in FILE instead of a cluster.")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @cluster_option
+    @mock_option
+    @json_option
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
@@ -138,12 +140,15 @@ def _load_session(cluster: str | None, mock: str | None) -> tuple[Authenticator,
         return None
     from .authenticator import Secrets, _info_from_obj
 
-    obj = msgpack.unpackb(path.read_bytes(), raw=False)
-    secrets = Secrets(Keypair(obj["seed"]), XorName(obj["session"]), obj["packet_key"])
-    auth = Authenticator(_factory(cluster, mock), secrets,
-                         {n: _info_from_obj(i) for n, i in obj["containers"].items()},
-                         _info_from_obj(obj["access"]) if obj["access"] else None)
-    return auth, obj["locator"]
+    try:
+        obj = msgpack.unpackb(path.read_bytes(), raw=False)
+        secrets = Secrets(Keypair(obj["seed"]), XorName(obj["session"]), obj["packet_key"])
+        auth = Authenticator(_factory(cluster, mock), secrets,
+                             {n: _info_from_obj(i) for n, i in obj["containers"].items()},
+                             _info_from_obj(obj["access"]) if obj["access"] else None)
+        return auth, obj["locator"]
+    except (ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException):
+        fail(f"the session in {path} is damaged; `safenet account logout` removes it", exitcodes.USAGE)
 
 
 def _factory(cluster: str | None, mock: str | None) -> Callable[..., Any]:
@@ -229,7 +234,7 @@ def _out(as_json: bool, obj: Any, text: str) -> None:
 # ================================================================================ md
 
 
-@click.group()
+@click.group(cls=SafenetGroup, context_settings=CONTEXT)
 def md() -> None:
     """MutableData: create, read, write entries, permissions and owners."""
 
@@ -242,7 +247,7 @@ def md() -> None:
 def md_create(tag: int, name_hex: str | None, anyone: str, cluster: str | None, mock: str | None, as_json: bool) -> None:
     """Create a public MD owned by you; prints NAME:TAG."""
     name = XorName.from_hex(name_hex) if name_hex else XorName.random()
-    perms = {ANYONE: _permission_set(anyone)} if anyone else {}
+    perms: dict[User, PermissionSet] = {ANYONE: _permission_set(anyone)} if anyone else {}
 
     async def go() -> MDataAddress:
         async with _client(cluster, mock) as client:
@@ -414,7 +419,7 @@ def md_change_owner(name: str, new_owner: str, tag: int | None, version: int | N
 # ================================================================================ account
 
 
-@click.group()
+@click.group(cls=SafenetGroup, context_settings=CONTEXT)
 def account() -> None:
     """Your account: create, log in, authorise and revoke apps."""
 
@@ -456,18 +461,19 @@ def account_login(locator: str | None, password: str | None, cluster: str | None
 
 
 @account.command("logout")
-def account_logout() -> None:
+@json_option
+def account_logout(as_json: bool) -> None:
     """Forget the session kept on this machine."""
     path = _session_path()
+    existed = path.exists()
     path.unlink(missing_ok=True)
-    click.echo("logged out")
+    _out(as_json, {"logged_out": existed}, "logged out")
 
 
 def _auth(cluster: str | None, mock: str | None) -> Authenticator:
     session = _load_session(cluster, mock)
     if session is None:
-        _fail("not logged in: run `safenet account login` (or `account create`) first")
-    assert session is not None
+        fail("not logged in: run `safenet account login` (or `account create`) first")
     return session[0]
 
 
@@ -493,8 +499,9 @@ def account_apps(cluster: str | None, mock: str | None, as_json: bool) -> None:
     """The apps you have authorised."""
     auth = _auth(cluster, mock)
     grants: list[AppGrant] = _run(auth.apps)
-    rows = [{"app_id": g.app_id, "key": g.keys.public.hex(),
-             "containers": {n: sorted(p) for n, p in g.permissions.items()}} for g in grants]
+    rows: list[dict[str, Any]] = [{"app_id": g.app_id, "key": g.keys.public.hex(),
+                                   "containers": {n: sorted(p) for n, p in g.permissions.items()}}
+                                  for g in grants]
     lines = []
     for row in rows:
         granted = "; ".join(f"{name} ({', '.join(perms)})" for name, perms in row["containers"].items())
@@ -508,7 +515,9 @@ def account_apps(cluster: str | None, mock: str | None, as_json: bool) -> None:
               help="A container and what the app may do there, e.g. _documents:read,insert (repeatable).")
 @click.option("--no-own-container", is_flag=True, help="Do not create apps/APP_ID for it.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the app's credentials (default: APP_ID.grant; mode 0600).")
+              help="Also export the app's credentials to this file (mode 0600) for a program of yours "
+                   "to load with client.authenticator.AppGrant.from_bytes. Nothing in safenet reads it: "
+                   "the grant is kept in your account (see `account apps`).")
 @_common
 def account_authorise(app_id: str, containers: tuple[str, ...], no_own_container: bool, out_file: Path | None,
                       cluster: str | None, mock: str | None, as_json: bool) -> None:
@@ -519,12 +528,14 @@ def account_authorise(app_id: str, containers: tuple[str, ...], no_own_container
         wanted[name] = {p.strip() for p in perms.split(",") if p.strip()} or {"read"}
     auth = _auth(cluster, mock)
     grant: AppGrant = _run(lambda: auth.authorise(app_id, wanted, own_container=not no_own_container))
-    path = out_file or Path(f"{app_id}.grant")
-    path.write_bytes(grant.to_bytes())
-    path.chmod(0o600)
-    _out(as_json, {"app_id": app_id, "key": grant.keys.public.hex(), "grant_file": str(path),
+    if out_file is not None:
+        out_file.write_bytes(grant.to_bytes())
+        out_file.chmod(0o600)
+    _out(as_json, {"app_id": app_id, "key": grant.keys.public.hex(),
+                   "grant_file": None if out_file is None else str(out_file),
                    "containers": {n: sorted(p) for n, p in grant.permissions.items()}},
-         f"authorised {app_id}; its credentials are in {path}")
+         f"authorised {app_id} (key {grant.keys.public.hex()[:16]}..)"
+         + ("" if out_file is None else f"; its credentials are in {out_file}"))
 
 
 @account.command("revoke")

@@ -78,13 +78,13 @@ async def connect(cluster: str | None, mock: str | None, keys: Keypair | None = 
                   owner: PublicKey | None = None) -> AsyncIterator[DataClient]:
     """A client acting as `keys` (default: the tool's own key) on the mock file or a cluster.
 
-    Raises node.cluster.ClusterError when no cluster can be found.
+    Raises node.clusterfile.ClusterError when no cluster can be found.
     """
     keys = keys or Keypair.load_or_create(key_file(mock))
     if mock is not None:
         yield FileMockNetwork(Path(mock)).client(keys, owner=owner)
         return
-    from node.cluster import load_cluster_file
+    from node.clusterfile import load_cluster_file
 
     from .network import NetworkClient
 

@@ -13,56 +13,39 @@ Who you are: the store acts with a key pair kept in a file, made on first use â€
 mock file (`PATH.client.key`) with --mock, else `~/.safenet/client.key`; $SAFENET_CLIENT_KEY
 names another file. Databases belong to that key: keep it to keep them.
 
-Exit codes: 0 done, 1 failed, 2 bad usage, 3 wrong expected version, 4 no such database or
-stream (or the stream is deleted).
+Errors and exit codes are those of every `safenet` command (docs/cli.md): 3 for a wrong
+expected version or a database that exists, 4 for no such database or stream (or a deleted
+stream), 2 for bad input such as bad JSON or a stream name the store refuses.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
 import click
 import trio
 
-from client.api import DataClient
-from client.connect import connect as client_connect
+from client.connect import connect
+from node.clikit import (
+    CONTEXT,
+    CommandError,
+    SafenetGroup,
+    cluster_option,
+    json_option,
+    leaf,
+    mock_option,
+)
+from node.exitcodes import REFUSED
 
 from .database import Database
-from .errors import (
-    DatabaseExists,
-    DatabaseNotFound,
-    EventStoreError,
-    InvalidEvent,
-    StreamDeleted,
-    StreamNotFound,
-    WrongExpectedVersion,
-)
+from .errors import WrongExpectedVersion
 from .events import ANY, END, NO_STREAM, STREAM_EXISTS, EventData, RecordedEvent
 from .store import EventStore
 
-EXIT_WRONG_VERSION = 3
-EXIT_NOT_FOUND = 4
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-# ----------------------------------------------------------------------------- connecting
-
-
-@contextlib.asynccontextmanager
-async def connect(cluster: str | None, mock: str | None) -> AsyncIterator[DataClient]:
-    from node.cluster import ClusterError
-
-    try:
-        async with client_connect(cluster, mock) as client:
-            yield client
-    except ClusterError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- plumbing
@@ -70,11 +53,13 @@ async def connect(cluster: str | None, mock: str | None) -> AsyncIterator[DataCl
 
 def _connection(fn: F) -> F:
     """--cluster, --mock and --json on a command; run its coroutine under trio with a
-    connected store, and map the store's errors to exit codes."""
+    connected store. The store's errors go up to the group, which prints them and exits
+    with the code docs/cli.md gives them; a wrong expected version carries its versions
+    into the --json form of the error."""
 
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    @click.option("--mock", type=click.Path(dir_okay=False), help="Use a mock network kept in this file.")
-    @click.option("--cluster", type=click.Path(), help="The cluster's cluster.json (or its dir).")
+    @json_option
+    @mock_option
+    @cluster_option
     @wraps(fn)
     def command(cluster: str | None, mock: str | None, as_json: bool, **kwargs: Any) -> None:
         async def main() -> None:
@@ -83,24 +68,14 @@ def _connection(fn: F) -> F:
 
         try:
             trio.run(main)
-        except WrongExpectedVersion as exc:
-            _fail(str(exc), EXIT_WRONG_VERSION, as_json, {"expected": exc.expected, "actual": exc.actual})
-        except (DatabaseNotFound, StreamNotFound, StreamDeleted) as exc:
-            _fail(str(exc), EXIT_NOT_FOUND, as_json)
-        except (DatabaseExists, InvalidEvent, EventStoreError) as exc:
-            _fail(str(exc), 1, as_json)
-        except KeyboardInterrupt:
-            sys.exit(130)
+        except Exception as exc:  # a nursery may have wrapped it
+            error = leaf(exc)
+            if isinstance(error, WrongExpectedVersion):
+                raise CommandError(str(error), REFUSED, kind=type(error).__name__,
+                                   extra={"expected": error.expected, "actual": error.actual}) from None
+            raise
 
     return command  # type: ignore[return-value]
-
-
-def _fail(message: str, code: int, as_json: bool, extra: dict[str, Any] | None = None) -> None:
-    if as_json:
-        click.echo(json.dumps({"error": message, **(extra or {})}), err=True)
-    else:
-        click.echo(f"Error: {message}", err=True)
-    sys.exit(code)
 
 
 def _parse_json(text: str, what: str) -> Any:
@@ -132,10 +107,22 @@ def _names(names: list[str], as_json: bool) -> None:
         click.echo(name)
 
 
+HEADER = f"{'POSITION':>10}  STREAM#VERSION  TYPE  DATA"
+
+
 def _line(event: RecordedEvent) -> str:
     data = event.data if not isinstance(event.data, bytes) else f"<{len(event.data)} bytes>"
     text = data if isinstance(data, str) else json.dumps(data)
     return f"{event.position:>10}  {event.stream}#{event.version}  {event.type}  {text}"
+
+
+def _events(events: list[RecordedEvent], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([e.to_json() for e in events], indent=2))
+        return
+    click.echo(HEADER)
+    for event in events:
+        click.echo(_line(event))
 
 
 async def _open(store: EventStore, name: str) -> Database:
@@ -145,7 +132,7 @@ async def _open(store: EventStore, name: str) -> Database:
 # ----------------------------------------------------------------------------- commands
 
 
-@click.group(name="es")
+@click.group(name="es", cls=SafenetGroup, context_settings=CONTEXT)
 def es() -> None:
     """The event store: databases, categories, streams and events on SAFE data."""
 
@@ -236,11 +223,7 @@ async def read(store: EventStore, as_json: bool, database: str, stream: str, fro
     start = from_version if from_version is not None else (END if backward else 0)
     events = await (await _open(store, database)).read_stream(
         stream, start, backward=backward, count=count, resolve_corrections=not raw)
-    if as_json:
-        click.echo(json.dumps([e.to_json() for e in events], indent=2))
-    else:
-        for event in events:
-            click.echo(_line(event))
+    _events(events, as_json)
 
 
 @es.command()
@@ -269,6 +252,8 @@ async def tail(store: EventStore, as_json: bool, database: str, category: str | 
         subscription = (db.subscribe_to_category(category, checkpoint) if category
                         else db.subscribe_to_all(checkpoint))
     seen = 0
+    if not as_json:
+        click.echo(HEADER)
     async for event in subscription:
         click.echo(json.dumps(event.to_json()) if as_json else _line(event))
         seen += 1
@@ -285,9 +270,5 @@ async def log_command(store: EventStore, as_json: bool, database: str, from_posi
                       count: int | None) -> None:
     """Read DATABASE's log: every event, in the order the database took them."""
     events = await (await _open(store, database)).read_all(from_position, count)
-    if as_json:
-        click.echo(json.dumps([e.to_json() for e in events], indent=2))
-    else:
-        for event in events:
-            click.echo(_line(event))
+    _events(events, as_json)
 

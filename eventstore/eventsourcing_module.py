@@ -230,7 +230,7 @@ def _connector(env: Environment) -> tuple[tuple[str, ...], Callable[[], contextl
         return ("mock", str(path), str(key_path)), mock_client
 
     from client.network import NetworkClient
-    from node.cluster import ClusterError, load_cluster_file
+    from node.clusterfile import ClusterError, load_cluster_file
 
     try:
         cluster_path, info = load_cluster_file(env.get(SAFENET_CLUSTER))

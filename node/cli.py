@@ -1,6 +1,9 @@
 """The `safenet` command. Its groups come from the `safenet.commands` entry-point group, so
 each package (node, client, eventstore, simulations) registers its own commands and this
 root never imports the packages built on top of it.
+
+Every group shares `node.clikit`: one error format (`safenet: error: ...`, never a
+traceback) and one exit-code table (`node.exitcodes`, written out in docs/cli.md).
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from importlib.metadata import entry_points
 
 import click
 
+from .clikit import CONTEXT, SafenetGroup
 
-class _RegistryGroup(click.Group):
+
+class _RegistryGroup(SafenetGroup):
     """A group whose subcommands are the registered entry points, loaded on demand."""
+
+    is_root = True  # error messages name it `safenet`, whatever argv[0] was
 
     def _registered(self) -> dict[str, object]:
         return {ep.name: ep for ep in entry_points(group="safenet.commands")}
@@ -30,12 +37,12 @@ class _RegistryGroup(click.Group):
         try:
             loaded = ep.load()  # type: ignore[attr-defined]
         except Exception as exc:  # a broken plug-in must not take the whole CLI down
-            click.echo(f"safenet: command group {cmd_name!r} failed to load: {exc}", err=True)
+            click.echo(f"safenet: error: command group {cmd_name!r} failed to load: {exc}", err=True)
             return None
         return loaded if isinstance(loaded, click.Command) else None
 
 
-@click.group(cls=_RegistryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_RegistryGroup, context_settings=CONTEXT)
 @click.version_option(package_name="safenet-testbed", prog_name="safenet")
 def main() -> None:
     """A testbed of the SAFE Network (2017-2018) and an event store built on it.
@@ -45,7 +52,7 @@ def main() -> None:
     """
 
 
-@click.group(name="node")
+@click.group(name="node", cls=SafenetGroup, context_settings=CONTEXT)
 def node_group() -> None:
     """Run a single node process."""
 

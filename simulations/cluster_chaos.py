@@ -1,6 +1,6 @@
 """The chaos runner against a real cluster: node processes on loopback TCP, real faults.
 
-The same workloads and checkers as the simulator, against a `node.cluster.LocalCluster`:
+The same workloads and checkers as the simulator, against a `node.launcher.LocalCluster`:
 
 - processes: SIGKILL then a restart with the same data dir (`kill`), SIGSTOP / SIGCONT
   (`pause`);
@@ -38,8 +38,9 @@ from typing import Any
 import trio
 
 from client.network import NetworkClient
-from node.cluster import ClusterError, ClusterFile, LocalCluster, NodeEntry
+from node.clusterfile import ClusterError, ClusterFile, NodeEntry
 from node.keys import Keypair
+from node.launcher import LocalCluster
 from node.requests import GetValue, Request
 from node.tools import UNANSWERED, NodeTools, open_tools
 
@@ -449,25 +450,3 @@ async def run_cluster(scenario: Scenario, seed: int, *, nodes: int = 8, duration
     )
     result.virtual = result.wall
     return result
-
-
-def run_cluster_command(scenario: Scenario, seed: int, *, nodes: int | None, duration: float | None,
-                        report_dir: str | None, cluster_dir: str | None, quiet: float | None = None) -> bool:
-    """`safenet chaos run SCENARIO --mode cluster`: print the verdict; True if it held."""
-    import click
-
-    from .cli import _print_single
-
-    result = trio.run(lambda: run_cluster(scenario, seed, nodes=nodes or 8, duration=duration, data_dir=cluster_dir,
-                                          quiet=45.0 if quiet is None else quiet,
-                                          log=lambda text: click.echo(text, err=True)))
-    summary = result.summary()
-    summary["replay"] = (f"safenet chaos run {scenario.name} --mode cluster --seed {seed} --nodes {result.nodes} "
-                         f"--duration {result.duration:g}  (real time: the same faults, not the same timing)")
-    if report_dir:
-        from .report import write_run_report
-
-        summary["report"] = str(write_run_report(result, report_dir))
-    _print_single(summary)
-    return result.valid
-

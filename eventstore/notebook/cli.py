@@ -14,8 +14,9 @@ to a mock file, or $SAFENET_CLIENT_KEY): notebooks belong to the key that made t
 `new` and `add` bring the notebook index up to date after their change, so `list` - on
 any machine - shows it. `agent` does that on its own (`--follow` keeps at it).
 
-Exit codes: 0 done, 1 failed (the network, or a demo check), 2 bad usage, 3 a NoteBook rule
-said no (empty or too long a note, a bad or taken name), 4 no such notebook.
+Errors and exit codes are those of every `safenet` command (docs/cli.md): 1 a demo check
+failed, 3 a NoteBook rule said no (empty or too long a note, a bad or taken name), 4 no such
+notebook (or no cluster), 5 the network did not answer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import contextlib
 import json
 import os
 import secrets
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -36,18 +36,24 @@ import trio
 
 from client.api import DataClient
 from client.connect import FileMockNetwork, key_file
-from eventstore.cqrs import CommandResult, DomainError, ProjectionState
+from eventstore.cqrs import CommandResult, ProjectionState
 from eventstore.errors import EventStoreError
 from eventstore.store import EventStore
 from node import errors as E
+from node.clikit import (
+    CONTEXT,
+    SafenetGroup,
+    cluster_option,
+    fail,
+    json_option,
+    mock_option,
+    run_async,
+)
 from node.keys import Keypair
 
 from .app import DATABASE, NoteBookApp
-from .domain import InvalidNote, NoSuchNoteBook, NoteBook
+from .domain import InvalidNote, NoteBook
 
-EXIT_FAILED = 1
-EXIT_RULE = 3
-EXIT_NOT_FOUND = 4
 REFRESH_TIMEOUT = 60.0  # seconds for the index to catch up after a change
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,58 +80,31 @@ async def connect(cluster: str | None, mock: str | None) -> AsyncIterator[tuple[
         yield FileMockNetwork(Path(mock)).client(keys), Where(f"the mock network in {mock}", key_path, f" --mock {mock}")
         return
     from client.network import NetworkClient
-    from node.cluster import ClusterError, load_cluster_file, process_alive
+    from node.clusterfile import load_cluster_file
 
-    try:
-        path, info = load_cluster_file(cluster)
-    except ClusterError as exc:
-        raise click.ClickException(str(exc)) from None
+    path, info = load_cluster_file(cluster)
     flags = f" --cluster {cluster}" if cluster is not None else ""
-    running = sum(process_alive(n.pid, n.data_dir) for n in info.nodes)  # a local cluster's processes
-    where = Where(f"the cluster at {path} ({len(info.nodes)} nodes, {running} running)", key_path, flags)
+    # How many of them run is the launcher's business (`safenet cluster status`), not a client's.
+    where = Where(f"the cluster at {path} ({len(info.nodes)} nodes)", key_path, flags)
     async with NetworkClient.open(info.addresses, keys, replication=info.replication) as client:
         yield client, where
 
 
-class Failed(Exception):
-    """A failure already explained to the user; exit with `code`."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        self.code = code
-        super().__init__(message)
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The one error inside nested exception groups (nurseries wrap a lone failure)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _explain(exc: BaseException) -> tuple[str, int]:
-    if isinstance(exc, Failed):
-        return str(exc), exc.code
-    if isinstance(exc, NoSuchNoteBook):
-        return str(exc), EXIT_NOT_FOUND
-    if isinstance(exc, DomainError):
-        return str(exc), EXIT_RULE
+def _explain(exc: BaseException) -> str | None:
     if isinstance(exc, E.RequestTimeout | E.QuorumNotReached):
-        return f"the network did not answer in time ({exc}); is the cluster up? try `safenet cluster status`", EXIT_FAILED
-    if isinstance(exc, EventStoreError | E.SafeError):
-        return f"{type(exc).__name__}: {exc}", EXIT_FAILED
-    if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}{' ' + str(exc.filename) if exc.filename else ''}", EXIT_FAILED
-    raise exc
+        return f"the network did not answer in time ({exc}); is the cluster up? try `safenet cluster status`"
+    return None
 
 
 def _command(fn: F) -> F:
     """--cluster, --mock, --database and --json on a command; run its coroutine under trio
-    with the app open, and turn known errors into one line and an exit code."""
+    with the app open. Errors go up to the group, which prints them as one line and exits
+    with the code docs/cli.md gives them."""
 
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @json_option
     @click.option("--database", default=DATABASE, show_default=True, help="The event-store database to use.")
-    @click.option("--mock", type=click.Path(dir_okay=False), help="Use a mock network kept in this file.")
-    @click.option("--cluster", type=click.Path(), help="The cluster's cluster.json (or its dir).")
+    @mock_option
+    @cluster_option
     @wraps(fn)
     def command(cluster: str | None, mock: str | None, database: str, as_json: bool, **kwargs: Any) -> None:
         async def main() -> None:
@@ -133,22 +112,7 @@ def _command(fn: F) -> F:
                 app = await NoteBookApp.open(EventStore(client), database)
                 await fn(app, where, as_json, **kwargs)
 
-        try:
-            trio.run(main)
-        except KeyboardInterrupt:
-            sys.exit(130)
-        except click.ClickException:
-            raise
-        except BaseException as exc:  # noqa: B036 - narrowed by _explain, which re-raises the rest
-            leaf = _leaf(exc)
-            if isinstance(leaf, KeyboardInterrupt | SystemExit | click.ClickException):
-                raise leaf from None
-            message, code = _explain(leaf)
-            if as_json:
-                click.echo(json.dumps({"error": message, "type": type(leaf).__name__}), err=True)
-            else:
-                click.echo(f"Error: {message}", err=True)
-            sys.exit(code)
+        run_async(main, explain=_explain)
 
     return command  # type: ignore[return-value]
 
@@ -201,7 +165,7 @@ def _print_notebook(notebook: NoteBook, indent: str = "", say: Callable[[str], N
 # ----------------------------------------------------------------------------- commands
 
 
-@click.group(name="notebook", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="notebook", cls=SafenetGroup, context_settings=CONTEXT)
 def notebook() -> None:
     """The NoteBook example: notebooks of short notes, as event streams on the network.
 
@@ -390,7 +354,7 @@ async def demo(app: NoteBookApp, where: Where, as_json: bool, name: str | None) 
     if as_json:
         click.echo(json.dumps({"notebook": name, "passed": checks.passed, "failed": checks.failed}))
     if checks.failed:
-        raise Failed(f"demo failed: {', '.join(checks.failed)}")
+        fail(f"demo failed: {', '.join(checks.failed)}")
     flags = where.flags
     say(click.style(f"\nDemo passed: {checks.passed} checks ok.", fg="green", bold=True)
         + f" Next: safenet notebook list{flags}, safenet notebook show {name}{flags}")

@@ -34,10 +34,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from node.cluster import ClusterError, resolve_cluster_file
+from client.connect import connect
+from node.clikit import CONTEXT, SafenetCommand, cluster_option, explained, mock_option
+from node.clusterfile import ClusterError, resolve_cluster_file
 from node.tools import open_tools
 
-from ..cli import connect
 from ..cqrs import Projection
 from ..store import EventStore
 from . import network_pages, projection_pages, store_pages, tail
@@ -156,12 +157,12 @@ def _announce(line: str) -> None:
     sys.stdout.flush()  # a script (or a test) waits for this line to know the port
 
 
-@click.command(name="ui")
+@click.command(name="ui", cls=SafenetCommand, context_settings=CONTEXT)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="Port on 127.0.0.1 (0 picks a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--cluster", type=click.Path(), help="The cluster's cluster.json (or its dir).")
-@click.option("--mock", type=click.Path(dir_okay=False), help="Use a mock network kept in this file.")
+@cluster_option
+@mock_option
 @click.option("--projections", "projection_specs", multiple=True, metavar="MODULE:NAME",
               help="A Projection (or a list of them) whose code the UI may run to rebuild it. Repeatable.")
 def ui(port: int, host: str, cluster: str | None, mock: str | None, projection_specs: tuple[str, ...]) -> None:
@@ -176,16 +177,10 @@ def ui(port: int, host: str, cluster: str | None, mock: str | None, projection_s
     try:
         trio.run(partial(serve, host=host, port=port, cluster=cluster, mock=mock, projections=projections,
                          announce=_announce))
-    except BaseException as exc:
+    except Exception as exc:  # the group reports it: one line, the exit code of docs/cli.md
         leaf = first_leaf(exc)
-        if isinstance(leaf, KeyboardInterrupt):
-            sys.exit(130)
-        if not isinstance(leaf, Exception):
-            raise
-        if isinstance(leaf, click.ClickException):
+        if isinstance(leaf, click.ClickException | ClusterError):
             raise leaf from None
-        if isinstance(leaf, ClusterError):
-            raise click.ClickException(str(leaf)) from None
         if isinstance(leaf, OSError):
-            raise click.ClickException(f"cannot serve on {host}:{port}: {leaf.strerror or leaf}") from None
-        raise click.ClickException(describe(leaf)[1]) from None
+            raise explained(leaf, f"cannot serve on {host}:{port}: {leaf.strerror or leaf}") from None
+        raise explained(leaf, describe(leaf)[1]) from None

@@ -18,7 +18,8 @@ from typing import Any
 
 import trio
 
-from node.cluster import ADMIN_KEY_FILE, ClusterError, LocalCluster, NodeReport, parse_name
+from node.clusterfile import ClusterError, parse_name
+from node.launcher import ADMIN_KEY_FILE, LocalCluster, NodeReport
 from node.tools import NodeTools
 
 from .operations import Operation, Operations

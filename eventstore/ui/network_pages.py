@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from node.cluster import ClusterError
+from node.clusterfile import ClusterError
 from node.xorname import XorName
 
 from .cluster_control import ClusterControl

@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from node import errors as NE
-from node.cluster import ClusterError
-from node.cluster import human_bytes as _human_bytes
+from node.clusterfile import ClusterError
+from node.clusterfile import human_bytes as _human_bytes
 from node.transport import HandshakeError, Unreachable
 
 from ..errors import (

@@ -202,6 +202,24 @@ def test_stop_add_and_logs(cluster_dir: Path) -> None:
     assert len(tail) == 2 and whole.index(tail[0]) + 1 == whole.index(tail[1]) >= 2
 
 
+def test_cluster_commands_report_json_and_take_cluster_for_data_dir(cluster_dir: Path) -> None:
+    d = ["--cluster", str(cluster_dir / "cluster.json")]  # the file or its dir, like every client
+
+    def run(*args: str) -> dict:
+        return json.loads(safenet("cluster", *args, *d, "--json").stdout)
+
+    assert run("kill", "2") == {"index": 2, "killed": True}
+    assert run("kill", "2") == {"index": 2, "killed": False}  # already down: said, not an error
+    assert run("start", "2") == {"index": 2, "started": True}
+    assert run("stop", "2") == {"index": 2, "stopped": True}
+    up = run("up")
+    assert up["action"] == "restarted" and up["cluster"] == str(cluster_dir / "cluster.json")
+    assert all(n["alive"] and n["ready"] for n in up["nodes"])
+    added = run("add", "--nodes", "1")["added"]
+    assert len(added) == 1 and HEX64.match(added[0]["id"]) and added[0]["index"] == len(up["nodes"])
+    assert len(run("status")["nodes"]) == len(up["nodes"]) + 1
+
+
 def test_bad_input_gets_one_line_and_a_non_zero_exit(cluster_dir: Path, tmp_path: Path) -> None:
     d = ["--data-dir", str(cluster_dir)]
     assert "no node 42" in one_line_error(safenet("cluster", "kill", "42", *d, check=False))

@@ -40,12 +40,12 @@ def test_md_create_write_read_and_conditional_versions(run):
     run(md, "set-permissions", name, "anyone", "insert,-update")
     assert json.loads(run(md, "permissions", name, "--json")) == {"anyone": "insert,-update"}
     run(md, "change-owner", name, "00" * 32)
-    assert "AccessDenied" in run(md, "change-owner", name, "11" * 32, code=1)
+    assert "AccessDenied" in run(md, "change-owner", name, "11" * 32, code=3)  # refused (docs/cli.md)
 
 
 def test_account_create_authorise_list_revoke(run):
     run(account, "create", "--locator", "alice", "--password", "pw")
-    assert "not open" in run(account, "login", "--locator", "alice", "--password", "no", code=1)
+    assert "not open" in run(account, "login", "--locator", "alice", "--password", "no", code=3)  # AccessDenied
     run(account, "login", "--locator", "alice", "--password", "pw")
     granted = json.loads(run(account, "authorise", "notes", "--container", "_documents:insert", "--json"))
     assert granted["containers"]["_documents"] == ["insert"]

@@ -61,7 +61,7 @@ def test_errors_have_exit_codes(run):
     assert run("read", "nope", "s@1")[0] == 4
     run("db", "create", "shop")
     assert run("read", "shop", "s@1")[0] == 4
-    assert run("db", "create", "shop")[0] == 1
+    assert run("db", "create", "shop")[0] == 3  # DatabaseExists: refused (docs/cli.md)
     assert run("append", "shop", "s@1", "--type", "T", "--data", "{not json")[0] == 2
     assert run("append", "shop", "s@1", "--type", "T", "--data", "1", "--expected-version", "-7")[0] == 2
     assert run("tail", "shop", "--stream", "a@1", "--category", "a")[0] == 2

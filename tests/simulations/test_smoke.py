@@ -97,3 +97,15 @@ def test_a_report_of_a_failing_run_says_what_failed(tmp_path) -> None:
     text = write_run_report(result, tmp_path, plots=False).read_text()
     assert "INVALID" in text and "## What failed" in text and "conflicting" in text
     assert "--break skip_version_check" in text
+
+
+def test_chaos_and_sim_report_json(tmp_path) -> None:
+    listed = json.loads(CliRunner().invoke(chaos, ["list", "--json"]).stdout)
+    assert [s["name"] for s in listed["scenarios"]] == list(SCENARIOS) and "ack_before_quorum" in listed["breaks"]
+    res = CliRunner().invoke(chaos, ["run", "calm", "--seed", "3", "--nodes", "6", "--duration", "6", "--quiet", "5",
+                                     "--json"])
+    run = json.loads(res.stdout)
+    assert res.exit_code == 0 and run["valid"] and run["seed"] == 3 and run["digest"]
+    res = CliRunner().invoke(sim, ["routing", "--nodes", "300", "--lookups", "100", "--json"])
+    routing = json.loads(res.stdout)
+    assert res.exit_code == 0 and routing["exact_share"] == 1.0 and sum(routing["hops"].values()) == 100

@@ -11,8 +11,8 @@ def test_no_cluster_is_one_line(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("SAFENET_CLUSTER", raising=False)
     monkeypatch.setenv("SAFENET_CLIENT_KEY", str(tmp_path / "client.key"))
     result = CliRunner().invoke(ui, ["--cluster", str(tmp_path / "nowhere"), "--port", "0"])
-    assert result.exit_code == 1
-    assert result.output.startswith("Error: no cluster at ") and "Traceback" not in result.output
+    assert result.exit_code == 4  # not found (docs/cli.md)
+    assert result.output.startswith("safenet: error: no cluster at ") and "Traceback" not in result.output
 
 
 def test_cluster_and_mock_together_are_a_usage_error(tmp_path) -> None:
