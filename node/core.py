@@ -286,7 +286,7 @@ class NodeCore:
             name, address = to.name, to.address
         else:
             name = XorName(to)
-            contact = self.routing.get(name)
+            contact = self.routing.get(name) or (self._lost[name][0] if name in self._lost else None)
             address = contact.address if contact else None
         mid = msg["id"]
         self._pending[mid] = _Pending(name, on_reply, msg["k"])
@@ -343,6 +343,12 @@ class NodeCore:
         contacts.append(self.name)
         contacts.sort(key=lambda n: int.from_bytes(n, "big") ^ target)
         return contacts[:count]
+
+    def recently_lost(self, name: bytes, count: int) -> list[XorName]:
+        """The `count` contacts nearest `name` among those evicted lately and not back."""
+        target = int.from_bytes(name, "big")
+        lost = [n for n in self._lost if n not in self.routing]
+        return sorted(lost, key=lambda n: int.from_bytes(n, "big") ^ target)[:count]
 
     def contact(self, name: XorName) -> Contact | None:
         if name == self.name:

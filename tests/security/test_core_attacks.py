@@ -22,9 +22,9 @@ from node.core import Peer
 from node.data import Ins
 from node.keys import Keypair
 from node.mdstore import RecordStore
+from node.messages import CERTIFIED, FULL, NOT_MEMBER, STEP, TWO_STEPS
 from node.paxos import MAX_COUNTER, Ballot, Register, item_key
 from node.proofs import make_vote
-from node.replication import CERTIFIED, FULL, NOT_MEMBER, STEP, TWO_STEPS
 from node.requests import MutateEntries, Request
 from node.rules import MDataState
 from node.wire import new_message

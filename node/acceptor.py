@@ -1,0 +1,323 @@
+"""The acceptor side of per-MD consensus, and what an acceptor believes.
+
+Every MD a node helps keep has an acceptor record (node/paxos.py). This mixin of the
+`Replicator` answers prepares and accepts, and decides what it will store: only values it
+derives itself from client-signed requests, or values certified by their group
+(node/proofs.py, docs/security.md), told by nodes it believes may hold the MD. Ballots and
+every other field are bounded as they are read (node/messages.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import errors as E
+from .messages import (
+    ACCEPTED,
+    CERTIFIED,
+    COMMIT,
+    FULL,
+    MAX_BATCH,
+    MAX_ITEMS,
+    NEED_STATE,
+    NOT_MEMBER,
+    NOT_READY,
+    OK,
+    PROMISE,
+    REJECTED,
+    STEP,
+    SYNC_DIFF,
+    TWO_STEPS,
+    Accept,
+    Accepted,
+    Commit,
+    Prepare,
+    Promise,
+    SyncItem,
+    read_items,
+)
+from .paxos import (
+    MAX_COUNTER,
+    MAX_JUMP,
+    AcceptorRecord,
+    Ballot,
+    Register,
+    check_names,
+    item_key,
+    on_accept,
+    on_prepare,
+)
+from .proofs import certifies, make_vote
+from .requests import MDataOp, Request, apply_mutation
+from .rules import MDataState
+from .wire import new_message
+from .xorname import XorName
+
+if TYPE_CHECKING:
+    from .core import NodeCore, Peer
+
+
+class Acceptor:
+    """The acceptor half of `Replicator` (node/replication.py), which provides the state."""
+
+    core: NodeCore
+    counter: int
+    records: dict[bytes, AcceptorRecord]
+    quarantined: set[bytes]
+    certs: dict[bytes, tuple[bytes, list[Any]]]
+    steps: dict[bytes, list[Any]]
+    fast: dict[bytes, tuple[Ballot, Register]]
+    left_at: dict[bytes, float]
+
+    def record(self, key: bytes) -> AcceptorRecord:
+        return self.records.get(key) or AcceptorRecord()
+
+    def write(self, key: bytes, record: AcceptorRecord) -> None:  # the Replicator saves it
+        raise NotImplementedError
+
+    def new_ballot(self) -> Ballot:
+        self.counter = min(self.counter + 1, MAX_COUNTER)
+        return Ballot(self.counter, bytes(self.core.name))
+
+    def see(self, ballot: Ballot) -> None:
+        if ballot.counter <= self.counter + MAX_JUMP or self.unbounded:
+            self.counter = max(self.counter, ballot.counter)
+
+    # ---------------------------------------------------------------- trust
+
+    @property
+    def unvalidated(self) -> bool:
+        """Test-only break: acceptors store whatever value a proposer sends."""
+        return "accept_unvalidated" in self.core.config.breaks
+
+    @property
+    def unbounded(self) -> bool:
+        """Test-only break: ballots are not bounded (a huge one poisons the node)."""
+        return "unbounded_numbers" in self.core.config.breaks
+
+    def ballot(self, obj: Any) -> Ballot:
+        """A ballot from the wire: bounded, and no further ahead of what we have seen than any
+        honest proposer could be (so one message cannot use up an MD's ballots)."""
+        if self.unbounded:
+            counter, proposer = obj
+            if not isinstance(counter, int) or not isinstance(proposer, bytes):
+                raise ValueError("a ballot is [counter, proposer]")
+            return Ballot(counter, proposer)
+        ballot = Ballot.from_obj(obj)
+        if ballot.counter > self.counter + MAX_JUMP:
+            raise E.ProtocolError(f"ballot {ballot.counter} is implausibly far ahead of {self.counter}")
+        return ballot
+
+    def plausible(self, key: bytes, width: int = 1) -> Callable[[XorName], bool]:
+        """Which nodes we believe may hold the MD at `key`: any as near to its name as the
+        farthest of our view of its close group (of `width` times R nodes, with a margin of
+        two, since views differ for a while when nodes come and go), and the groups our
+        copy names (a move under way). Judged by distance, not by whom we know: a member we
+        lost sight of in a partition still counts, and a node's name is the hash of its key,
+        so an outsider cannot simply claim a near one (docs/security.md)."""
+        name = key[:32]
+        target = int.from_bytes(name, "big")
+        view = self.core.group(name, width * self.core.config.replication + 2)
+        radius = max((int.from_bytes(n, "big") ^ target for n in view), default=-1)
+        record = self.records.get(key)
+        named: set[XorName] = set()
+        if record is not None and record.value is not None:
+            named = set(record.value.members) | set(record.value.prev)
+        return lambda node: node in named or (int.from_bytes(node, "big") ^ target) <= radius
+
+    def speaks_for(self, peer: Peer, key: bytes) -> bool:
+        """May `peer` tell us about the MD at `key` (propose, accept, sync)?"""
+        if peer.name == self.core.name or "trust_any_peer" in self.core.config.breaks:
+            return True
+        record = self.records.get(key)
+        # Holding nothing for the MD, we may be a new member it is moving to; the group it
+        # moves from can be farther from the name than our view's margin, so we listen to
+        # the 2R nearest we know (what they send must still be proven).
+        width = 1 if record is not None and record.value is not None else 2
+        return self.plausible(key, width)(peer.name)
+
+    def vote(self, key: bytes, digest: bytes) -> list[bytes]:
+        return make_vote(self.core.keys, key, digest)
+
+    def certified(self, key: bytes, value: Register, votes: Any) -> bool:
+        # Voters are counted among the 2R nodes nearest the name that we know: a value that
+        # moves to a new group is certified by the group it comes from.
+        return bool(votes) and certifies(key, value.digest(), votes, value.quorums, self.plausible(key, 2))
+
+    def announce(self, key: bytes, value: Register, votes: list[Any]) -> None:
+        """Tell the members that `value` was chosen, with its certificate:
+        any of them can then prove it to a proposer (a value known only to a minority of its
+        holders, with no certificate, would stall the MD). One message each, no reply."""
+        members = {n for group in value.quorums for n in group} - {self.core.name}
+        for name in sorted(members):
+            contact = self.core.contact(name)
+            self.core.send(name, contact.address if contact else None,
+                           new_message(COMMIT, items=[Commit(key, value.digest(), votes).to_wire()]))
+
+    def on_commit(self, peer: Peer, msg: dict[str, Any]) -> None:
+        """A proposer says a value was chosen, with its votes. Kept (unverified: whoever uses
+        a certificate checks it) if it is the value we hold."""
+        for item in read_items(msg, Commit, self.ballot, 64):
+            record = self.records.get(item.key)
+            if record is not None and record.digest == item.digest and self.speaks_for(peer, item.key):
+                self.certs[item.key] = (item.digest, item.votes)
+
+    def cert_for(self, key: bytes, value: Register) -> list[Any] | None:
+        cert = self.certs.get(key)
+        return cert[1] if cert is not None and cert[0] == value.digest() else None
+
+    def apply_step(self, key: bytes, base: Register | None, step: Any) -> Register | None:
+        """The value `step` derives from `base`, checked as an acceptor must: every request
+        signed by its requester and applied by our own rules engine, the new members ones we
+        find plausible. None if the step does not apply to `base` or proves nothing."""
+        if not isinstance(step, list) or len(step) != 5:
+            return None
+        base_digest, requests, members, prev, new_digest = step
+        if not isinstance(requests, list) or len(requests) > MAX_BATCH or not isinstance(new_digest, bytes):
+            return None
+        new_members, new_prev = check_names(members), check_names(prev)
+        if base is None:
+            # Nothing here yet: the step must start from the empty value of its own group.
+            base = Register(MDataState(), new_members)
+        if base.digest() != base_digest:
+            return None
+        if not self.unvalidated:
+            # Views of the group differ while nodes come and go: a move may name any node
+            # we see among the 2R nearest.
+            plausible = self.plausible(key, 2)
+            old = set(base.members) | set(base.prev)
+            if not all(n in old or plausible(n) for n in new_members + new_prev):
+                return None
+        value = base
+        for obj in requests:
+            request = Request.from_obj(obj)
+            if self.core.config.verify_on_accept or not self.unvalidated:
+                request.verify()
+            op = request.op
+            if not isinstance(op, MDataOp) or not op.MUTATES or item_key(op.address) != key:
+                return None  # a request for another MD proves nothing about this one
+            try:
+                value = value.with_state(apply_mutation(value.state, request))
+            except E.ClientError:
+                return None  # we disagree with the proposer's base
+        value = value.with_members(new_members, new_prev)
+        if value.digest() == new_digest:
+            return value  # the same value written again (a repair, a retried request)
+        value = value.with_seq(base.seq + 1)
+        return value if value.digest() == new_digest else None
+
+    # ---------------------------------------------------------------- acceptor
+
+    def on_prepare(self, peer: Peer, msg: dict[str, Any]) -> None:
+        out = []
+        for item in read_items(msg, Prepare, self.ballot, MAX_ITEMS):
+            key, ballot = item.key, item.ballot
+            if not self.speaks_for(peer, key):
+                out.append(Promise(key, NOT_MEMBER).to_wire())
+                continue
+            self.see(ballot)
+            if key in self.quarantined:
+                out.append(Promise(key, NOT_READY).to_wire())
+                continue
+            record = self.record(key)
+            record2, ok = on_prepare(record, ballot)
+            if record2 is not record:
+                self.write(key, record2)
+            if not ok:
+                out.append(Promise(key, REJECTED, record2.promised).to_wire())
+                continue
+            digest = record2.digest
+            raw = record2.value.encode() if record2.value is not None and item.hint != digest else None
+            # Holding nothing, we tell the proposer whom we would ask: our view of the group.
+            # A proposer whose own view is far off (it joined during a partition) learns the
+            # real group this way before it concludes that the MD does not exist.
+            near = [] if record2.value is not None else [
+                [bytes(c.name), c.address] for c in self.core.routing.closest(key[:32], self.core.config.replication)]
+            # Our vote for what we hold, and how we derived it: what lets the proposer prove
+            # our value to members that lack it (node/proofs.py).
+            vote = self.vote(key, digest) if record2.value is not None else None
+            step = self.steps.get(key)
+            if step is not None and step[4] != digest:
+                step = None
+            cert = self.cert_for(key, record2.value) if record2.value is not None else None
+            out.append(Promise(key, OK, None, record2.accepted, digest, raw, near, vote, step, cert).to_wire())
+        self.core.reply(peer, msg, PROMISE, items=out)
+
+    def on_accept(self, peer: Peer, msg: dict[str, Any]) -> None:
+        out = []
+        for item in read_items(msg, Accept, self.ballot, MAX_ITEMS):
+            key, ballot = item.key, item.ballot
+            if not self.speaks_for(peer, key):
+                out.append(Accepted(key, NOT_MEMBER).to_wire())
+                continue
+            self.see(ballot)
+            if key in self.quarantined:
+                out.append(Accepted(key, NOT_READY).to_wire())
+                continue
+            record = self.record(key)
+            if ballot < record.promised:
+                out.append(Accepted(key, REJECTED, record.promised).to_wire())
+                continue
+            value, step = self._value_from(key, record, item.payload)
+            if value is None:
+                out.append(Accepted(key, NEED_STATE).to_wire())
+                continue
+            record2, ok = on_accept(record, ballot, value, fast=item.fast)
+            self.write(key, record2)
+            if step is not None:
+                self.steps[key] = step
+            else:
+                self.steps.pop(key, None)
+            self.left_at.pop(key, None)
+            if self.fast.get(key) is not None and self.fast[key][0] <= ballot and peer.name != self.core.name:
+                self.fast.pop(key, None)  # someone else moved this MD on: our fast ballot is spent
+            out.append(Accepted(key, OK, None, self.vote(key, value.digest())).to_wire())
+        self.core.reply(peer, msg, ACCEPTED, items=out)
+
+    def _value_from(self, key: bytes, record: AcceptorRecord, payload: Any) -> tuple[Register | None, Any]:
+        """The value an accept proposes, if it is proven to us (node/proofs.py), and the step
+        that derived it; (None, None) if we cannot check it (the proposer then sends proof)."""
+        if not isinstance(payload, list) or not payload:
+            raise E.ProtocolError("an accept's payload is [mode, ...]")
+        mode = payload[0]
+        if mode == STEP and len(payload) == 2:
+            return self.apply_step(key, record.value, payload[1]), payload[1]
+        if mode == TWO_STEPS and len(payload) == 3:
+            base = self.apply_step(key, record.value, payload[1])
+            return self.apply_step(key, base, payload[2]), payload[2]
+        if mode == CERTIFIED and len(payload) == 4:
+            base = self.adopt_certified(key, payload[1], payload[2])
+            value = None if base is None else self.apply_step(key, base, payload[3])
+            if value is not None and record.value is not None and value.seq < record.value.seq:
+                # An old certified value cannot roll our copy back (a replayed certificate).
+                self.core.log("stale_certificate", key=key.hex(), seq=value.seq, ours=record.value.seq)
+                return None, None
+            return value, payload[3]
+        if mode == FULL and len(payload) == 2 and (self.unvalidated or "skip_version_check" in self.core.config.breaks):
+            return Register.decode(payload[1]), None
+        raise E.ProtocolError(f"an accept must prove its value (mode {mode!r:.20} proves nothing)")
+
+    def adopt_certified(self, key: bytes, raw: Any, votes: Any) -> Register | None:
+        """A base value shown with its certificate, if the certificate holds."""
+        if not isinstance(raw, bytes):
+            return None
+        base = Register.decode(raw)
+        if not self.certified(key, base, votes):
+            self.core.log("bad_certificate", key=key.hex())
+            return None
+        self.certs[key] = (base.digest(), votes)
+        return base
+
+    # ---------------------------------------------------------------- proposer
+
+
+    def on_sync(self, peer: Peer, msg: dict[str, Any]) -> None:
+        stale = []
+        for item in read_items(msg, SyncItem, self.ballot, 1000):
+            if not self.speaks_for(peer, item.key):
+                continue
+            record = self.record(item.key)
+            if item.key in self.quarantined or record.accepted != item.accepted or record.digest != item.digest:
+                stale.append(item.key)
+        self.core.reply(peer, msg, SYNC_DIFF, keys=stale)

@@ -1,0 +1,522 @@
+"""The proposer side of per-MD consensus: one round of CASPaxos on one MD.
+
+A client's mutation reaches a member of the MD's close group, which proposes: prepare
+(learn the highest accepted value from a majority, and prove it), apply the batch of
+requests with the rules engine, accept (write the result to a majority, durably). A
+successful accept also promises the proposer's next ballot, so its next round skips the
+prepare. docs/replication.md has the protocol and its proof sketch; docs/security.md says
+how values are proven (node/proofs.py) so that no single liar can make a forged one stick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import errors as E
+from .messages import (
+    ACCEPT,
+    ACCEPTED,
+    CERTIFIED,
+    FULL,
+    NEED_STATE,
+    OK,
+    PREPARE,
+    PROMISE,
+    STEP,
+    TWO_STEPS,
+    Accept,
+    Accepted,
+    Prepare,
+    Promise,
+    first_item,
+)
+from .paxos import ZERO, Ballot, Register
+from .proofs import has_majorities, majority
+from .requests import Request, apply_mutation, read_mdata
+from .routing import Contact
+from .rules import MDataState
+from .wire import new_message
+from .xorname import XorName
+
+if TYPE_CHECKING:
+    from .core import NodeCore
+    from .replication import Replicator
+
+Respond = Callable[..., None]
+
+@dataclass
+class _Promise:
+    accepted: Ballot
+    digest: bytes
+    value: Register | None
+    vote: Any = None
+    step: Any = None
+    cert: Any = None
+
+
+@dataclass
+class Proposal:
+    """One consensus round on one MD, carrying a batch of client requests (or none, for a
+    repair or a membership change)."""
+
+    rep: Replicator
+    key: bytes
+    name: XorName
+    batch: list[tuple[Request, Respond]]
+    purpose: str  # "client", "repair" or "reconfig"
+    attempt: int = 0
+    redirects: int = 0
+    phase: str = "idle"
+    ballot: Ballot = ZERO
+    # The groups of which a majority must promise: the known value's members, and the group
+    # it is moving away from while that move is not known to be complete.
+    quorums: tuple[tuple[XorName, ...], ...] = ()
+    extended: tuple[XorName, ...] = ()
+    promises: dict[XorName, _Promise] = field(default_factory=dict)
+    refused: set[XorName] = field(default_factory=set)
+    acked: set[XorName] = field(default_factory=set)
+    new: Register | None = None
+    base: Register | None = None
+    results: list[tuple[Respond, Any, E.SafeError | None]] = field(default_factory=list)
+    # What proves `base` to an acceptor that does not hold it: votes of its group, or the
+    # step that derived it from an older value.
+    base_votes: list[Any] | None = None
+    base_step: list[Any] | None = None
+    step: list[Any] = field(default_factory=list)
+    votes: dict[XorName, Any] = field(default_factory=dict)
+    sent_proof: set[XorName] = field(default_factory=set)
+    token: int = 0  # bumps on every (re)start, so late replies of an old round are ignored
+
+    @property
+    def core(self) -> NodeCore:
+        return self.rep.core
+
+    @property
+    def members(self) -> tuple[XorName, ...]:
+        return tuple(dict.fromkeys(n for group in self.quorums for n in group))
+
+    # ---------------------------------------------------------------- start / retry
+
+    def start(self) -> None:
+        self.attempt += 1
+        if self.attempt > self.core.config.proposal_attempts:
+            self.core.log("proposal_failed", key=self.key.hex(), purpose=self.purpose, phase=self.phase,
+                          promised=len(self.promises), refused=len(self.refused), acked=len(self.acked))
+            self.finish_all(E.QuorumNotReached("could not reach a quorum of the close group"))
+            return
+        fast = self.rep.fast.get(self.key)
+        if fast is not None and self.purpose == "client":
+            ballot, value = fast
+            self.token += 1
+            self.ballot, self.quorums, self.base = ballot, value.quorums, value
+            self.promises, self.refused = {}, set()
+            self.base_votes, self.base_step = self.rep.cert_for(self.key, value), None
+            # Our value was chosen when we last wrote it, but another proposer may have moved
+            # the MD on since: even an answer that changes nothing goes through an accept, which
+            # a majority refuses if anyone got further.
+            self.compute(value, chosen=False, base_chosen=True, known_base=True)
+            return
+        record = self.rep.record(self.key)
+        if record.value is not None and record.value.members:
+            # Our copy names the groups; ask our view of the group as well, so that a copy
+            # whose members all left still leads us to where the MD lives now.
+            quorums = record.value.quorums
+            view = tuple(n for n in self.core.group(self.name) if not any(n in g for g in quorums))
+            self.prepare(quorums, view)
+        else:
+            # We hold nothing for this MD: ask a wider ring too, so that a group that moved
+            # (nodes joined nearer the name) is still found before we conclude it is absent.
+            group = tuple(self.core.group(self.name))
+            wide = tuple(n for n in self.core.group(self.name, 2 * self.core.config.replication) if n not in group)
+            # Contacts we evicted lately may be the very group we can no longer hear (we are
+            # the one cut off): absence must not be concluded without them.
+            lost = self.core.recently_lost(self.name, self.core.config.replication)
+            self.prepare((group,), wide + tuple(n for n in lost if n not in group and n not in wide))
+
+    def retry(self) -> None:
+        self.rep.fast.pop(self.key, None)
+        self.phase = "backoff"
+        self.token += 1
+        token = self.token
+        delay = self.core.rng.uniform(0.005, 0.02) * (2 ** min(self.attempt, 6))
+
+        def again() -> None:
+            if self.token == token and self.phase == "backoff":
+                self.start()
+
+        self.core.at(self.core.now + delay, again)
+
+    # ---------------------------------------------------------------- phase 1
+
+    def prepare(self, quorums: tuple[tuple[XorName, ...], ...], extended: tuple[XorName, ...]) -> None:
+        self.token += 1
+        token = self.token
+        self.phase = "prepare"
+        self.ballot = self.rep.new_ballot()
+        self.quorums, self.extended = quorums, extended
+        self.promises, self.refused = {}, set()
+        hint = self.rep.record(self.key).digest
+        msg_items = [Prepare(self.key, self.ballot, hint).to_wire()]
+        for target in dict.fromkeys(self.members + extended):
+            self.core.rpc(
+                target,
+                new_message(PREPARE, items=msg_items),
+                lambda reply, t=target: self.on_promise(token, t, reply),
+            )
+
+    def on_promise(self, token: int, target: XorName, reply: dict[str, Any] | None) -> None:
+        if token != self.token or self.phase != "prepare":
+            return
+        try:
+            promise = self._read_promise(token, first_item(reply, PROMISE, Promise, self.rep.ballot))
+        except (ValueError, TypeError, E.SafeError) as exc:
+            # A malformed promise is a refusal: a Byzantine member cannot crash its proposer.
+            self.core.log("bad_promise", peer=target.hex(), error=repr(exc)[:120])
+            promise = None
+        if promise is None:
+            self.refused.add(target)
+        else:
+            self.promises[target] = promise
+        self.evaluate_promises()
+
+    def _read_promise(self, token: int, item: Promise | None) -> _Promise | None:
+        if item is None or item.key != self.key:
+            return None
+        digest, raw = item.digest, item.value
+        if item.status != OK:
+            if item.promised is not None:
+                self.rep.see(item.promised)
+            return None
+        value = None
+        own = self.rep.record(self.key)
+        if raw is not None:
+            value = Register.decode(raw)
+            if value.digest() != digest:
+                return None
+        elif digest and digest == own.digest:
+            value = own.value
+        elif digest:
+            return None  # a value it would not show us proves nothing
+        if value is None and item.near:
+            self._learn(token, item.near)
+        return _Promise(item.accepted or ZERO, digest, value, item.vote, item.step, item.cert)
+
+    def _learn(self, token: int, near: Any) -> None:
+        """Ask, too, the nodes an acceptor holding nothing named as the group, if they are
+        closer to the name than those we asked (absence is then decided among them too)."""
+        target_int = int.from_bytes(self.name, "big")
+        asked = set(self.members) | set(self.extended)
+        ring = sorted(asked, key=lambda n: int.from_bytes(n, "big") ^ target_int)
+        horizon = int.from_bytes(ring[-1], "big") ^ target_int if ring else -1
+        for item in near[: self.core.config.replication] if isinstance(near, list) else []:
+            try:
+                name, address = XorName(item[0]), item[1]
+                if not isinstance(address, str) or len(address) > 256:
+                    continue
+            except (ValueError, TypeError, IndexError):
+                continue
+            if name in asked or (int.from_bytes(name, "big") ^ target_int) > horizon or len(self.extended) > 4 * len(self.members):
+                continue
+            asked.add(name)
+            self.extended = self.extended + (name,)
+            self.core.rpc(
+                Contact(name, address),
+                new_message(PREPARE, items=[Prepare(self.key, self.ballot, self.rep.record(self.key).digest).to_wire()]),
+                lambda reply, t=name: self.on_promise(token, t, reply),
+            )
+
+    def evaluate_promises(self) -> None:
+        promised = set(self.promises)
+        answered = len(self.promises) + len(self.refused)
+        waiting_wide = self.extended and answered < len(set(self.members + self.extended))
+        have_quorum = _majorities(promised, self.quorums)
+        best_any = max(self.promises.values(), key=lambda p: p.accepted) if self.promises else None
+        newer = best_any is not None and (have_quorum or best_any.accepted > self.rep.record(self.key).accepted)
+        if (newer and best_any is not None and best_any.value is not None and best_any.value.members
+                and best_any.value.quorums != self.quorums):
+            # Someone holds a newer value naming other groups: the MD moved, or is moving. Run
+            # the round with the groups that value names (this is only a choice of whom to
+            # ask: what counts is that a majority of each of them answers).
+            self.redirects += 1
+            if self.redirects > 4:
+                self.retry()
+            else:
+                self.prepare(best_any.value.quorums, ())
+            return
+        if not have_quorum:
+            if _out_of_reach(self.refused, self.quorums):
+                self.retry()
+            return
+        best = max(self.promises.values(), key=lambda p: p.accepted)
+        if best.value is not None and not self._prove(best):
+            # Nobody can show where this value came from: not our own copy, no certificate
+            # from its group, no step from a value others hold. If too few nodes may hold it
+            # for it to have been chosen, whoever reported it is lying (or holds a round that
+            # failed): its promise counts for nothing, and we decide among the rest. Else it
+            # may be a chosen value whose proof is out of reach for now: building on anything
+            # else could lose it, so we wait for every answer and then try again.
+            if self._could_be_chosen(best.digest):
+                if answered < len(set(self.members + self.extended)):
+                    return
+                self.core.log("unproven_value", key=self.key.hex(), digest=best.digest.hex(), wait=True)
+                self.retry()
+                return
+            for name, promise in list(self.promises.items()):
+                if promise.digest == best.digest:
+                    del self.promises[name]
+                    self.refused.add(name)
+            self.core.log("unproven_value", key=self.key.hex(), digest=best.digest.hex(), wait=False)
+            self.evaluate_promises()
+            return
+        if best.value is None and best.digest:
+            # The highest value was not sent to us (we thought we had it); ask again for it.
+            self.rep.forget_hint(self.key)
+            self.retry()
+            return
+        if best.value is None and self.extended:
+            # Absence needs the wider ring to agree too, so that a group that has moved
+            # (nodes joined nearer the name) is found before we conclude nothing is there;
+            # and every node asked must have answered (or timed out), since one holder among
+            # them is enough to show the MD exists.
+            wide = sum(1 for n in self.extended if n in self.promises)
+            if waiting_wide:
+                return
+            if wide < majority(len(self.extended)):
+                self.retry()
+                return
+        # The base is chosen when a majority of each of its groups reported it accepted.
+        holders = {n for n, p in self.promises.items() if p.accepted == best.accepted}
+        chosen = _majorities(holders, self.quorums)
+        self.compute(best.value, chosen=chosen, base_chosen=chosen, known_base=False)
+
+    # ---------------------------------------------------------------- apply
+
+    def compute(self, base: Register | None, *, chosen: bool, base_chosen: bool, known_base: bool) -> None:
+        """Apply the batch to `base`. `chosen`: the base is known chosen *now*, so an answer
+        that changes nothing may go out without an accept. `base_chosen`: it was chosen (now
+        or when we wrote it), so a membership move it carries is complete."""
+        group = tuple(self.core.group(self.name))
+        start = base or Register(MDataState(), group)
+        value = start
+        self.results = []
+        applied: list[Request] = []
+        for request, respond in self.batch:
+            if "skip_version_check" in self.core.config.breaks:
+                request = _blind(request, value)
+            try:
+                if request.op.MUTATES:
+                    state = apply_mutation(value.state, request)
+                    if state is not value.state:
+                        applied.append(request)
+                    value = value.with_state(state)
+                    self.results.append((respond, None, None))
+                else:
+                    result = read_mdata(value.state.md, request.op)
+                    self.results.append((respond, request.op.encode_result(result), None))
+            except E.SafeError as exc:
+                self.results.append((respond, None, exc))
+        if value.prev and base_chosen:
+            value = value.with_members(value.members)  # the move was accepted by both groups
+        if self.purpose == "reconfig" and not value.prev and group != value.members:
+            # A move starts only from a settled value: one group change at a time.
+            value = value.with_members(group, prev=value.members)
+        unchanged = value.digest() == start.digest()
+        # A repair exists to write the value back to members that lag, so it always writes.
+        if unchanged and (base is None or (chosen and self.purpose != "repair")):
+            self.finish()
+            return
+        # A round that changes the value counts it; a retried request writes the same value
+        # again, under the same digest. A repair counts too: a member holding a value of a
+        # round that failed (with a higher count than the chosen one) takes the repaired
+        # value only if its count is not lower (see Replicator.adopt_certified).
+        bump = not unchanged or self.purpose == "repair"
+        self.base, self.new = start, value.with_seq(start.seq + 1) if bump else value
+        self.accept(applied, known_base=known_base)
+
+    def _prove(self, promise: _Promise) -> bool:
+        """Is the promised value genuine? Sets `base_votes` / `base_step` to what proves it."""
+        value = promise.value
+        assert value is not None
+        rep = self.rep
+        self.base_votes, self.base_step = None, None
+        own = rep.record(self.key)
+        if own.value is not None and own.digest == promise.digest:
+            # Our own copy: we checked it when we stored it. What proves it to others is
+            # checked by them, so the votes are passed on unverified (no cost on this path).
+            self.base_votes = rep.cert_for(self.key, own.value) or self._votes_for(promise.digest)
+            step = rep.steps.get(self.key)
+            self.base_step = step if step is not None and step[4] == promise.digest else None
+            return True
+        if rep.unvalidated:
+            return True
+        votes = self._votes_for(promise.digest)
+        if rep.certified(self.key, value, votes):
+            self.base_votes = votes
+            return True
+        # Not certified (its round was cut short): derivable from the value we hold, or from
+        # one that another node reported? (Never from the reporter's own word alone: a liar
+        # would have to be two nodes to show both a forged base and a step from it.)
+        step = promise.step
+        if not isinstance(step, list) or len(step) != 5:
+            return False
+        bases = [own.value] + [p.value for p in self.promises.values()
+                               if p.value is not None and p.digest == step[0] and p is not promise]
+        for base in bases:
+            if base is None or base.digest() != step[0]:
+                continue
+            derived = rep.apply_step(self.key, base, step)
+            if derived is not None and derived.digest() == promise.digest:
+                self.base_step = step
+                return True
+        return False
+
+    def _votes_for(self, digest: bytes) -> list[Any]:
+        votes = []
+        for p in self.promises.values():
+            if p.digest == digest:
+                votes.extend(p.cert if isinstance(p.cert, list) else [])
+                if p.vote is not None:
+                    votes.append(p.vote)
+        return votes
+
+    def _could_be_chosen(self, digest: bytes) -> bool:
+        """Could a majority of each group have accepted the value with `digest`? Not if too
+        many members told us they hold something else (an older value: `best` is the newest)."""
+        for group in self.quorums:
+            possible = sum(1 for n in group if n not in self.promises or self.promises[n].digest == digest)
+            if possible < majority(len(group)):
+                return False
+        return True
+
+    # ---------------------------------------------------------------- phase 2
+
+    def accept(self, applied: list[Request], *, known_base: bool) -> None:
+        assert self.new is not None and self.base is not None
+        self.token += 1
+        token = self.token
+        self.phase = "accept"
+        self.acked = set()
+        self.refused = set()
+        new, base = self.new, self.base
+        if "ack_before_quorum" in self.core.config.breaks:
+            self.rep.fast.pop(self.key, None)
+            self.finish()  # broken on purpose: the client hears "ok" before anything is durable
+        self.step = [base.digest(), [r.to_obj() for r in applied], list(map(bytes, new.members)),
+                     list(map(bytes, new.prev)), new.digest()]
+        self.votes, self.sent_proof = {}, set()
+        # Blind (rewritten, unsigned) requests of the test-only break travel as full values.
+        blind = "skip_version_check" in self.core.config.breaks
+        targets = dict.fromkeys(self.members + tuple(n for g in new.quorums for n in g))
+        for target in targets:
+            promise = self.promises.get(target)
+            same_base = promise.digest == base.digest() if promise else known_base
+            if blind:
+                payload = [FULL, new.encode()]
+            elif same_base or promise is None:
+                payload = [STEP, self.step]
+            else:
+                payload = self._proof_payload(target, promise.digest)
+            self.send_accept(token, target, payload)
+
+    def _proof_payload(self, target: XorName, their_digest: bytes | None) -> list[Any]:
+        """The accept for a target that does not hold our base: the base's certificate, or the
+        step that derived the base from what the target holds."""
+        assert self.base is not None
+        self.sent_proof.add(target)
+        if self.base_votes and len(self.base_votes) >= majority(len(self.base.members)):
+            return [CERTIFIED, self.base.encode(), self.base_votes, self.step]
+        if self.base_step is not None and (their_digest is None or their_digest == self.base_step[0]):
+            return [TWO_STEPS, self.base_step, self.step]
+        if self.rep.unvalidated:
+            assert self.new is not None
+            return [FULL, self.new.encode()]
+        return [STEP, self.step]  # nothing proves our base to it: it will refuse
+
+    def send_accept(self, token: int, target: XorName, payload: list[Any]) -> None:
+        item = Accept(self.key, self.ballot, True, payload)
+        self.core.rpc(
+            target,
+            new_message(ACCEPT, items=[item.to_wire()]),
+            lambda reply: self.on_accepted(token, target, reply),
+        )
+
+    def on_accepted(self, token: int, target: XorName, reply: dict[str, Any] | None) -> None:
+        if token != self.token or self.phase != "accept":
+            return
+        assert self.new is not None
+        item: Accepted | None = None
+        with contextlib.suppress(ValueError, TypeError, E.SafeError):  # malformed: no answer
+            item = first_item(reply, ACCEPTED, Accepted, self.rep.ballot)
+        if item is None or item.key != self.key:
+            self.refused.add(target)
+        elif item.status == OK:
+            self.acked.add(target)
+            if item.vote is not None:
+                self.votes[target] = item.vote
+        elif item.status == NEED_STATE and target not in self.sent_proof:
+            self.send_accept(token, target, self._proof_payload(target, None))
+            return
+        else:
+            if item.promised is not None:
+                self.rep.see(item.promised)
+            self.refused.add(target)
+        # Chosen once a majority of each group the new value names has accepted it: then any
+        # later round, which asks a majority of the groups of the newest value it knows, meets it.
+        if _majorities(self.acked, self.new.quorums):
+            self.rep.fast[self.key] = (self.ballot.successor(), self.new)
+            # The votes that came with the acceptances certify the new value: they are what we
+            # show a member that lags behind when we next build on it.
+            votes = list(self.votes.values())
+            self.rep.certs[self.key] = (self.new.digest(), votes)
+            self.rep.announce(self.key, self.new, votes)
+            self.finish()
+            return
+        if _out_of_reach(self.refused, self.new.quorums):
+            self.retry()
+
+    # ---------------------------------------------------------------- completion
+
+    def finish(self) -> None:
+        if self.phase == "done":
+            return
+        self.phase = "done"
+        self.token += 1
+        for respond, result, error in self.results:
+            respond(result=result, error=error)
+        self.results = []
+        self.rep.proposal_done(self)
+
+    def finish_all(self, error: E.SafeError) -> None:
+        self.results = [(respond, None, error) for _r, respond in self.batch]
+        self.finish()
+
+
+_majorities = has_majorities
+
+
+def _out_of_reach(refused: set[XorName], quorums: tuple[tuple[XorName, ...], ...]) -> bool:
+    """Have so many refused that some group can no longer give a majority?"""
+    return any(len(group) - sum(1 for n in group if n in refused) < majority(len(group)) for group in quorums)
+
+
+def _blind(request: Request, value: Register) -> Request:
+    """Test-only break: turn conditional entry writes into blind overwrites (lost updates)."""
+    from .data import Del, Ins, Update
+    from .requests import MutateEntries
+
+    op, md = request.op, value.state.md
+    if not isinstance(op, MutateEntries) or md is None:
+        return request
+    actions = {}
+    for key, action in op.actions.items():
+        current = md.entries.get(key)
+        if current is None:
+            actions[key] = Ins(b"" if isinstance(action, Del) else action.content)
+        elif isinstance(action, Del):
+            actions[key] = Del(current.entry_version + 1)
+        else:
+            actions[key] = Update(action.content, current.entry_version + 1)
+    return Request(MutateEntries(op.address, actions), request.requester, request.request_id, request.owner)
