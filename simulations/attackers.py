@@ -117,7 +117,9 @@ class Attackers:
 
     async def setup(self) -> None:
         names = [bytes(md.name) for md in self.workload.mds]
-        r2 = 2 * self.sim.config.replication
+        # Outsiders stand far from every MD they attack, so that no crash of a few nodes ever
+        # makes one of them part of a close group (in a small network: beyond every node).
+        far = min(2 * self.sim.config.replication, len(self.sim.live()))
         for index, kind in enumerate(self.kinds):
             label = f"x{index}" if kind != "member" else "member"
             if kind == "member":
@@ -130,7 +132,7 @@ class Attackers:
                 await self.sim.start(attacker.node)
                 attacker.label = attacker.node.label
             else:
-                keys = self._grind(lambda n: all(self._rank(n, t) >= r2 for t in names))
+                keys = self._grind(lambda n: all(self._rank(n, t) >= far for t in names))
                 attacker = Attacker(kind, label, keys)
                 address = f"sim:{label}" if kind == "stranger" else None
                 endpoint = SimEndpoint(self.sim.network, keys.name, "node", address, OUTSIDER_SLOT + index, label)
@@ -348,10 +350,10 @@ class Attackers:
             self._send(attacker, node, replayed, f"replay-{kind}")
 
     def _chunk(self, attacker: Attacker) -> None:
-        r = self.sim.config.replication
+        far = min(self.sim.config.replication + 3, len(self.sim.live()))
         value = self.rng.randbytes(self.rng.randrange(16, 512))
-        for _ in range(64):  # content whose close group the attacker is not in
-            if self._rank(attacker.name, sha3_256(value)) >= r:
+        for _ in range(256):  # content whose close group the attacker is not in, nor near it
+            if self._rank(attacker.name, sha3_256(value)) >= far:
                 break
             value = self.rng.randbytes(len(value))
         name = sha3_256(value)
