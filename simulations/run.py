@@ -26,11 +26,13 @@ import trio
 from node.core import NodeConfig
 from node.paxos import item_key
 
+from .attackers import Attackers
 from .byzantine import liar
 from .checker import Report, check_linearizable
 from .determinism import run_seeded, sub_rng
 from .faults import Churn, Nemesis
 from .history import History
+from .integrity import integrity_checks
 from .scenarios import Scenario
 from .simulator import Simulator
 from .trace import Trace, TraceEvent
@@ -43,7 +45,9 @@ SETTLE = 5.0  # virtual seconds for routing to converge before the workload star
 def settle_time(nodes: int) -> float:
     """Joining takes longer when a thousand nodes join through the same three contacts."""
     return max(SETTLE, nodes / 25)
-BREAKS = ("ack_before_quorum", "skip_version_check", "no_anti_entropy")
+# The last three switch off a trust defence; the attackers of the `byzantine` scenario find them.
+BREAKS = ("ack_before_quorum", "skip_version_check", "no_anti_entropy",
+          "trust_any_peer", "accept_unvalidated", "unbounded_numbers")
 
 
 @dataclass
@@ -190,6 +194,11 @@ async def _play(scenario: Scenario, seed: int, breaks: tuple[str, ...], keep_mes
 
             es = EventStoreLoad(workload)
             await es.setup()
+        attackers = None
+        if scenario.attacks:
+            attackers = Attackers(sim, workload, sub_rng(seed, "attackers"), scenario.attacks, scenario.attackers,
+                                  counts=Counter())
+            await attackers.setup()
         nemesis = Nemesis(sim, sub_rng(seed, "nemesis"), scenario.faults, scenario.nemesis, workload)
         churn = Churn(sim, sub_rng(seed, "churn"), scenario.churn, nemesis) if scenario.churn else None
         samples: list[Sample] = []
@@ -212,19 +221,26 @@ async def _play(scenario: Scenario, seed: int, breaks: tuple[str, ...], keep_mes
                     chaos.start_soon(nemesis.run, until)
                     if churn is not None:
                         chaos.start_soon(churn.run, until)
+                    if attackers is not None:
+                        chaos.start_soon(attackers.run, until)
                     await trio.sleep_until(until)
                     chaos.cancel_scope.cancel()
                 workload.stopping = True  # each process finishes the operation it is in
                 await nemesis.heal_all()
             await trio.sleep(scenario.quiet)
-            finals = await workload.final_reads()
-            chunk_finals = await workload.final_chunks()
-            stream_finals = await es.final_reads() if es is not None else None
+            # Attackers can leave no node running; the checks then say so, and nothing is read.
+            up = bool(sim.contacts())
+            finals = await workload.final_reads() if up else {}
+            chunk_finals = await workload.final_chunks() if sim.contacts() else {}
+            stream_finals = await es.final_reads() if es is not None and sim.contacts() else None
             everything.cancel_scope.cancel()
 
         if inspect is not None:
             inspect(sim, workload)  # a debugging hook: look at the nodes before they stop
         report = judge(sim, workload, finals, chunk_finals, max_steps=max_steps)
+        report.checks.update(integrity_checks(sim, workload, finals, events=es is not None))
+        if attackers is not None:
+            byzantine_counts.update({f"attack:{k}": v for k, v in sorted(attackers.counts.items())})
         if es is not None:
             from .es_workload import StreamModel, lost_events
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .attackers import ATTACKS, KINDS
 from .faults import FAULTS, ChurnConfig, NemesisConfig
 from .network import LinkModel
 from .workloads import WorkloadConfig
@@ -26,6 +27,8 @@ class Scenario:
     churn: ChurnConfig | None = None
     byzantine: int = 0  # how many nodes lie
     byzantine_modes: tuple[str, ...] = ("forge", "stale", "chunks")
+    attacks: tuple[str, ...] = ()  # protocol-level attacks (simulations.attackers); none: no attackers
+    attackers: tuple[str, ...] = KINDS  # who attacks: outsiders ("ghost", "stranger") and a group "member"
     workload: WorkloadConfig = WorkloadConfig()
     link: LinkModel = LinkModel()
     nodes: int = 16
@@ -40,6 +43,8 @@ class Scenario:
                        f"rejoin after ~{c.dead_mean:g}s with a new key)")
         if self.byzantine:
             out.append(f"{self.byzantine} Byzantine node(s) lying in replies: {', '.join(self.byzantine_modes)}")
+        if self.attacks:
+            out.append(f"attackers ({', '.join(self.attackers)}) sending forged node messages: {', '.join(self.attacks)}")
         return out
 
     def with_(self, **changes: Any) -> Scenario:
@@ -59,11 +64,13 @@ _SCENARIOS = [
              dict(LINKS)),
     Scenario("churn", "nodes leave for good and new ones join, heavy-tailed (Pareto) sessions",
              {}, churn=ChurnConfig(session_mean=40.0, dead_mean=8.0)),
-    Scenario("byzantine", "one node lies in every reply it can (forged and stale MD reads, corrupted chunks) "
-             "while others pause, crash, get cut off or rot (so honest replicas lag behind the liar's stories)",
+    Scenario("byzantine", "one node lies in every reply it can (forged and stale MD reads, corrupted chunks), "
+             "outsiders posing as nodes and a Byzantine member of an MD's group send forged, replayed and "
+             "hostile node messages, while others pause, crash, get cut off or rot (so honest replicas lag "
+             "behind the liars' stories)",
              {"corrupt": 1.0, "kill": 0.5, "pause": 1.0, "partition-one": 1.0, "partition-asym": 1.0, "loss": 1.0},
              NemesisConfig(interval=2.0),
-             byzantine=1),
+             byzantine=1, attacks=tuple(ATTACKS)),
     Scenario("client-crash", "clients killed in the middle of their operations", {"client-crash": 1.0},
              NemesisConfig(interval=2.0)),
     Scenario("corruption", "stored records and chunks corrupted on disk (bit rot)", {"corrupt": 1.0},
