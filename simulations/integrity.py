@@ -19,7 +19,7 @@ each MD once with one owner and fixed permissions and then only changes entries,
 ``store_integrity`` - the nodes themselves:
 
 - ``unencodable-record``: a record a node holds that does not encode and decode back;
-- ``unbounded-ballot``: a stored ballot counter of 2**63 or more (the bound numbers
+- ``unbounded-ballot``: a stored ballot counter over node/paxos.py's bound (the bound numbers
   decoded from the wire must respect);
 - ``unreadable-store``: a node's disk that does not load (it could not start again);
 - ``node-down``: a node not running at the end, after every node was restarted.
@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from node.paxos import AcceptorRecord, item_key
+from node.paxos import MAX_COUNTER, AcceptorRecord, item_key
 from node.store import Store
 
 from .checker import Anomaly, CheckResult
@@ -43,7 +43,7 @@ from .history import OK
 from .simulator import Simulator
 from .workloads import MD_TAG, Workload
 
-BALLOT_BOUND = 2**63
+BALLOT_BOUND = MAX_COUNTER + 1  # what node/paxos.py lets a ballot counter reach
 VALID, INVALID = "valid", "invalid"
 
 
@@ -153,16 +153,15 @@ def store_integrity(sim: Simulator) -> CheckResult:
             continue
         for key, record in sorted(node.core.replicator.records.items()):
             records += 1
+            top = max(record.promised.counter, record.accepted.counter)
+            if top >= BALLOT_BOUND:
+                anomalies.append(Anomaly("unbounded-ballot", (node.label, key.hex()[:12]),
+                                         f"{node.label} stored ballot counter {top} (over the bound {BALLOT_BOUND})"))
             try:
                 AcceptorRecord.decode(record.encode())
             except Exception as exc:  # noqa: BLE001 - any failure is the anomaly
                 anomalies.append(Anomaly("unencodable-record", (node.label, key.hex()[:12]),
                                          f"{type(exc).__name__}: {exc}"[:200]))
-                continue
-            top = max(record.promised.counter, record.accepted.counter)
-            if top >= BALLOT_BOUND:
-                anomalies.append(Anomaly("unbounded-ballot", (node.label, key.hex()[:12]),
-                                         f"{node.label} stored ballot counter {top} (>= 2**63)"))
     return _result("store_integrity", anomalies, {"nodes": len(sim.nodes), "records": records})
 
 
