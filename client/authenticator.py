@@ -1,6 +1,6 @@
 """The authenticator: a user's account from their secrets, and the apps they authorise.
 
-As SAFE's authenticator did (DATA-MODEL.md §3.3-3.4), it turns a user's two secrets into
+As SAFE's authenticator did (docs/data-model.md §3.3-3.4), it turns a user's two secrets into
 their keys, keeps their containers, and grants apps a key of their own:
 
     auth = await Authenticator.create_account(client_factory, "alice@example", "correct horse")

@@ -55,7 +55,7 @@ from .api import DataClient
 from .authenticator import AppGrant, Authenticator, KdfCost
 from .connect import connect
 
-DEFAULT_TAG = 15001  # tags up to 15000 are, by convention, SAFE's own (DATA-MODEL.md §1.8)
+DEFAULT_TAG = 15001  # tags up to 15000 are, by convention, SAFE's own (docs/data-model.md §1.8)
 SESSION_ENV = "SAFENET_SESSION"
 KDF_ENV = "SAFENET_KDF"  # "fast" for tests: Argon2id at its minimum cost
 F = TypeVar("F", bound=Callable[..., Any])

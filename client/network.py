@@ -3,7 +3,7 @@
     async with NetworkClient.open(["127.0.0.1:7000"]) as client:   # or open_cluster()
         name = await client.put_idata(b"hello")
 
-How it talks to the network (ARCHITECTURE.md "a client trusts nothing a single node says"):
+How it talks to the network (docs/architecture.md, "A request, from client to close group and back"):
 - it finds an item's close group itself, by an iterative Kademlia lookup of the item's name
   (cached briefly), so no single node chooses whom it asks;
 - a mutation goes to the closest member, which orders it with the group; if that member

@@ -1,4 +1,4 @@
-"""Private MDs: client-side encryption of entry keys and values (DATA-MODEL.md §1.7).
+"""Private MDs: client-side encryption of entry keys and values (docs/data-model.md §1.7).
 
 The network sees no difference between private and public MDs; privacy is the client's
 encryption, described by an `MDataInfo`: the MD's address plus, for a private MD, a

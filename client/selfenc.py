@@ -1,6 +1,6 @@
 """Self-encryption: turning a blob into content-addressed chunks plus a data map, and back.
 
-This is self_encryption 0.12 as DATA-MODEL.md §2.2 describes it, and safe_core's storage of
+This is self_encryption 0.12 as docs/data-model.md §2.2 describes it, and safe_core's storage of
 the data map as one ImmutableData (§2.3). A blob is split into chunks; each chunk is brotli-
 compressed, sealed with XSalsa20-Poly1305 and XOR-ed with a pad, where the key, nonce and pad
 come from the plaintext hashes (`pre_hash`) of the chunk and its two predecessors. Equal

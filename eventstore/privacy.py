@@ -1,6 +1,6 @@
 """Private databases: what the network sees of a database, and what it must not.
 
-Reads on SAFE are open to anyone (DATA-MODEL.md §1.4), so privacy is client-side encryption
+Reads on SAFE are open to anyone (docs/data-model.md §1.4), so privacy is client-side encryption
 with the database's secret key, kept in the app's container. A `Sealer` does three things:
 - `name(text)`: how a stream or category name appears in addresses and entry keys — the
   name itself for a public database, a keyed hash for a private one (so nobody can test

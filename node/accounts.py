@@ -2,7 +2,7 @@
 
 SAFE kept, on the group closest to each user's name (its ClientManager, the MaidManager
 persona), the set of app keys the user authorised and a count of mutations against an
-allowance (DATA-MODEL.md §3.2-3.3). Here an account is a register like any MD — it lives on
+allowance (docs/data-model.md §3.2-3.3). Here an account is a register like any MD — it lives on
 the close group of the owner's name and changes through the same consensus — at the reserved
 address (sha3(owner key), ACCOUNT_TAG), changed only by the operations below:
 
@@ -37,7 +37,7 @@ from .rules import ACCOUNT_TAG, MDataState
 if TYPE_CHECKING:
     from .core import NodeCore
 
-DEFAULT_ALLOWANCE = 1000  # DATA-MODEL §3.3: safe_vault 0.16-0.18's DEFAULT_MAX_OPS_COUNT
+DEFAULT_ALLOWANCE = 1000  # docs/data-model.md §3.3: safe_vault 0.16-0.18's DEFAULT_MAX_OPS_COUNT
 
 APPS, DONE, ALLOWANCE = b"apps", b"done", b"allowance"
 

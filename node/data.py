@@ -1,4 +1,4 @@
-"""The two SAFE data types and their parts (DATA-MODEL.md §1.1, §2.1).
+"""The two SAFE data types and their parts (docs/data-model.md §1.1, §2.1).
 
 ImmutableData is content addressed. MutableData is a signed-permission key/value map at
 (name, type tag). Values here are immutable: the rules engine (`node.rules`) never edits

@@ -1,4 +1,4 @@
-"""Typed errors: SAFE's ClientError catalogue (DATA-MODEL.md §1.6) plus the network's own.
+"""Typed errors: SAFE's ClientError catalogue (docs/data-model.md §1.6) plus the network's own.
 
 Every error a user can meet is a class they can catch, carrying the facts needed to act on
 it (`InvalidSuccessor.current`, `InvalidEntryActions.errors`). Each one round-trips through

@@ -50,7 +50,7 @@ class PublicKey(bytes):
 
 
 # The all-zero key has no secret key. Making it an MD's owner freezes that MD's
-# ownership for ever (DATA-MODEL.md §1.1, §1.9).
+# ownership for ever (docs/data-model.md §1.1, §1.9).
 NO_OWNER_KEY = PublicKey(bytes(PUBLIC_KEY_LEN))
 
 

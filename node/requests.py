@@ -3,7 +3,7 @@ dispatch of each operation to the rules engine.
 
 A mutating request is signed by the requester's ed25519 key over a canonical msgpack
 encoding of (operation, its arguments, requester, acting-for owner, request id). A node
-verifies that signature itself before anything else (DATA-MODEL.md preamble: the data's
+verifies that signature itself before anything else (docs/data-model.md preamble: the data's
 close group checks each client's signature).
 """
 

@@ -4,7 +4,7 @@ The node core feeds this module what it saw (a contact spoke to us, a request ti
 a FIND_NODE reply arrived) together with the current time, and gets back decisions (whom
 to ping, whom to query next, which buckets to refresh). Nothing here touches a socket or
 a clock, so one code path serves the real TCP node and the deterministic simulator
-(ARCHITECTURE.md principle 1).
+(docs/architecture.md principle 1).
 
 Two deliberate departures from bmuller/kademlia (shared/reference/p2p-chaos-anchors.md
 §1.7): `RoutingTable.closest` returns *exactly* the nearest contacts the table knows (the

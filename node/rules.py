@@ -1,8 +1,8 @@
 """The one rules engine: what makes a request on SAFE data valid, and what it changes.
 
 Pure functions, no I/O. The real vault, the in-process mock network and the simulator all
-decide through here (ARCHITECTURE.md principle 2). Each mutation either returns a new MD
-or raises a `ClientError` and changes nothing. The rules are those of DATA-MODEL.md §1
+decide through here (docs/architecture.md principle 2). Each mutation either returns a new MD
+or raises a `ClientError` and changes nothing. The rules are those of docs/data-model.md §1
 (routing 0.33-0.37 / safe_vault 0.18), listed with their status in docs/data-rules.md.
 """
 

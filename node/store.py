@@ -10,7 +10,7 @@ The contract:
 
 * **Group commit.** Writes (puts and deletes) are visible to this store's own reads at once
   but become durable only when `sync()` returns. A node writes a batch, calls `sync()` once,
-  then sends its acknowledgements (ARCHITECTURE.md principle 5). A crash may lose any write
+  then sends its acknowledgements (docs/architecture.md principle 5). A crash may lose any write
   made after the last `sync()`, and nothing before it. `close()` syncs.
 * **Checksums.** Every chunk and record is stored with a 16-byte blake2b over its
   namespace, key and value, so a flipped bit *and* a value moved to another key are both

@@ -1,7 +1,7 @@
 """Names in the 256-bit XOR address space shared by nodes, clients, data and message ids.
 
 Distance between two names is their XOR read as a big-endian unsigned integer
-(DATA-MODEL.md §4.1). Everything that orders names by closeness goes through this module.
+(docs/data-model.md §4.1). Everything that orders names by closeness goes through this module.
 """
 
 from __future__ import annotations

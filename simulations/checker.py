@@ -5,7 +5,7 @@ reads, replicas that converge.
 No Python library checks linearizability, so this module carries its own checker:
 
 - **Models** say what one key's object does when an operation takes effect. ``MDEntryModel``
-  is an MD entry as a versioned register (DATA-MODEL.md §1.3: insert only if absent,
+  is an MD entry as a versioned register (docs/data-model.md §1.3: insert only if absent,
   update/delete only at ``entry_version == current + 1``, delete leaves an empty tombstone);
   ``RegisterModel`` is the classic read/write/cas register. A model is a small class with
   ``init()`` and ``step(state, op) -> (ok, new_state)``, so others (an event-store stream with
@@ -118,7 +118,7 @@ def _update_args(op: Op) -> tuple[bytes, int]:
 
 
 class MDEntryModel(Model):
-    """One MD entry (DATA-MODEL.md §1.3) as a versioned register.
+    """One MD entry (docs/data-model.md §1.3) as a versioned register.
 
     State: ``None`` (absent) or ``(content, entry_version)``; a tombstone is ``(b"", v)``.
 

@@ -6,7 +6,7 @@ the next one at exponentially distributed intervals, with weights a scenario cho
 Weibull) session times, as measured in deployed DHTs.
 
 Two budgets keep the faults inside the fault model the network promises to survive
-(ARCHITECTURE.md "Fault model"; an acknowledged write must survive the loss of any
+(docs/architecture.md "Fault model"; an acknowledged write must survive the loss of any
 *minority* of a close group):
 
 - at most `max_down` nodes are crashed or paused at once (R // 2 by default), so a majority

@@ -1,4 +1,4 @@
-"""Tests for client.selfenc: SE12 self-encryption and the stored data map (DATA-MODEL.md §2.2-2.3)."""
+"""Tests for client.selfenc: SE12 self-encryption and the stored data map (docs/data-model.md §2.2-2.3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The real node core, several instances, over the in-memory transport under MockClock.
 
-These prove the core is sans-IO (ARCHITECTURE.md principle 1): the same NodeCore and
+These prove the core is sans-IO (docs/architecture.md principle 1): the same NodeCore and
 NodeHost that run in a process over TCP run here on virtual time, with no sockets.
 """
 

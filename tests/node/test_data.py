@@ -1,5 +1,5 @@
 """The data types: canonical encoding, round trips, and decoders that refuse bad input with
-ValueError only (DATA-MODEL.md §1.1, §2.1; the encoding is the testbed's own, see node/data.py).
+ValueError only (docs/data-model.md §1.1, §2.1; the encoding is the testbed's own, see node/data.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Signed requests: wire round trips, signature checks, the wire decoder on junk, and the
-dispatch of mutations (`apply_mutation`) with its replay protection (DATA-MODEL.md §3.1;
-ARCHITECTURE.md "Bad input gets a clear error and changes nothing").
+dispatch of mutations (`apply_mutation`) with its replay protection (docs/data-model.md §3.1;
+docs/architecture.md principle 4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The rules engine against DATA-MODEL.md §1.2-1.4, §2.1 and §6.
+"""The rules engine against docs/data-model.md §1.2-1.4, §2.1 and §6.
 
 The oracle here is written from the document, not from `node.rules`: a tiny permission model
 (§1.4), a model of entry/permission/owner mutations (§1.3-1.4), and MD sizes computed from
@@ -150,7 +150,7 @@ def _limits(m: Model):
 
 
 def model_apply(m: Model, key: bytes, op):
-    """What DATA-MODEL.md says the outcome of `op` by `key` is: ("ok", new) or (error, None)."""
+    """What docs/data-model.md says the outcome of `op` by `key` is: ("ok", new) or (error, None)."""
     if isinstance(op, MutateEntries):
         kinds = {INSERT if isinstance(a, Ins) else UPDATE if isinstance(a, Update) else DELETE
                  for a in op.actions.values()}
