@@ -24,7 +24,7 @@ from .errors import CorruptData
 from .events import NO_STREAM, TOMBSTONE
 from .privacy import Sealer
 from .records import Body, Intent, StreamEntry, key_of, number_of
-from .safe import Clash, Layout, SafeData, entry_limit
+from .safe import ByteLRU, Clash, Layout, SafeData, entry_limit
 
 IntentAt = Callable[[int], Awaitable[tuple[Intent, tuple[bytes, ...]] | None]]
 
@@ -52,7 +52,7 @@ class Streams:
         segment_size: int,
         intent_at: IntentAt,
         *,
-        cache_segments: int = 512,
+        cache_bytes: int = 32 << 20,
     ) -> None:
         self.data = data
         self.layout = layout
@@ -60,8 +60,8 @@ class Streams:
         self.segment_size = segment_size
         self.body_limit = entry_limit(segment_size) - 24  # room for the entry's own framing
         self.intent_at = intent_at
-        self._full: OrderedDict[tuple[str, int], dict[int, StreamEntry]] = OrderedDict()
-        self._cache_segments = cache_segments
+        # Full segments never change: kept, least recently used out, within a byte budget.
+        self._full: ByteLRU[tuple[str, int], dict[int, StreamEntry]] = ByteLRU(cache_bytes)
         self._known_segment: OrderedDict[str, int] = OrderedDict()
 
     def segment_of(self, version: int) -> int:
@@ -78,16 +78,13 @@ class Streams:
         key = (stream, segment)
         cached = self._full.get(key)
         if cached is not None:
-            self._full.move_to_end(key)
             return cached
         found = await self.data.entries(self.layout.stream_segment(stream, segment))
         if found is None:
             return {}
         entries = {number_of(k): StreamEntry.decode(v) for k, v in found.items()}
         if len(entries) == self.segment_size:
-            self._full[key] = entries
-            if len(self._full) > self._cache_segments:
-                self._full.popitem(last=False)
+            self._full.put(key, entries, sum(len(e.body) + 64 for e in entries.values()))
             self._note_segment(stream, segment)
         return entries
 
