@@ -461,17 +461,44 @@ class Database:
         await self.streams_.write(intent.stream, intent.version, slot, bodies)
         return await self.resolve(slot, intent)
 
+    async def resolve_many(self, intents: list[tuple[int, Intent]]) -> dict[int, Fate]:
+        """The fates of many intents (by slot) at once: one listing for each stream segment
+        that several of them look into (or that is cached), a one-entry read for the rest,
+        all in parallel."""
+        groups: dict[tuple[str, int], list[tuple[int, Intent]]] = {}
+        for slot, intent in intents:
+            groups.setdefault((intent.stream, self.streams_.segment_of(intent.version)), []).append((slot, intent))
+        fates: dict[int, Fate] = {}
+
+        async def judge(stream: str, segment: int, members: list[tuple[int, Intent]]) -> None:
+            found = await self.streams_.lookup(stream, segment, [intent.version for _s, intent in members])
+            for slot, intent in members:
+                entry = found[intent.version]
+                fates[slot] = Fate.PENDING if entry is None else Fate.COMMITTED if entry.slot == slot else Fate.VOID
+
+        if groups:
+            await gather([partial(judge, *key, members) for key, members in groups.items()], limit=FETCH_CONCURRENCY)
+        return fates
+
     async def batch_events(self, slot: int, intent: Intent, start: int, limit: int) -> list[RecordedEvent]:
         """Events start.. of a committed intent, as recorded (no corrections applied)."""
-        if start >= intent.count:
-            return []
-        bodies = await self.log.bodies(intent)
-        end = min(intent.count, start + limit)
-        items = [
-            (intent.version + i, position(slot, i), Body.decode(self.sealer.unseal(bodies[i])))
-            for i in range(start, end)
-        ]
-        return await self._events(intent.stream, items)
+        return await self.batches_events([(slot, intent, start, limit)])
+
+    async def batches_events(self, batches: list[tuple[int, Intent, int, int]]) -> list[RecordedEvent]:
+        """The events of committed intents — (slot, intent, first index, how many) each — as
+        recorded, in that order; every chunk they need is fetched once, in parallel."""
+        batches = [b for b in batches if b[2] < b[1].count and b[3] > 0]
+        away = [intent for _s, intent, _f, _n in batches if intent.bodies is None]
+        if away:  # the records of big appends sit in a chunk each: fetch those at once
+            await gather([partial(self.log.bodies, intent) for intent in away], limit=FETCH_CONCURRENCY)
+        rows: list[tuple[str, int, int, Body]] = []
+        for slot, intent, first, n in batches:
+            bodies = await self.log.bodies(intent)  # at hand now (inline, or a cached chunk)
+            rows.extend(
+                (intent.stream, intent.version + i, position(slot, i), Body.decode(self.sealer.unseal(bodies[i])))
+                for i in range(first, min(intent.count, first + n))
+            )
+        return await self._events(None, rows)
 
     async def repair(self, from_position: int = 0) -> RepairReport:
         """Resolve every intent of the log from `from_position`, finishing pending ones now.
@@ -541,7 +568,20 @@ class Database:
             raise StreamNotFound(stream)  # soft-deleted, or truncated to nothing
         oldest_us = None if meta.max_age is None else self._now_us() - int(meta.max_age * 1_000_000)
 
+        if backward:
+            first = tail.version if from_version == END or from_version > tail.version else from_version
+            window = (max(lowest, first - count + 1) if count is not None else lowest, first)
+        else:
+            start = max(from_version, lowest)
+            window = (start, min(tail.version, start + count - 1) if count is not None else tail.version)
+        # List every segment the read will walk at once, in parallel: the window, and up to
+        # the stream's end when corrections are resolved (a correction follows its target).
+        segment_of = self.streams_.segment_of
         listings: dict[int, dict[int, StreamEntry]] = {}
+        if window[0] <= window[1]:
+            listings = await self.streams_.segments(
+                stream, segment_of(window[0]), segment_of(tail.version if resolve_corrections else window[1])
+            )
 
         async def entry_at(version: int) -> StreamEntry:
             segment = self.streams_.segment_of(version)
@@ -552,11 +592,7 @@ class Database:
                 raise CorruptData(f"stream {stream!r} lacks version {version} below its end")
             return found
 
-        if backward:
-            first = tail.version if from_version == END or from_version > tail.version else from_version
-            versions: Iterable[int] = range(first, lowest - 1, -1)
-        else:
-            versions = range(max(from_version, lowest), tail.version + 1)
+        versions: Iterable[int] = range(first, lowest - 1, -1) if backward else range(start, tail.version + 1)
         chosen: list[tuple[int, StreamEntry, Body]] = []
         for version in versions:
             if count is not None and len(chosen) >= count:

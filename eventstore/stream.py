@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from .errors import CorruptData
 from .events import NO_STREAM, TOMBSTONE
 from .privacy import Sealer
 from .records import Body, Intent, StreamEntry, key_of, number_of
-from .safe import ByteLRU, Clash, Layout, SafeData, entry_limit
+from .safe import ByteLRU, Clash, Layout, SafeData, entry_limit, gather
 
 IntentAt = Callable[[int], Awaitable[tuple[Intent, tuple[bytes, ...]] | None]]
 
@@ -62,6 +63,8 @@ class Streams:
         self.intent_at = intent_at
         # Full segments never change: kept, least recently used out, within a byte budget.
         self._full: ByteLRU[tuple[str, int], dict[int, StreamEntry]] = ByteLRU(cache_bytes)
+        # The last listing of segments not yet full, raw: still true for what they held.
+        self._partial: ByteLRU[tuple[str, int], dict[bytes, bytes]] = ByteLRU(cache_bytes // 2)
         self._known_segment: OrderedDict[str, int] = OrderedDict()
 
     def segment_of(self, version: int) -> int:
@@ -87,6 +90,42 @@ class Streams:
             self._full.put(key, entries, sum(len(e.body) + 64 for e in entries.values()))
             self._note_segment(stream, segment)
         return entries
+
+    async def lookup(self, stream: str, segment: int, versions: list[int]) -> dict[int, StreamEntry | None]:
+        """The entries at `versions` (all in `segment`; None where there is none yet).
+
+        Entries never change once written, so an earlier listing of a segment that is not
+        yet full still answers for every version it held; only a version it lacked needs a
+        fresh listing (or, for a lone version, a one-entry read). A log reader resolving a
+        page of intents thus lists each stream segment about once, not once per intent.
+        """
+        key = (stream, segment)
+        full = self._full.get(key)
+        if full is not None:
+            return {v: full.get(v) for v in versions}
+        seen = self._partial.get(key)
+        if seen is None or any(key_of(v) not in seen for v in versions):
+            if seen is None and len(versions) == 1:
+                return {versions[0]: await self.entry(stream, versions[0])}
+            found = await self.data.entries(self.layout.stream_segment(stream, segment)) or {}
+            if len(found) == self.segment_size:
+                entries = {number_of(k): StreamEntry.decode(v) for k, v in found.items()}
+                self._full.put(key, entries, sum(len(e.body) + 64 for e in entries.values()))
+                self._note_segment(stream, segment)
+                return {v: entries.get(v) for v in versions}
+            seen = found
+            self._partial.put(key, seen, sum(len(v) + 48 for v in seen.values()))
+        out: dict[int, StreamEntry | None] = {}
+        for v in versions:
+            raw = seen.get(key_of(v))
+            out[v] = None if raw is None else StreamEntry.decode(raw)
+        return out
+
+    async def segments(self, stream: str, first: int, last: int) -> dict[int, dict[int, StreamEntry]]:
+        """Segments first..last by number, listed in parallel (full ones come from the cache)."""
+        numbers = list(range(first, last + 1))
+        found = await gather([partial(self.segment, stream, s) for s in numbers], limit=8) if numbers else []
+        return dict(zip(numbers, found, strict=True))
 
     async def entry(self, stream: str, version: int) -> StreamEntry | None:
         cached = self._full.get((stream, self.segment_of(version)))
