@@ -233,8 +233,10 @@ class Log:
     async def read(self, slot: int, limit: int) -> list[tuple[int, bytes]]:
         """Filled slots from `slot` on, in order, at most `limit`; stops at the end of the log."""
         out: list[tuple[int, bytes]] = []
+        entries: dict[int, bytes] | None = None
         while len(out) < limit:
-            entries = await self._segment(self.segment_of(slot), slot)
+            if entries is None or slot % self.segment_size == 0:
+                entries = await self._segment(self.segment_of(slot), slot)  # one listing a segment
             raw = entries.get(slot)
             if raw is None:
                 break
