@@ -196,7 +196,7 @@ async def bench_store(client: DataClient, label: str, count: int, writers: int, 
           f"({db.log.stats['claimed'] / max(flushes, 1):.1f} per mutation)")
 
     n, seconds, latencies = await paced(db, peak.rate / 2, pace_seconds, writers)
-    line(f"{label}: singles paced at {peak.rate / 2:,.0f}/s (half the peak)", n, seconds, latencies, "paced")
+    line(f"{label}: {n} singles paced at {peak.rate / 2:,.0f}/s (half peak)", n, seconds, latencies, "paced")
 
     latencies = []
 

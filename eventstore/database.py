@@ -140,6 +140,10 @@ class DatabaseInfo:
             raise CorruptData(f"a database record does not decode: {exc}") from None
 
 
+async def _no_metadata() -> StreamMetadata:
+    return StreamMetadata()
+
+
 @dataclass(frozen=True)
 class RepairReport:
     """What `Database.repair` found in the log."""
@@ -556,13 +560,16 @@ class Database:
         if count is not None and count < 0:
             raise ValueError("count is a non-negative int")
         await self._open()
-        tail = await self.streams_.tail(stream)
+        # The stream's end and its metadata at once (two independent chains of reads); the
+        # end's segment is listed whole, as the read walks it anyway.
+        kept: dict[int, dict[int, StreamEntry]] = {}
+        metadata = None if is_system(stream) else partial(self._metadata, stream)
+        tail, meta = await gather([partial(self.streams_.tail, stream, keep=kept), metadata or _no_metadata])
         self._remember(stream, tail)
         if not tail.exists:
             raise StreamNotFound(stream)
         if tail.deleted:
             raise StreamDeleted(stream)
-        meta = StreamMetadata() if is_system(stream) else await self._metadata(stream)
         lowest = max(meta.truncate_before or 0, tail.version - meta.max_count + 1 if meta.max_count else 0)
         if lowest > tail.version:
             raise StreamNotFound(stream)  # soft-deleted, or truncated to nothing
@@ -580,7 +587,7 @@ class Database:
         listings: dict[int, dict[int, StreamEntry]] = {}
         if window[0] <= window[1]:
             listings = await self.streams_.segments(
-                stream, segment_of(window[0]), segment_of(tail.version if resolve_corrections else window[1])
+                stream, segment_of(window[0]), segment_of(tail.version if resolve_corrections else window[1]), kept
             )
 
         async def entry_at(version: int) -> StreamEntry:

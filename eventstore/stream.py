@@ -121,11 +121,15 @@ class Streams:
             out[v] = None if raw is None else StreamEntry.decode(raw)
         return out
 
-    async def segments(self, stream: str, first: int, last: int) -> dict[int, dict[int, StreamEntry]]:
-        """Segments first..last by number, listed in parallel (full ones come from the cache)."""
-        numbers = list(range(first, last + 1))
+    async def segments(
+        self, stream: str, first: int, last: int, have: dict[int, dict[int, StreamEntry]] | None = None
+    ) -> dict[int, dict[int, StreamEntry]]:
+        """Segments first..last by number, listed in parallel (full ones come from the cache,
+        those in `have` from there)."""
+        have = have or {}
+        numbers = [n for n in range(first, last + 1) if n not in have]
         found = await gather([partial(self.segment, stream, s) for s in numbers], limit=8) if numbers else []
-        return dict(zip(numbers, found, strict=True))
+        return {**{n: have[n] for n in range(first, last + 1) if n in have}, **dict(zip(numbers, found, strict=True))}
 
     async def entry(self, stream: str, version: int) -> StreamEntry | None:
         cached = self._full.get((stream, self.segment_of(version)))
@@ -149,21 +153,34 @@ class Streams:
                 version += 1
         return out
 
-    async def tail(self, stream: str) -> Tail:
-        """The stream's end, after finishing a torn append if there is one."""
+    async def tail(self, stream: str, *, keep: dict[int, dict[int, StreamEntry]] | None = None) -> Tail:
+        """The stream's end, after finishing a torn append if there is one.
+
+        With `keep` (a reader about to walk the stream), the last segment is listed whole
+        instead of by keys and one entry — a round trip fewer — and left in `keep` by number
+        for the reader (unless a torn append had to be finished, which changes it)."""
         segment = await self._last_segment(stream)
         if segment is None:
             return Tail(NO_STREAM)
-        keys = await self.data.keys(self.layout.stream_segment(stream, segment))
-        if not keys:
-            raise CorruptData(f"segment {segment} of stream {stream!r} exists but holds nothing")
-        last = max(number_of(k) for k in keys)
-        entry = await self.entry(stream, last)
+        if keep is not None:
+            listed = await self.segment(stream, segment)
+            if not listed:
+                raise CorruptData(f"segment {segment} of stream {stream!r} exists but holds nothing")
+            last = max(listed)
+            entry: StreamEntry | None = listed[last]
+        else:
+            keys = await self.data.keys(self.layout.stream_segment(stream, segment))
+            if not keys:
+                raise CorruptData(f"segment {segment} of stream {stream!r} exists but holds nothing")
+            last = max(number_of(k) for k in keys)
+            entry = await self.entry(stream, last)
         if entry is None:
             raise CorruptData(f"stream {stream!r}: entry {last} listed but not readable")
         start = last - entry.index
         if entry.last_of_batch:
             body = self.body(entry)
+            if keep is not None:
+                keep[segment] = listed
         else:
             bodies = await self.finish(stream, start, entry.slot)
             last = start + len(bodies) - 1
