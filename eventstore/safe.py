@@ -124,7 +124,11 @@ class ByteLRU(Generic[K, V]):
         return found[0]
 
     def put(self, key: K, value: V, size: int) -> None:
-        if key in self._items or size > self.budget // 8:
+        """Keep `value` (replacing what `key` held: a newer listing of a growing segment)."""
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.used -= old[1]
+        if size > self.budget // 8:
             return
         self._items[key] = (value, size)
         self.used += size

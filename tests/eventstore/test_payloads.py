@@ -237,3 +237,17 @@ async def test_every_event_store_figure_holds_without_the_memo(autojump_clock):
     db = await EventStore(net.client()).create_database("d")
     await db.append("s@1", [EventData("T", {"i": i}) for i in range(5)])
     assert [e.data["i"] for e in await db.read_stream("s@1")] == list(range(5))
+
+
+def test_the_byte_cache_keeps_its_budget_and_the_newest_value():
+    from eventstore.safe import ByteLRU
+
+    cache: ByteLRU[str, str] = ByteLRU(800)
+    for i in range(20):
+        cache.put(f"k{i}", f"v{i}", 90)
+    assert cache.used <= 800 and len(cache) == 8
+    assert cache.get("k0") is None and cache.get("k19") == "v19"
+    cache.put("k19", "newer", 50)
+    assert cache.get("k19") == "newer" and cache.used == 7 * 90 + 50
+    cache.put("huge", "x", 101)  # over an eighth of the budget: not kept
+    assert cache.get("huge") is None
