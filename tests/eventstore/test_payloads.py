@@ -251,3 +251,12 @@ def test_the_byte_cache_keeps_its_budget_and_the_newest_value():
     assert cache.get("k19") == "newer" and cache.used == 7 * 90 + 50
     cache.put("huge", "x", 101)  # over an eighth of the budget: not kept
     assert cache.get("huge") is None
+
+
+async def test_a_first_format_intent_reads_its_records_from_a_blob(db, autojump_clock):
+    from eventstore.records import encode_bodies
+
+    bodies = (b"one", b"two", b"three")
+    ref = bytes(await db.data.put_blob(encode_bodies(bodies)))
+    old = Intent.decode(msgpack.packb([b"i" * 16, "s@1", 0, 3, ref, 7], use_bin_type=True))
+    assert await db.log.bodies(old) == bodies
