@@ -1,62 +1,93 @@
-"""Event-store throughput: single-event appends, 100-event batch appends and full-stream
-reads, on the mock network (and on a real cluster with --cluster), next to the Python
-`eventsourcing` library's SQLite store in the same run on the same machine.
+"""Event-store throughput and latency: single-event appends, 100-event batch appends,
+full-stream and database-log reads, and single appends paced at half their peak rate, on
+the mock network (and on a real cluster with --cluster), each row with its ratio to the
+Python `eventsourcing` library's SQLite store measured in the same run on the same machine.
 
-    /work/venv/bin/python bench/eventstore_bench.py                  # mock + eventsourcing
-    /work/venv/bin/python bench/eventstore_bench.py --cluster .safenet
-    /work/venv/bin/python bench/eventstore_bench.py --profile        # where the mock's time goes
+    .venv/bin/python bench/eventstore_bench.py                   # mock + eventsourcing
+    .venv/bin/python bench/eventstore_bench.py --cluster         # also a fresh 8-node cluster, R = 5
+    .venv/bin/python bench/eventstore_bench.py --cluster .safenet    # ... or a running one
+    .venv/bin/python bench/eventstore_bench.py --profile         # where the mock's time goes
 
 Each figure is events/s and ms/event (the mean time per event, i.e. 1000 / rate), and for
 appends the p50/p99 latency of one append call. Single-event appends come from --writers
 concurrent writers, each on a stream of its own (one process: their log intents share
-mutations, see eventstore/log.py). The first lines print the mock's own raw request rates:
-on a loaded two-core machine every figure moves with them.
+mutations, see eventstore/log.py). The paced row offers single-event appends at half the
+peak rate just measured, open loop (an append's latency counts from its scheduled start, so
+queueing behind a slow one shows). The ratio column divides by the SQLite row of the same
+kind (reads: the aggregate read). On a loaded two-core machine every figure moves with the
+load average, printed first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
+import math
 import os
 import pstats
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from client.api import DataClient  # noqa: E402
 from client.mock import MockNetwork  # noqa: E402
-from eventstore.api import EventData, EventStore  # noqa: E402
+from eventstore.api import Database, EventData, EventStore  # noqa: E402
 from node.data import Ins, MutableData  # noqa: E402
 from node.xorname import XorName  # noqa: E402
 
+# What each row of ours is compared with: the SQLite row of the same kind.
+SQLITE_OF = {"single": "single", "paced": "single", "batch": "batch", "stream": "read", "log": "read"}
 
-def line(label: str, events: int, seconds: float, latencies: list[float] | None = None) -> None:
+
+@dataclass
+class Row:
+    rate: float
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+
+
+SQLITE: dict[str, Row] = {}
+
+
+def line(label: str, events: int, seconds: float, latencies: list[float] | None = None,
+         kind: str | None = None) -> Row:
     rate = events / seconds if seconds else float("inf")
-    text = f"  {label:<44} {rate:>10,.0f} events/s  {1000 / rate:>8.3f} ms/event"
+    row = Row(rate)
+    text = f"  {label:<46} {rate:>9,.0f} ev/s {1000 / rate:>7.3f} ms/ev"
     if latencies:
         ordered = sorted(latencies)
-        p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-        text += f"   append p50 {statistics.median(ordered) * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms"
+        row.p50_ms = statistics.median(ordered) * 1000
+        row.p99_ms = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
+        text += f"  p50 {row.p50_ms:7.2f} ms  p99 {row.p99_ms:7.2f} ms"
+    if kind is not None and kind.startswith("sqlite:"):
+        SQLITE[kind[len("sqlite:"):]] = row
+    elif kind is not None:
+        versus = SQLITE.get(SQLITE_OF[kind])
+        text += f"  {row.rate / versus.rate:6.3f}x SQLite" if versus else "  (no SQLite figure)"
     print(text, flush=True)
+    return row
 
 
 # ----------------------------------------------------------------------------- our store
 
 
 async def raw_rates(client: DataClient, n: int) -> None:
-    """The mock's own cost per request: the floor under every event-store figure."""
+    """The network's own cost per request, one at a time: the floor under every figure."""
     started = time.perf_counter()
     for i in range(n):
-        await client.put_idata(b"raw %d" % i)
+        await client.put_idata(b"raw %d %d" % (i, time.monotonic_ns()))
     line("(raw) put_idata, one at a time", n, time.perf_counter() - started)
     md = MutableData(XorName.random(), 15001, {}, {}, 0, frozenset({client.public_key}))
     await client.put_mdata(md)
@@ -66,29 +97,108 @@ async def raw_rates(client: DataClient, n: int) -> None:
     line("(raw) mutate_entries, 1 Ins", n, time.perf_counter() - started)
 
 
-async def bench_store(client: DataClient, label: str, singles: int, writers: int, batches: int) -> None:
-    store = EventStore(client)
-    db = await store.create_database(f"bench-{os.getpid()}-{time.monotonic_ns()}")
+def ticked(k: int, i: int) -> EventData:
+    return EventData("Ticked", {"writer": k, "i": i, "pad": "x" * 40})
+
+
+async def singles(db: Database, prefix: str, count: int, writers: int) -> tuple[int, float, list[float]]:
+    """`count` single-event appends by `writers` concurrent writers, a stream each."""
     latencies: list[float] = []
 
-    async def writer(k: int, count: int) -> None:
-        for i in range(count):
-            event = EventData("Ticked", {"writer": k, "i": i, "pad": "x" * 40})
+    async def writer(k: int, n: int) -> None:
+        for i in range(n):
             began = time.perf_counter()
-            await db.append(f"single@{k}", [event])
+            await db.append(f"{prefix}@{k}", [ticked(k, i)])
             latencies.append(time.perf_counter() - began)
 
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for k in range(writers):
-            nursery.start_soon(writer, k, singles // writers)
-    line(f"{label}: single-event appends ({writers} writers)", len(latencies), time.perf_counter() - started,
-         latencies)
+            nursery.start_soon(writer, k, count // writers)
+    return len(latencies), time.perf_counter() - started, latencies
+
+
+async def paced(db: Database, rate: float, seconds: float, writers: int) -> tuple[int, float, list[float]]:
+    """Single-event appends offered at `rate` per second for `seconds`, open loop: a pacer
+    hands each scheduled start to the next free writer (a stream each); an append's latency
+    counts from its scheduled start, so waiting for a free writer counts too."""
+    latencies: list[float] = []
+    send, receive = trio.open_memory_channel[float](math.inf)
+    total = max(1, int(rate * seconds))
+
+    async def pacer() -> None:
+        async with send:
+            began = time.perf_counter()
+            for i in range(total):
+                due = began + i / rate
+                await trio.sleep(max(0.0, due - time.perf_counter()))
+                send.send_nowait(due)
+
+    async def writer(k: int) -> None:
+        i = 0
+        async for due in receive:
+            await db.append(f"paced@{k}", [ticked(k, i)])
+            latencies.append(time.perf_counter() - due)
+            i += 1
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pacer)
+        for k in range(writers):
+            nursery.start_soon(writer, k)
+    return len(latencies), time.perf_counter() - started, latencies
+
+
+class CostMeter:
+    """Node CPU, client CPU and node messages over a stretch of a cluster run (only when
+    this bench started the cluster, so knows its processes)."""
+
+    def __init__(self, lc: object | None) -> None:
+        self.lc = lc
+
+    async def __aenter__(self) -> CostMeter:
+        if self.lc is not None:
+            from cluster_bench import cpu_seconds, messages_handled, node_pids
+
+            self.nodes0 = cpu_seconds(node_pids(self.lc))
+            self.msgs0 = await messages_handled(self.lc)
+        self.client0 = time.process_time()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.client = time.process_time() - self.client0
+        if self.lc is not None:
+            from cluster_bench import cpu_seconds, messages_handled, node_pids
+
+            self.nodes = cpu_seconds(node_pids(self.lc)) - self.nodes0
+            self.msgs = await messages_handled(self.lc) - self.msgs0
+
+    def report(self, appends: int, events: int) -> None:
+        text = f"      cost: client CPU {1000 * self.client / events:.3f} ms/event"
+        if self.lc is not None:
+            text += (f", node CPU (all nodes) {1000 * self.nodes / events:.3f} ms/event, "
+                     f"{self.msgs / appends:.1f} node messages per append")
+        print(text, flush=True)
+
+
+async def bench_store(client: DataClient, label: str, count: int, writers: int, batches: int,
+                      pace_seconds: float, lc: object | None = None) -> None:
+    store = EventStore(client)
+    db = await store.create_database(f"bench-{os.getpid()}-{time.monotonic_ns()}")
+    requests0 = dict(getattr(client, "stats", {}))
+
+    async with CostMeter(lc) as cost:
+        n, seconds, latencies = await singles(db, "single", count, writers)
+    peak = line(f"{label}: single-event appends ({writers} writers)", n, seconds, latencies, "single")
+    cost.report(n, n)
     flushes = db.log.stats["flushes"]
     print(f"      log: {db.log.stats['claimed']} intents in {flushes} mutations "
           f"({db.log.stats['claimed'] / max(flushes, 1):.1f} per mutation)")
 
-    latencies.clear()
+    n, seconds, latencies = await paced(db, peak.rate / 2, pace_seconds, writers)
+    line(f"{label}: {n} singles paced at {peak.rate / 2:,.0f}/s (half peak)", n, seconds, latencies, "paced")
+
+    latencies = []
 
     async def batch_writer(k: int, count: int) -> None:
         for b in range(count):
@@ -99,20 +209,31 @@ async def bench_store(client: DataClient, label: str, singles: int, writers: int
 
     batch_writers = max(1, min(4, batches))
     started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for k in range(batch_writers):
-            nursery.start_soon(batch_writer, k, batches // batch_writers)
-    line(f"{label}: 100-event batch appends ({batch_writers} writers)", 100 * len(latencies),
-         time.perf_counter() - started, latencies)
+    async with CostMeter(lc) as cost:
+        async with trio.open_nursery() as nursery:
+            for k in range(batch_writers):
+                nursery.start_soon(batch_writer, k, batches // batch_writers)
+    line(f"{label}: 100-event appends ({batch_writers} writers)", 100 * len(latencies),
+         time.perf_counter() - started, latencies, "batch")
+    cost.report(len(latencies), 100 * len(latencies))
 
-    # A cold reader (nothing cached): the whole stream, payloads and all.
+    # A cold reader (nothing cached): the whole stream, payloads and all; then the log.
     reader = EventStore(client).database(db.name)
+    before = client.stats.get("requests", 0) if hasattr(client, "stats") else 0
     started = time.perf_counter()
     events = await reader.read_stream("batch@0")
-    line(f"{label}: full-stream read ({len(events)} events)", len(events), time.perf_counter() - started)
+    line(f"{label}: full-stream read ({len(events)} events)", len(events), time.perf_counter() - started,
+         kind="stream")
     started = time.perf_counter()
     events = await reader.read_all()
-    line(f"{label}: database log read ({len(events)} events)", len(events), time.perf_counter() - started)
+    line(f"{label}: database log read ({len(events)} events)", len(events), time.perf_counter() - started,
+         kind="log")
+    print(f"      reader: {reader.data.stats['chunk_gets']} chunks fetched", end="")
+    if hasattr(client, "stats"):
+        print(f", {client.stats.get('requests', 0) - before} requests for both reads", end="")
+    print(flush=True)
+    if requests0:
+        print(f"      client: {client.stats}")
 
 
 @asynccontextmanager
@@ -123,6 +244,16 @@ async def cluster_client(path: str) -> AsyncIterator[DataClient]:
     _file, info = load_cluster_file(path)
     async with NetworkClient.open(info.addresses, replication=info.replication) as client:
         yield client  # a fresh key: the store acts as its own account (unregistered mode)
+
+
+@contextlib.contextmanager
+def fresh_cluster(nodes: int, replication: int) -> Iterator[tuple[str, object]]:
+    """Start a LocalCluster of `nodes` processes in a temp dir; every process killed on exit."""
+    from cluster_bench import running_cluster
+
+    with running_cluster(nodes, replication) as (lc, startup):
+        print(f"  ({nodes} nodes, R = {replication}, up and converged in {startup:.1f}s)", flush=True)
+        yield str(lc.file), lc
 
 
 # ----------------------------------------------------------------------------- eventsourcing
@@ -155,7 +286,8 @@ def bench_eventsourcing(singles: int, batches: int) -> None:
             began = time.perf_counter()
             app.save(counter)
             latencies.append(time.perf_counter() - began)
-        line("eventsourcing/SQLite: single-event saves", singles, time.perf_counter() - started, latencies)
+        line("eventsourcing/SQLite: single-event saves", singles, time.perf_counter() - started, latencies,
+             "sqlite:single")
         latencies = []
         big = Counter(0)
         app.save(big)
@@ -166,11 +298,12 @@ def bench_eventsourcing(singles: int, batches: int) -> None:
             began = time.perf_counter()
             app.save(big)
             latencies.append(time.perf_counter() - began)
-        line("eventsourcing/SQLite: 100-event saves", 100 * batches, time.perf_counter() - started, latencies)
+        line("eventsourcing/SQLite: 100-event saves", 100 * batches, time.perf_counter() - started, latencies,
+             "sqlite:batch")
         started = time.perf_counter()
         stored = list(app.recorder.select_events(big.id))
         line(f"eventsourcing/SQLite: aggregate read ({len(stored)} events)", len(stored),
-             time.perf_counter() - started)
+             time.perf_counter() - started, kind="sqlite:read")
         started = time.perf_counter()
         app.repository.get(big.id)
         line("eventsourcing/SQLite: aggregate rebuilt (repository.get)", len(stored), time.perf_counter() - started)
@@ -184,43 +317,54 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=4000, help="single-event appends in all")
     parser.add_argument("--writers", type=int, default=32, help="concurrent single-event writers")
     parser.add_argument("--batches", type=int, default=40, help="100-event appends in all")
-    parser.add_argument("--cluster", help="also run on the cluster of this cluster.json (or dir)")
-    parser.add_argument("--cluster-singles", type=int, default=400, help="single-event appends on the cluster")
-    parser.add_argument("--cluster-batches", type=int, default=8, help="100-event appends on the cluster")
+    parser.add_argument("--pace-seconds", type=float, default=3.0, help="length of the paced run")
+    parser.add_argument("--cluster", nargs="?", const="", default=None, metavar="PATH",
+                        help="also run on a cluster: a fresh one of --nodes (no PATH), or PATH's cluster.json")
+    parser.add_argument("--nodes", type=int, default=8, help="nodes of the fresh cluster")
+    parser.add_argument("--replication", type=int, default=5, help="R of the fresh cluster")
+    parser.add_argument("--cluster-singles", type=int, default=1600, help="single-event appends on the cluster")
+    parser.add_argument("--cluster-batches", type=int, default=40, help="100-event appends on the cluster")
+    parser.add_argument("--no-mock", action="store_true", help="skip the mock network")
     parser.add_argument("--profile", action="store_true", help="profile the mock run, print the top 25")
     args = parser.parse_args()
 
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("eventsourcing 9.x, SQLite file (no network, no replication):")
+    bench_eventsourcing(args.singles, args.batches)
 
     async def on_mock() -> None:
         net = MockNetwork()
         await raw_rates(net.client(), 1000)
-        await bench_store(net.client(), "mock", args.singles, args.writers, args.batches)
+        await bench_store(net.client(), "mock", args.singles, args.writers, args.batches, args.pace_seconds)
 
-    print("mock network (every request signed, verified and checked by the rules engine):")
-    if args.profile:
-        profiler = cProfile.Profile()
-        profiler.runcall(trio.run, on_mock)
-        out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
-        print(out.getvalue())
-    else:
-        trio.run(on_mock)
+    if not args.no_mock:
+        print("mock network (every request signed, checked and run through the rules engine):")
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.runcall(trio.run, on_mock)
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+            print(out.getvalue())
+        else:
+            trio.run(on_mock)
 
-    if args.cluster:
-        async def on_cluster() -> None:
-            async with cluster_client(args.cluster) as client:
-                await raw_rates(client, 50)
-                await bench_store(client, "cluster", args.cluster_singles, args.writers, args.cluster_batches)
-                print(f"      client: {client.stats}")
+    if args.cluster is not None:
+        with contextlib.ExitStack() as stack:
+            lc = None
+            path = args.cluster
+            print(f"cluster {path or '(fresh)'}:", flush=True)
+            if not path:
+                path, lc = stack.enter_context(fresh_cluster(args.nodes, args.replication))
 
-        print(f"cluster {args.cluster}:")
-        trio.run(on_cluster)
+            async def on_cluster() -> None:
+                async with cluster_client(path) as client:
+                    await raw_rates(client, 50)
+                    await bench_store(client, "cluster", args.cluster_singles, args.writers, args.cluster_batches,
+                                      args.pace_seconds * 2, lc)
 
-    print("eventsourcing 9.x, SQLite file (no network, no replication):")
-    bench_eventsourcing(args.singles, args.batches)
+            trio.run(on_cluster)
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
     main()
-

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -34,10 +34,14 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import trio
 
+from client.selfenc import MAX_CHUNK_SIZE
+from node.xorname import sha3_256
+
 from .errors import (
     CorruptData,
     EventStoreError,
     InvalidEvent,
+    ReservedName,
     StreamDeleted,
     StreamNotFound,
     WrongExpectedVersion,
@@ -67,7 +71,7 @@ from .events import (
 )
 from .log import Fate, Log
 from .privacy import Sealer
-from .records import Body, Intent, StreamEntry
+from .records import BLOB, INLINE, PACKED, Body, Intent, StreamEntry, make_packs, unpack_payload
 from .safe import IndexSet, Layout, SafeData, gather
 from .stream import Streams, Tail
 from .subscriptions import LogCursor, StreamCursor, Subscription
@@ -76,6 +80,12 @@ if TYPE_CHECKING:
     from .store import EventStore
 
 MAX_ATTEMPTS = 32  # tries of an ANY append against rivals before giving up
+# Where payloads go (docs/eventstore.md, "Payloads"): in the record up to INLINE_MAX bytes
+# (when the record still fits an entry), in the append's packs below BLOB_MIN, else a blob.
+INLINE_MAX = 512
+BLOB_MIN = 64 * 1024
+PACK_LIMIT = MAX_CHUNK_SIZE  # bytes of one pack chunk
+FETCH_CONCURRENCY = 16  # chunks a read fetches at once
 CATEGORY_PARTITIONS = 1  # categories are few; their index is still an unbounded chain
 
 
@@ -128,6 +138,10 @@ class DatabaseInfo:
             )
         except (ValueError, TypeError, KeyError, msgpack.ExtraData) as exc:
             raise CorruptData(f"a database record does not decode: {exc}") from None
+
+
+async def _no_metadata() -> StreamMetadata:
+    return StreamMetadata()
 
 
 @dataclass(frozen=True)
@@ -214,9 +228,13 @@ class Database:
         """
         check_stream_name(stream)
         if is_system(stream):
-            raise InvalidEvent("stream names starting with '$' belong to the store")
+            raise ReservedName(f"stream {stream!r}: names starting with '$' belong to the store")
+        events = list(events)
+        for event in events:
+            if is_system(event.type):
+                raise ReservedName(f"event type {event.type!r}: types starting with '$' belong to the store")
         await self._open()
-        return await self._append(stream, list(events), check_expected_version(expected_version))
+        return await self._append(stream, events, check_expected_version(expected_version))
 
     async def _append(
         self, stream: str, events: list[EventData], expected: int, corrects: int | None = None
@@ -336,27 +354,73 @@ class Database:
         return AppendResult(last_version, position(last.slot, last.index))
 
     async def _bodies(self, events: list[EventData], corrects: int | None) -> tuple[bytes, ...]:
-        """Store the payloads and make the sealed event records."""
+        """Store the payloads and make the sealed event records.
+
+        A payload of at most INLINE_MAX bytes goes in its record when the record still fits
+        an entry; larger ones, up to BLOB_MIN, are concatenated into packs (one raw chunk
+        per MiB: usually one write for the whole append); larger still get a self-encrypted
+        blob of their own, deduplicated by content. Pack names are hashes computed here, so
+        every chunk of the append is written at once, before any record names it.
+        """
         stamp = self._now_us()
         limit = self.streams_.body_limit
-
-        async def one(event: EventData) -> bytes:
+        sealer = self.sealer
+        sealed: list[bytes | None] = [None] * len(events)
+        made: list[Body | None] = [None] * len(events)
+        to_pack: list[int] = []
+        to_blob: list[int] = []
+        raws: list[bytes] = []
+        for i, event in enumerate(events):
             raw, is_json = encode_payload(event.data)
-            payload = bytes(await self.data.put_blob(self.sealer.seal_payload(raw)))
+            raws.append(raw)
             meta, meta_json = (None, False) if event.metadata is None else encode_payload(event.metadata)
             body = Body(
                 event.id, event.type, stamp, event.causation_id, event.correlation_id,
-                payload, is_json, meta, None, meta_json, corrects,
+                raw, is_json, meta, None, meta_json, corrects, INLINE,
             )
-            sealed = self.sealer.seal(body.encode())
-            if len(sealed) > limit and meta is not None:
-                ref = bytes(await self.data.put_blob(self.sealer.seal_payload(meta)))
-                sealed = self.sealer.seal(replace(body, metadata=None, metadata_ref=ref).encode())
-            if len(sealed) > limit:
-                raise InvalidEvent(f"an event record of {len(sealed)} bytes exceeds {limit}")
-            return sealed
+            made[i] = body
+            if len(raw) <= INLINE_MAX:
+                record = sealer.seal(body.encode())
+                if len(record) <= limit:
+                    sealed[i] = record
+                    continue
+            (to_blob if len(raw) >= BLOB_MIN else to_pack).append(i)
 
-        return tuple(await gather([partial(one, e) for e in events]))
+        puts: list[Callable[[], Awaitable[bytes]]] = []
+        if to_pack:
+            packs, places = make_packs([sealer.seal_payload(raws[i]) for i in to_pack], PACK_LIMIT)
+            names = [sha3_256(pack) for pack in packs]
+            for i, (p, offset, length) in zip(to_pack, places, strict=True):
+                made[i] = replace(made[i], payload=names[p], where=PACKED, offset=offset, length=length)
+            puts.extend(partial(self.data.put_chunk, pack) for pack in packs)
+        blob_names: dict[int, bytes] = {}
+
+        async def blob(i: int) -> bytes:
+            blob_names[i] = bytes(await self.data.put_blob(sealer.seal_payload(raws[i])))
+            return blob_names[i]
+
+        puts.extend(partial(blob, i) for i in to_blob)
+        if puts:
+            await gather(puts)
+
+        async def finish(i: int) -> bytes:
+            body = made[i]
+            assert body is not None
+            if i in blob_names:
+                body = replace(body, payload=blob_names[i], where=BLOB)
+            record = sealer.seal(body.encode())
+            if len(record) > limit and body.metadata is not None:
+                ref = bytes(await self.data.put_blob(sealer.seal_payload(body.metadata)))
+                record = sealer.seal(replace(body, metadata=None, metadata_ref=ref).encode())
+            if len(record) > limit:
+                raise InvalidEvent(f"an event record of {len(record)} bytes exceeds {limit}")
+            return record
+
+        rest = [i for i, record in enumerate(sealed) if record is None]
+        if rest:
+            for i, record in zip(rest, await gather([partial(finish, i) for i in rest]), strict=True):
+                sealed[i] = record
+        return tuple(sealed)  # type: ignore[arg-type]
 
     async def _register(self, stream: str) -> None:
         """List a new stream in its category, and the category in the database. Done before
@@ -401,17 +465,44 @@ class Database:
         await self.streams_.write(intent.stream, intent.version, slot, bodies)
         return await self.resolve(slot, intent)
 
+    async def resolve_many(self, intents: list[tuple[int, Intent]]) -> dict[int, Fate]:
+        """The fates of many intents (by slot) at once: one listing for each stream segment
+        that several of them look into (or that is cached), a one-entry read for the rest,
+        all in parallel."""
+        groups: dict[tuple[str, int], list[tuple[int, Intent]]] = {}
+        for slot, intent in intents:
+            groups.setdefault((intent.stream, self.streams_.segment_of(intent.version)), []).append((slot, intent))
+        fates: dict[int, Fate] = {}
+
+        async def judge(stream: str, segment: int, members: list[tuple[int, Intent]]) -> None:
+            found = await self.streams_.lookup(stream, segment, [intent.version for _s, intent in members])
+            for slot, intent in members:
+                entry = found[intent.version]
+                fates[slot] = Fate.PENDING if entry is None else Fate.COMMITTED if entry.slot == slot else Fate.VOID
+
+        if groups:
+            await gather([partial(judge, *key, members) for key, members in groups.items()], limit=FETCH_CONCURRENCY)
+        return fates
+
     async def batch_events(self, slot: int, intent: Intent, start: int, limit: int) -> list[RecordedEvent]:
         """Events start.. of a committed intent, as recorded (no corrections applied)."""
-        if start >= intent.count:
-            return []
-        bodies = await self.log.bodies(intent)
-        end = min(intent.count, start + limit)
-        items = [
-            (intent.version + i, position(slot, i), Body.decode(self.sealer.unseal(bodies[i])))
-            for i in range(start, end)
-        ]
-        return await self._events(intent.stream, items)
+        return await self.batches_events([(slot, intent, start, limit)])
+
+    async def batches_events(self, batches: list[tuple[int, Intent, int, int]]) -> list[RecordedEvent]:
+        """The events of committed intents — (slot, intent, first index, how many) each — as
+        recorded, in that order; every chunk they need is fetched once, in parallel."""
+        batches = [b for b in batches if b[2] < b[1].count and b[3] > 0]
+        away = [intent for _s, intent, _f, _n in batches if intent.bodies is None]
+        if away:  # the records of big appends sit in a chunk each: fetch those at once
+            await gather([partial(self.log.bodies, intent) for intent in away], limit=FETCH_CONCURRENCY)
+        rows: list[tuple[str, int, int, Body]] = []
+        for slot, intent, first, n in batches:
+            bodies = await self.log.bodies(intent)  # at hand now (inline, or a cached chunk)
+            rows.extend(
+                (intent.stream, intent.version + i, position(slot, i), Body.decode(self.sealer.unseal(bodies[i])))
+                for i in range(first, min(intent.count, first + n))
+            )
+        return await self._events(None, rows)
 
     async def repair(self, from_position: int = 0) -> RepairReport:
         """Resolve every intent of the log from `from_position`, finishing pending ones now.
@@ -469,19 +560,35 @@ class Database:
         if count is not None and count < 0:
             raise ValueError("count is a non-negative int")
         await self._open()
-        tail = await self.streams_.tail(stream)
+        # The stream's end and its metadata at once (two independent chains of reads); the
+        # end's segment is listed whole, as the read walks it anyway.
+        kept: dict[int, dict[int, StreamEntry]] = {}
+        metadata = None if is_system(stream) else partial(self._metadata, stream)
+        tail, meta = await gather([partial(self.streams_.tail, stream, keep=kept), metadata or _no_metadata])
         self._remember(stream, tail)
         if not tail.exists:
             raise StreamNotFound(stream)
         if tail.deleted:
             raise StreamDeleted(stream)
-        meta = StreamMetadata() if is_system(stream) else await self._metadata(stream)
         lowest = max(meta.truncate_before or 0, tail.version - meta.max_count + 1 if meta.max_count else 0)
         if lowest > tail.version:
             raise StreamNotFound(stream)  # soft-deleted, or truncated to nothing
         oldest_us = None if meta.max_age is None else self._now_us() - int(meta.max_age * 1_000_000)
 
+        if backward:
+            first = tail.version if from_version == END or from_version > tail.version else from_version
+            window = (max(lowest, first - count + 1) if count is not None else lowest, first)
+        else:
+            start = max(from_version, lowest)
+            window = (start, min(tail.version, start + count - 1) if count is not None else tail.version)
+        # List every segment the read will walk at once, in parallel: the window, and up to
+        # the stream's end when corrections are resolved (a correction follows its target).
+        segment_of = self.streams_.segment_of
         listings: dict[int, dict[int, StreamEntry]] = {}
+        if window[0] <= window[1]:
+            listings = await self.streams_.segments(
+                stream, segment_of(window[0]), segment_of(tail.version if resolve_corrections else window[1]), kept
+            )
 
         async def entry_at(version: int) -> StreamEntry:
             segment = self.streams_.segment_of(version)
@@ -492,11 +599,7 @@ class Database:
                 raise CorruptData(f"stream {stream!r} lacks version {version} below its end")
             return found
 
-        if backward:
-            first = tail.version if from_version == END or from_version > tail.version else from_version
-            versions: Iterable[int] = range(first, lowest - 1, -1)
-        else:
-            versions = range(max(from_version, lowest), tail.version + 1)
+        versions: Iterable[int] = range(first, lowest - 1, -1) if backward else range(start, tail.version + 1)
         chosen: list[tuple[int, StreamEntry, Body]] = []
         for version in versions:
             if count is not None and len(chosen) >= count:
@@ -546,34 +649,83 @@ class Database:
     async def _payload(self, name: bytes) -> bytes:
         return self.sealer.unseal(await self.data.get_blob(name))
 
-    async def _metadata_of(self, body: Body) -> Any:
-        if body.metadata is not None:
-            return decode_payload(body.metadata, body.metadata_is_json)
-        if body.metadata_ref is not None:
-            return decode_payload(await self._payload(body.metadata_ref), body.metadata_is_json)
-        return None
+    async def _payload_of(self, body: Body) -> Any:
+        """One event's payload, decoded (for reads of a single event)."""
+        return (await self._fetch([body]))(body)[0]
+
+    async def _fetch(self, bodies: Iterable[Body]) -> Callable[[Body], tuple[Any, Any]]:
+        """Fetch what the records' payloads and metadata need, each chunk and blob once and
+        in parallel; return a function giving a record's (data, metadata), decoded."""
+        packs: set[bytes] = set()
+        blobs: set[bytes] = set()
+        for body in bodies:
+            if body.where == PACKED:
+                packs.add(body.payload)
+            elif body.where == BLOB:
+                blobs.add(body.payload)
+            if body.metadata_ref is not None:
+                blobs.add(body.metadata_ref)
+        got: dict[tuple[int, bytes], bytes] = {}
+
+        async def pack(name: bytes) -> None:
+            got[PACKED, name] = await self.data.get_chunk(name)
+
+        async def blob(name: bytes) -> None:
+            got[BLOB, name] = await self._payload(name)
+
+        calls = [partial(pack, n) for n in packs] + [partial(blob, n) for n in blobs]
+        if calls:
+            await gather(calls, limit=FETCH_CONCURRENCY)
+        unseal = self.sealer.unseal
+
+        def decoded(body: Body) -> tuple[Any, Any]:
+            if body.where == INLINE:
+                raw = body.payload
+            elif body.where == PACKED:
+                raw = unseal(unpack_payload(got[PACKED, body.payload], body.offset, body.length))
+            else:
+                raw = got[BLOB, body.payload]
+            try:
+                data = decode_payload(raw, body.data_is_json)
+            except ValueError:
+                raise CorruptData("an event payload does not decode as the JSON it was written as") from None
+            if body.metadata is not None:
+                meta = decode_payload(body.metadata, body.metadata_is_json)
+            elif body.metadata_ref is not None:
+                meta = decode_payload(got[BLOB, body.metadata_ref], body.metadata_is_json)
+            else:
+                meta = None
+            return data, meta
+
+        return decoded
 
     async def _events(
         self,
-        stream: str,
-        items: list[tuple[int, int, Body]],
+        stream: str | None,
+        items: list[tuple[int, int, Body]] | list[tuple[str, int, int, Body]],
         corrections: dict[int, tuple[int, Body]] | None = None,
     ) -> list[RecordedEvent]:
-        """RecordedEvents for (version, position, body), payloads fetched concurrently."""
-
-        async def one(version: int, pos: int, body: Body) -> RecordedEvent:
-            corrected = (corrections or {}).get(version)
-            source = corrected[1] if corrected is not None else body
-            data = decode_payload(await self._payload(source.payload), source.data_is_json)
-            has_meta = source.metadata is not None or source.metadata_ref is not None
-            metadata = await self._metadata_of(source if has_meta else body)
-            return RecordedEvent(
-                stream, version, body.id, body.type, data, metadata, body.causation_id,
-                body.correlation_id, timestamp_from_us(body.timestamp_us), pos,
-                None if corrected is None else corrected[0],
-            )
-
-        return await gather([partial(one, *item) for item in items])
+        """RecordedEvents for (version, position, body) of `stream` — or (stream, version,
+        position, body) with `stream` None — fetching every chunk they need once."""
+        rows: list[tuple[str, int, int, Body]] = (
+            [(stream, *item) for item in items] if stream is not None else list(items)  # type: ignore[misc]
+        )
+        corrections = corrections or {}
+        sources: list[tuple[Body, int | None]] = []
+        for _s, version, _p, body in rows:
+            corrected = corrections.get(version)
+            sources.append((corrected[1], corrected[0]) if corrected is not None else (body, None))
+        decoded = await self._fetch([row[3] for row in rows] + [source for source, _v in sources])
+        out = []
+        for (name, version, pos, body), (source, by) in zip(rows, sources, strict=True):
+            data, metadata = decoded(source)
+            if by is not None and source.metadata is None and source.metadata_ref is None:
+                metadata = decoded(body)[1]
+            out.append(RecordedEvent(
+                name, version, body.id, body.type, data, metadata, body.causation_id,
+                body.correlation_id, timestamp_from_us(body.timestamp_us), pos, by,
+            ))
+        return out
 
     # ------------------------------------------------------------------ listing
 
@@ -639,7 +791,7 @@ class Database:
         if entry is None:
             raise CorruptData(f"the metadata of {stream!r} is unreadable")
         body = self.streams_.body(entry)
-        return StreamMetadata.from_json(decode_payload(await self._payload(body.payload), body.data_is_json))
+        return StreamMetadata.from_json(await self._payload_of(body))
 
     async def get_stream_metadata(self, stream: str) -> StreamMetadata:
         check_stream_name(stream)

@@ -62,6 +62,12 @@ class InvalidEvent(EventStoreError, ValueError):
     """An event (or stream name, or batch) the store cannot record: too big, empty, badly typed."""
 
 
+class ReservedName(InvalidEvent):
+    """A user's append named a stream or an event type starting with `$`: those belong to
+    the store (tombstones, stream metadata, corrections). Bad input, never retried; the
+    command line answers it with exit code 2 (bad usage)."""
+
+
 class CorruptData(EventStoreError):
     """Something on the network does not decode as the event store wrote it, or an address
     the store derives is held by another owner. Never retried silently."""

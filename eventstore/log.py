@@ -24,12 +24,13 @@ from dataclasses import dataclass
 
 import trio
 
+from client.selfenc import MAX_CHUNK_SIZE
 from node import errors as E
 
 from .errors import CorruptData
 from .privacy import Sealer
 from .records import Intent, decode_bodies, encode_bodies, key_of, number_of
-from .safe import Clash, Layout, SafeData, entry_limit
+from .safe import ByteLRU, Clash, Layout, SafeData, entry_limit
 
 
 class Fate(enum.Enum):
@@ -51,7 +52,9 @@ class _Claim:
 
 
 class Log:
-    def __init__(self, data: SafeData, layout: Layout, sealer: Sealer, segment_size: int) -> None:
+    def __init__(
+        self, data: SafeData, layout: Layout, sealer: Sealer, segment_size: int, *, cache_bytes: int = 32 << 20
+    ) -> None:
         self.data = data
         self.layout = layout
         self.sealer = sealer
@@ -62,7 +65,8 @@ class Log:
         self._queue: list[_Claim] = []
         self._flushing = False
         self._flushed = trio.Event()
-        self._full: dict[int, dict[int, bytes]] = {}  # full segments: immutable
+        # Full segments never change: kept, least recently used out, within a byte budget.
+        self._full: ByteLRU[int, dict[int, bytes]] = ByteLRU(cache_bytes)
         self._recent: tuple[int, dict[int, bytes]] | None = None  # last listing of a partial one
         self._clashes = 0  # consecutive clashes of this process's flushes
         self.stats = {"flushes": 0, "claimed": 0, "clashes": 0}
@@ -73,13 +77,17 @@ class Log:
     # ------------------------------------------------------------------ intents
 
     async def encode(self, intent: Intent) -> bytes:
-        """The sealed log entry for `intent`; bodies too big for an entry go to a blob."""
+        """The sealed log entry for `intent`; bodies too big for an entry go to one raw chunk
+        (a self-encrypted blob only past a chunk's size). The bodies are sealed already."""
         value = self.sealer.seal(intent.encode())
         if len(value) <= self.entry_limit:
             return value
         assert intent.bodies is not None
-        ref = await self.data.put_blob(encode_bodies(intent.bodies))
-        held = Intent(intent.id, intent.stream, intent.version, intent.count, None, bytes(ref), intent.timestamp_us)
+        packed = encode_bodies(intent.bodies)
+        if len(packed) <= MAX_CHUNK_SIZE:
+            held = intent.held_in(await self.data.put_chunk(packed), chunk=True)
+        else:
+            held = intent.held_in(bytes(await self.data.put_blob(packed)), chunk=False)
         value = self.sealer.seal(held.encode())
         if len(value) > self.entry_limit:
             raise CorruptData("a log intent does not fit in a log entry (stream name too long?)")
@@ -92,6 +100,8 @@ class Log:
         if intent.bodies is not None:
             return intent.bodies
         assert intent.ref is not None
+        if intent.ref_is_chunk:
+            return decode_bodies(await self.data.get_chunk(intent.ref), intent.count)
         return decode_bodies(await self.data.get_blob(intent.ref), intent.count)
 
     # ------------------------------------------------------------------ claiming slots
@@ -214,7 +224,7 @@ class Log:
         found = await self.data.entries(self.layout.log_segment(segment)) or {}
         slots = {number_of(k): v for k, v in found.items()}
         if len(slots) == self.segment_size:
-            self._full[segment] = slots
+            self._full.put(segment, slots, sum(len(v) + 48 for v in slots.values()))
             self._known_segment = max(self._known_segment, segment)
         else:
             self._recent = (segment, slots)
@@ -223,8 +233,10 @@ class Log:
     async def read(self, slot: int, limit: int) -> list[tuple[int, bytes]]:
         """Filled slots from `slot` on, in order, at most `limit`; stops at the end of the log."""
         out: list[tuple[int, bytes]] = []
+        entries: dict[int, bytes] | None = None
         while len(out) < limit:
-            entries = await self._segment(self.segment_of(slot), slot)
+            if entries is None or slot % self.segment_size == 0:
+                entries = await self._segment(self.segment_of(slot), slot)  # one listing a segment
             raw = entries.get(slot)
             if raw is None:
                 break

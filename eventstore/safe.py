@@ -19,10 +19,10 @@ nothing else: once written, an entry can never change.
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import msgpack
 import trio
@@ -96,28 +96,45 @@ class Clash(Exception):
         super().__init__(f"{len(keys)} keys exist")
 
 
-class _LRU(OrderedDict[bytes, bytes]):
-    """Immutable values by name, bounded in total bytes."""
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class ByteLRU(Generic[K, V]):
+    """Values that never change (chunks, full segments), least recently used first out,
+    bounded by their total size in bytes (as the caller measures it). A value bigger than
+    an eighth of the budget is not kept: one huge read must not empty the cache."""
 
     def __init__(self, budget: int) -> None:
-        super().__init__()
         self.budget = budget
         self.used = 0
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
 
-    def get_value(self, key: bytes) -> bytes | None:
-        value = self.get(key)
-        if value is not None:
-            self.move_to_end(key)
-        return value
+    def __len__(self) -> int:
+        return len(self._items)
 
-    def put(self, key: bytes, value: bytes) -> None:
-        if key in self or len(value) > self.budget // 8:
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def get(self, key: K) -> V | None:
+        found = self._items.get(key)
+        if found is None:
+            return None
+        self._items.move_to_end(key)
+        return found[0]
+
+    def put(self, key: K, value: V, size: int) -> None:
+        """Keep `value` (replacing what `key` held: a newer listing of a growing segment)."""
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.used -= old[1]
+        if size > self.budget // 8:
             return
-        self[key] = value
-        self.used += len(value) + len(key)
+        self._items[key] = (value, size)
+        self.used += size
         while self.used > self.budget:
-            old_key, old = self.popitem(last=False)
-            self.used -= len(old) + len(old_key)
+            _key, (_old, old_size) = self._items.popitem(last=False)
+            self.used -= old_size
 
 
 class SafeData:
@@ -132,9 +149,10 @@ class SafeData:
         self.client = client
         # The app keys that get Insert on the MDs this makes (a database's writers).
         self.grants: tuple[PublicKey, ...] = (client.public_key,)
-        self._blobs = _LRU(cache_bytes)
+        self._blobs: ByteLRU[bytes, bytes] = ByteLRU(cache_bytes)
         self._stored: OrderedDict[bytes, XorName] = OrderedDict()  # sha3(plain) -> map name
         self._owned: set[MDataAddress] = set()
+        self.stats: Counter[str] = Counter()  # chunk_gets: chunks fetched from the network
 
     def for_writers(self, writers: tuple[bytes, ...]) -> SafeData:
         """The same client and caches, making MDs that grant Insert to `writers`."""
@@ -240,11 +258,33 @@ class SafeData:
         return await self._retrying(lambda: self.client.put_idata(value))
 
     async def _get_chunk(self, name: XorName) -> bytes:
-        cached = self._blobs.get_value(bytes(name))
+        cached = self._blobs.get(bytes(name))
         if cached is not None:
             return cached
         value = await self._retrying(lambda: self.client.get_idata(name))
-        self._blobs.put(bytes(name), value)
+        self._blobs.put(bytes(name), value, len(value) + 32)
+        self.stats["chunk_gets"] += 1
+        return value
+
+    async def put_chunk(self, value: bytes) -> bytes:
+        """Store `value` as one raw chunk (a pack of payloads, an intent's records); return
+        its name, the SHA3-256 of its bytes. Kept in the cache: its writer often reads it."""
+        name = sha3_256(value)
+        if name in self._blobs:
+            return name  # stored (or read) recently: the network holds it already
+        if await self._put_chunk(value) != name:
+            raise CorruptData("the network named a chunk other than by its hash")
+        self._blobs.put(name, value, len(value) + 32)
+        return name
+
+    async def get_chunk(self, name: bytes) -> bytes:
+        """A raw chunk by name (cached), checked against its name."""
+        try:
+            value = await self._get_chunk(XorName(name))
+        except E.NoSuchData:
+            raise CorruptData(f"the chunk {bytes(name).hex()[:12]}.. is missing") from None
+        if sha3_256(value) != bytes(name):
+            raise CorruptData(f"the chunk {bytes(name).hex()[:12]}.. does not match its name")
         return value
 
     async def put_blob(self, data: bytes) -> XorName:

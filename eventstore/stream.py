@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from .errors import CorruptData
 from .events import NO_STREAM, TOMBSTONE
 from .privacy import Sealer
 from .records import Body, Intent, StreamEntry, key_of, number_of
-from .safe import Clash, Layout, SafeData, entry_limit
+from .safe import ByteLRU, Clash, Layout, SafeData, entry_limit, gather
 
 IntentAt = Callable[[int], Awaitable[tuple[Intent, tuple[bytes, ...]] | None]]
 
@@ -52,7 +53,7 @@ class Streams:
         segment_size: int,
         intent_at: IntentAt,
         *,
-        cache_segments: int = 512,
+        cache_bytes: int = 32 << 20,
     ) -> None:
         self.data = data
         self.layout = layout
@@ -60,8 +61,10 @@ class Streams:
         self.segment_size = segment_size
         self.body_limit = entry_limit(segment_size) - 24  # room for the entry's own framing
         self.intent_at = intent_at
-        self._full: OrderedDict[tuple[str, int], dict[int, StreamEntry]] = OrderedDict()
-        self._cache_segments = cache_segments
+        # Full segments never change: kept, least recently used out, within a byte budget.
+        self._full: ByteLRU[tuple[str, int], dict[int, StreamEntry]] = ByteLRU(cache_bytes)
+        # The last listing of segments not yet full, raw: still true for what they held.
+        self._partial: ByteLRU[tuple[str, int], dict[bytes, bytes]] = ByteLRU(cache_bytes // 2)
         self._known_segment: OrderedDict[str, int] = OrderedDict()
 
     def segment_of(self, version: int) -> int:
@@ -78,18 +81,55 @@ class Streams:
         key = (stream, segment)
         cached = self._full.get(key)
         if cached is not None:
-            self._full.move_to_end(key)
             return cached
         found = await self.data.entries(self.layout.stream_segment(stream, segment))
         if found is None:
             return {}
         entries = {number_of(k): StreamEntry.decode(v) for k, v in found.items()}
         if len(entries) == self.segment_size:
-            self._full[key] = entries
-            if len(self._full) > self._cache_segments:
-                self._full.popitem(last=False)
+            self._full.put(key, entries, sum(len(e.body) + 64 for e in entries.values()))
             self._note_segment(stream, segment)
         return entries
+
+    async def lookup(self, stream: str, segment: int, versions: list[int]) -> dict[int, StreamEntry | None]:
+        """The entries at `versions` (all in `segment`; None where there is none yet).
+
+        Entries never change once written, so an earlier listing of a segment that is not
+        yet full still answers for every version it held; only a version it lacked needs a
+        fresh listing (or, for a lone version, a one-entry read). A log reader resolving a
+        page of intents thus lists each stream segment about once, not once per intent.
+        """
+        key = (stream, segment)
+        full = self._full.get(key)
+        if full is not None:
+            return {v: full.get(v) for v in versions}
+        seen = self._partial.get(key)
+        if seen is None or any(key_of(v) not in seen for v in versions):
+            if seen is None and len(versions) == 1:
+                return {versions[0]: await self.entry(stream, versions[0])}
+            found = await self.data.entries(self.layout.stream_segment(stream, segment)) or {}
+            if len(found) == self.segment_size:
+                entries = {number_of(k): StreamEntry.decode(v) for k, v in found.items()}
+                self._full.put(key, entries, sum(len(e.body) + 64 for e in entries.values()))
+                self._note_segment(stream, segment)
+                return {v: entries.get(v) for v in versions}
+            seen = found
+            self._partial.put(key, seen, sum(len(v) + 48 for v in seen.values()))
+        out: dict[int, StreamEntry | None] = {}
+        for v in versions:
+            raw = seen.get(key_of(v))
+            out[v] = None if raw is None else StreamEntry.decode(raw)
+        return out
+
+    async def segments(
+        self, stream: str, first: int, last: int, have: dict[int, dict[int, StreamEntry]] | None = None
+    ) -> dict[int, dict[int, StreamEntry]]:
+        """Segments first..last by number, listed in parallel (full ones come from the cache,
+        those in `have` from there)."""
+        have = have or {}
+        numbers = [n for n in range(first, last + 1) if n not in have]
+        found = await gather([partial(self.segment, stream, s) for s in numbers], limit=8) if numbers else []
+        return {**{n: have[n] for n in range(first, last + 1) if n in have}, **dict(zip(numbers, found, strict=True))}
 
     async def entry(self, stream: str, version: int) -> StreamEntry | None:
         cached = self._full.get((stream, self.segment_of(version)))
@@ -113,21 +153,34 @@ class Streams:
                 version += 1
         return out
 
-    async def tail(self, stream: str) -> Tail:
-        """The stream's end, after finishing a torn append if there is one."""
+    async def tail(self, stream: str, *, keep: dict[int, dict[int, StreamEntry]] | None = None) -> Tail:
+        """The stream's end, after finishing a torn append if there is one.
+
+        With `keep` (a reader about to walk the stream), the last segment is listed whole
+        instead of by keys and one entry — a round trip fewer — and left in `keep` by number
+        for the reader (unless a torn append had to be finished, which changes it)."""
         segment = await self._last_segment(stream)
         if segment is None:
             return Tail(NO_STREAM)
-        keys = await self.data.keys(self.layout.stream_segment(stream, segment))
-        if not keys:
-            raise CorruptData(f"segment {segment} of stream {stream!r} exists but holds nothing")
-        last = max(number_of(k) for k in keys)
-        entry = await self.entry(stream, last)
+        if keep is not None:
+            listed = await self.segment(stream, segment)
+            if not listed:
+                raise CorruptData(f"segment {segment} of stream {stream!r} exists but holds nothing")
+            last = max(listed)
+            entry: StreamEntry | None = listed[last]
+        else:
+            keys = await self.data.keys(self.layout.stream_segment(stream, segment))
+            if not keys:
+                raise CorruptData(f"segment {segment} of stream {stream!r} exists but holds nothing")
+            last = max(number_of(k) for k in keys)
+            entry = await self.entry(stream, last)
         if entry is None:
             raise CorruptData(f"stream {stream!r}: entry {last} listed but not readable")
         start = last - entry.index
         if entry.last_of_batch:
             body = self.body(entry)
+            if keep is not None:
+                keep[segment] = listed
         else:
             bodies = await self.finish(stream, start, entry.slot)
             last = start + len(bodies) - 1

@@ -53,36 +53,49 @@ class LogCursor:
     def checkpoint_of(self, event: RecordedEvent) -> int:
         return event.position
 
-    def _advance(self, slot: int) -> None:
-        self.slot, self.index = slot + 1, 0
-
     async def read(self, limit: int) -> list[RecordedEvent]:
+        """Up to `limit` events from the cursor on. A page of intents is handled at once:
+        their fates resolved together, then the events of the committed ones fetched in
+        bulk (each chunk once, in parallel). The cursor moves only once they are in hand."""
         out: list[RecordedEvent] = []
         self.blocked = False
         while len(out) < limit:
             entries = await self.db.log.read(self.slot, PAGE)
             if not entries:
                 return out
-            for slot, raw in entries:
-                intent = self.db.log.decode(raw)
+            intents = [(slot, self.db.log.decode(raw)) for slot, raw in entries]
+            wanted = [(s, i) for s, i in intents if self.wanted is None or self.wanted(i.stream)]
+            fates = await self.db.resolve_many(wanted) if wanted else {}
+            slot_at, index_at = self.slot, self.index
+            take: list[tuple[int, Intent, int, int]] = []
+            room = limit - len(out)
+            stop = False
+            for slot, intent in intents:
                 if self.wanted is not None and not self.wanted(intent.stream):
-                    self._advance(slot)
+                    slot_at, index_at = slot + 1, 0
                     continue
-                fate = await self.db.resolve(slot, intent)
+                fate = fates[slot]
                 if fate is Fate.PENDING:
                     fate = await self._settle(slot, intent)
                     if fate is Fate.PENDING:
-                        self.blocked = True
-                        return out
+                        self.blocked = stop = True
+                        break
                 if fate is Fate.COMMITTED:
-                    events = await self.db.batch_events(slot, intent, self.index, limit - len(out))
-                    out.extend(events)
-                    if self.index + len(events) < intent.count:
-                        self.index += len(events)
-                        return out
-                self._advance(slot)
-                if len(out) >= limit:
-                    return out
+                    n = min(intent.count - index_at, room)
+                    take.append((slot, intent, index_at, n))
+                    room -= n
+                    if index_at + n < intent.count:
+                        index_at += n
+                        stop = True
+                        break
+                slot_at, index_at = slot + 1, 0
+                if room == 0:
+                    stop = True
+                    break
+            out.extend(await self.db.batches_events(take))
+            self.slot, self.index = slot_at, index_at
+            if stop:
+                return out
         return out
 
     async def _settle(self, slot: int, intent: Intent) -> Fate:

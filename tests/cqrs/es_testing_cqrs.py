@@ -35,13 +35,14 @@ def kill_at_request(store, number: int, scope, *, after_reply: bool = False) -> 
     async def counting(request):
         nonlocal count
         count += 1
-        if count == number and not after_reply:
+        mine = count  # requests run concurrently: later ones may start before this returns
+        if mine == number and not after_reply:
             scope.cancel()
             await trio.lowlevel.checkpoint()
         try:
             return await send(request)
         finally:  # the reply (or the error it carries) is lost with the process
-            if count == number:
+            if mine == number:
                 scope.cancel()
                 await trio.lowlevel.checkpoint()
 
