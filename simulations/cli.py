@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from .cli_check import check_command
 from .run import BREAKS
 from .scenarios import SCENARIOS, get_scenario
 
@@ -28,6 +29,9 @@ from .scenarios import SCENARIOS, get_scenario
 @click.group()
 def chaos() -> None:
     """Attack the network with faults and check what survived (Jepsen / FoundationDB style)."""
+
+
+chaos.add_command(check_command)
 
 
 @click.group()

@@ -397,3 +397,36 @@ def test_dropping_an_acknowledged_append_from_the_reads_is_caught(seed: int, pic
         else:
             tampered.info(ev.op, ev.time, ev.error)
     assert not check_streams(tampered).valid
+
+
+# ------------------------------------------------------------------ safenet chaos check
+
+
+def test_chaos_check_gives_a_verdict_and_one_line_errors(tmp_path: Any) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from simulations.cli import chaos
+
+    h = History()
+    h.ok(h.invoke(1, "r", "write", 1, 0), None, 1)
+    h.fail(h.invoke(2, "r", "cas", (1, 2), 2), "refused", 3)
+    bad_register = tmp_path / "register.jsonl"
+    h.to_jsonl(bad_register)
+    runner = CliRunner()
+    result = runner.invoke(chaos, ["check", "--model", "register", str(bad_register), "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.output)["status"] == "invalid"
+    good, _ = generated(1)
+    good_file = tmp_path / "es.jsonl"
+    good.to_jsonl(good_file)
+    result = runner.invoke(chaos, ["check", "--model", "eventstore", str(good_file)])
+    assert result.exit_code == 0, result.output
+    assert "history check: VALID" in result.output
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    result = runner.invoke(chaos, ["check", "--model", "eventstore", str(broken)])
+    assert result.exit_code == 2
+    assert result.output.startswith("safenet: error:") and "line 1" in result.output
+    assert len(result.output.strip().splitlines()) == 1
