@@ -232,6 +232,9 @@ async def _play(scenario: Scenario, seed: int, breaks: tuple[str, ...], keep_mes
             streams.name = "streams_linearizable"
             report.checks["streams_linearizable"] = streams
             report.checks["lost_events"] = lost_events(workload, stream_finals or {})
+            from .es_checker import check_eventstore
+
+            report.checks.update(check_eventstore(workload.streams).checks)
         return RunResult(
             topology=_topology(sim),
             scenario=scenario.name, seed=seed, nodes=scenario.nodes, duration=scenario.duration,
