@@ -365,10 +365,16 @@ def _cycles(facts: Facts, order: StreamOrder, appends: list[Append], result: Che
     """Build the stream's dependency graph and report one cycle per strongly connected part."""
     graph = nx.DiGraph()
     writer_at: dict[int, Op] = {}  # version -> the op whose event sits there
+    span: dict[int, tuple[Any, Any]] = {}  # op index -> (invoked_at, completed_at or None)
     for version, event in order.at.items():
         candidates = [a.op for a in facts.writers.get(event, ()) if a.stream == order.stream and a.op.type != FAIL]
-        if candidates:  # of identical retries the acknowledged one stands for the event
-            writer_at[version] = min(candidates, key=lambda o: (o.type != OK, o.index))
+        if candidates:
+            # Retries with the same ids are one append: it took effect after the first of
+            # them was invoked and before the first acknowledgement.
+            first = min(candidates, key=lambda o: o.invoked_at)
+            acks = [o.completed_at for o in candidates if o.type == OK]
+            writer_at[version] = first
+            span[first.index] = (first.invoked_at, min(acks) if acks else None)
     def edge(a: Op, b: Op, kind: str) -> None:
         if a is b:
             return
@@ -397,7 +403,9 @@ def _cycles(facts: Facts, order: StreamOrder, appends: list[Append], result: Che
         if nxt is not None and nxt not in seen_writers:
             edge(obs, nxt, RW)
     nodes = {op.index: op for op in list(writer_at.values()) + [o for o, _ in observers]}
-    _realtime(graph, [nodes[i] for i in sorted(nodes)], edge)
+    for op in nodes.values():
+        span.setdefault(op.index, (op.invoked_at, op.completed_at if op.type in (OK, FAIL) else None))
+    _realtime([nodes[i] for i in sorted(nodes)], span, edge)
     found = 0
     ops_by_index = {op.index: op for op in facts.ops}
     for part in nx.strongly_connected_components(graph):
@@ -413,14 +421,16 @@ def _cycles(facts: Facts, order: StreamOrder, appends: list[Append], result: Che
     return found
 
 
-def _realtime(graph: nx.DiGraph, ops: list[Op], edge: Any) -> None:
+def _realtime(ops: list[Op], span: dict[int, tuple[Any, Any]], edge: Any) -> None:
     """Real-time edges, transitively reduced as Elle does: each op gets an edge from the ops
-    on the current frontier (completed, and not already before another completed op)."""
+    on the current frontier (completed, and not already before another completed op).
+    ``span`` gives each op's (invoked, completed or None) interval."""
     events = []
     for op in ops:
-        events.append((op.invoked_at, 1, op))
-        if op.type in (OK, FAIL):
-            events.append((op.completed_at, 0, op))
+        invoked, completed = span[op.index]
+        events.append((invoked, 1, op))
+        if completed is not None:
+            events.append((completed, 0, op))
     events.sort(key=lambda e: (e[0], e[1]))
     frontier: list[Op] = []
     before: dict[int, list[Op]] = {}

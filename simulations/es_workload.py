@@ -39,10 +39,11 @@ from .checker import Anomaly, CheckResult, Model, error_name, observed_field
 from .history import Op, short
 from .workloads import Workload
 
-CATEGORIES = ("order", "cart", "user")
-STREAMS = tuple(f"{c}@{i}" for c in CATEGORIES for i in range(1, 5))
+CATEGORIES = ("order", "cart", "user", "invoice")
+STREAMS = tuple(f"{c}@{i}" for c in CATEGORIES for i in range(1, 26))
 DATABASE = "chaos"
 RETRIES = 2  # appends retried with the same event ids after an unknown outcome
+CLIENTS_PER_PROCESS = 4  # concurrent store clients behind each of the scenario's es processes
 
 
 def _expected(value: Any) -> int | str:
@@ -76,9 +77,16 @@ class StreamModel(Model):
         if op.f == "read_all":
             return True, state  # the log is es_checker's: key "$all" holds no stream here
         if op.f == "append":
+            events = tuple(op.value["events"])
+            if events[0] in state:
+                # A retry of an append that took effect: the store answers with the first
+                # result and stores nothing twice.
+                at = state.index(events[0])
+                same = state[at:at + len(events)] == events
+                return same and (not op.output_known or op.output["version"] == at + len(events) - 1), state
             if not self._fits(state, _expected(op.value)):
                 return False, state
-            new = (*state, *op.value["events"])
+            new = (*state, *events)
             if op.output_known and op.output["version"] != len(new) - 1:
                 return False, state
             return True, new
@@ -109,7 +117,13 @@ class EventStoreLoad:
         self.workload = workload
         self.rng = workload.op_rng("es")
         self.keys = Keypair.generate(self.rng)
-        self.info = DatabaseInfo(DATABASE, self.rng.randbytes(32), None, 2, 1000, 1000, 0, ())
+        # One app key per process: concurrent clients sharing a key share one network
+        # address, so their replies go astray (they time out bootstrapping). The owner's
+        # key and every process's key are the database's writers.
+        self.worker_keys = [Keypair.generate(self.rng)
+                            for _ in range(workload.config.es_processes * CLIENTS_PER_PROCESS)]
+        writers = tuple(bytes(k.public) for k in [self.keys, *self.worker_keys])
+        self.info = DatabaseInfo(DATABASE, self.rng.randbytes(32), None, 2, 1000, 1000, 0, writers)
 
     def _store(self, client: Any) -> EventStore:
         return EventStore(client, clock=lambda: 1_500_000_000.0 + trio.current_time())
@@ -126,9 +140,16 @@ class EventStoreLoad:
             raise RuntimeError(f"could not create the event-store database: {last!r}")
 
     async def process(self, worker: int) -> None:
+        """One of the scenario's es processes: `CLIENTS_PER_PROCESS` store clients at once."""
+        async with trio.open_nursery() as nursery:
+            for i in range(CLIENTS_PER_PROCESS):
+                nursery.start_soon(self._client, worker * CLIENTS_PER_PROCESS + i)
+
+    async def _client(self, worker: int) -> None:
         wl = self.workload
         rng = wl.op_rng(f"es:{worker}")
         beliefs: dict[str, int] = {}
+        log_seen = [0]  # where this client's next $all read starts: a suffix, not the whole log
         retry: list[Any] = []  # an append whose outcome is unknown: tried again, same ids
 
         async def body(client: Any) -> None:
@@ -142,20 +163,22 @@ class EventStoreLoad:
                     if outcome == "info" and tries < RETRIES:
                         retry.append((stream, expected, events, tries + 1))
                 else:
-                    outcome = await self._one(db, pid, rng.choice(STREAMS), beliefs, rng, retry)
+                    outcome = await self._one(db, pid, rng.choice(STREAMS), beliefs, rng, retry, log_seen)
                 if outcome == "info":
                     pid = wl.new_pid()
                 await trio.sleep(rng.expovariate(1.0 / wl.config.think))
 
-        await wl._with_clients(3000 + worker, body, keys=self.keys)
+        await wl._with_clients(3000 + worker, body, keys=self.worker_keys[worker])
 
     async def _one(self, db: Any, pid: int, stream: str, beliefs: dict[str, int], rng: Any,
-                   retry: list[Any]) -> str:
+                   retry: list[Any], log_seen: list[int]) -> str:
         r = rng.random()
         if r < 0.25:
             return await self._read(db, pid, stream, beliefs)
         if r < 0.32:
-            return await self._read_all(db, pid)
+            # Mostly from the last position this client saw; now and then the whole log.
+            start = 0 if rng.random() < 0.1 else log_seen[0]
+            return await self._read_all(db, pid, start, log_seen)
         belief = beliefs.get(stream, NO_STREAM)
         m = rng.random()
         expected = ANY if m < 0.1 else STREAM_EXISTS if m < 0.15 else belief
@@ -210,12 +233,12 @@ class EventStoreLoad:
             beliefs[stream] = len(ids) - 1
         return "ok"
 
-    async def _read_all(self, db: Any, pid: int) -> str:
+    async def _read_all(self, db: Any, pid: int, start: int = 0, log_seen: list[int] | None = None) -> str:
         wl = self.workload
         started = trio.current_time()
-        op = wl.streams.invoke(pid, "$all", "read_all", None, started)
+        op = wl.streams.invoke(pid, "$all", "read_all", {"from": start} if start else None, started)
         try:
-            events = await db.read_all()
+            events = await db.read_all(start)
         except Exception as exc:  # noqa: BLE001 - any failure of a read leaves its output unknown
             wl._complete(op, "info", started, error=exc, history=wl.streams)
             return "info"
@@ -224,6 +247,8 @@ class EventStoreLoad:
             raise
         rows = tuple((e.position, e.stream, e.version, e.id.hex[:12]) for e in events)
         wl._complete(op, "ok", started, output=rows, history=wl.streams)
+        if log_seen is not None and rows:
+            log_seen[0] = max(log_seen[0], rows[-1][0] + 1)
         return "ok"
 
     async def final_reads(self, attempts: int = 6) -> dict[str, tuple[str, ...]]:
