@@ -11,8 +11,9 @@ log all readers must agree on.
   skips a position that holds an event in the reference log between its first and last row
   (``log-gap``: a reader passed an intent that was later committed); within a stream,
   positions grow with versions (``log-contradicts-stream``); a full read invoked after an
-  append was acknowledged contains it (``lost-append`` if nobody ever saw it in the log,
-  ``stale-log-read`` otherwise).
+  append was acknowledged, and reaching past its position, contains it (``lost-append`` if
+  nobody ever saw it in the log, ``stale-log-read`` otherwise). (A full read may end early
+  at an intent still pending after the grace period.)
 - **Subscriptions** (``subscribe`` starts a session from a checkpoint, ``deliver`` is one
   event handed to the subscriber, ``ok`` once its checkpoint was saved): each event at
   most once after its checkpoint was saved (``duplicate-delivery``), in log order within
@@ -83,6 +84,11 @@ def reference_log(facts: Facts, result: CheckResult | None = None) -> ReferenceL
         for r in ([row(op.output)] if op.f == DELIVER else rows_of(op.output)):
             claims[r.position][r.id].append(op)
             rows[(r.position, r.id)] = r
+    for a in facts.appends:  # the writer's acknowledgement names a position too
+        if a.op.type == OK and a.position is not None and int(a.position) in claims:
+            claims[int(a.position)][a.ids[-1]].append(a.op)
+            rows.setdefault((int(a.position), a.ids[-1]), Row(int(a.position), a.stream, int(a.version or 0),
+                                                              a.ids[-1]))
     ref = ReferenceLog()
     positions: dict[str, dict[int, Op]] = defaultdict(dict)
     for position in sorted(claims):
@@ -150,16 +156,22 @@ def _stream_order(ref: ReferenceLog, result: CheckResult) -> None:
 def _acked_in_log(facts: Facts, ref: ReferenceLog, result: CheckResult) -> None:
     full = [op for op in facts.log_reads if op.f == READ_ALL and not as_dict(op.value).get("from")
             and as_dict(op.value).get("limit") is None]
+    in_log = {r.id for op in facts.log_reads for r in rows_of(op.output)}
     for a in facts.appends:
         if a.op.type != OK:
             continue
-        later = [r for r in full if r.invoked_at > a.op.completed_at]
+        if a.position is None:
+            continue
+        # A full read may stop at an intent still pending after the grace period; only one
+        # that went past the append's position must show it.
+        later = [r for r in full if r.invoked_at > a.op.completed_at and r.output
+                 and rows_of(r.output)[-1].position > int(a.position)]
         if not later:
             continue
         missing = [r for r in later if not {x.id for x in rows_of(r.output)} >= set(a.ids)]
         if not missing:
             continue
-        if not any(e in ref.position_of for e in a.ids):
+        if not in_log & set(a.ids):
             result.anomalies.append(Anomaly("lost-append", a.stream, "acknowledged, but no log read after it "
                                             "shows it", [a.op, missing[0]]))
         else:

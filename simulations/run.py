@@ -29,6 +29,8 @@ from node.paxos import item_key
 from .byzantine import liar
 from .checker import Report, check_linearizable
 from .determinism import run_seeded, sub_rng
+from .es_breaks import ES_BREAKS
+from .es_breaks import applied as es_breaks_applied
 from .faults import Churn, Nemesis
 from .history import History
 from .scenarios import Scenario
@@ -43,7 +45,7 @@ SETTLE = 5.0  # virtual seconds for routing to converge before the workload star
 def settle_time(nodes: int) -> float:
     """Joining takes longer when a thousand nodes join through the same three contacts."""
     return max(SETTLE, nodes / 25)
-BREAKS = ("ack_before_quorum", "skip_version_check", "no_anti_entropy")
+BREAKS = ("ack_before_quorum", "skip_version_check", "no_anti_entropy", *ES_BREAKS)
 
 
 @dataclass
@@ -149,8 +151,9 @@ def run_sim(
     if unknown:
         raise ValueError(f"unknown breaks {sorted(unknown)}; known: {', '.join(BREAKS)}")
     wall, cpu = time.perf_counter(), time.process_time()
-    result = run_seeded(_play, scenario, seed, tuple(breaks), keep_messages, config, tick, driver, inspect,
-                         progress, max_steps, seed=seed)
+    with es_breaks_applied(breaks):
+        result = run_seeded(_play, scenario, seed, tuple(breaks), keep_messages, config, tick, driver, inspect,
+                            progress, max_steps, seed=seed)
     result.driver = driver
     from .scenarios import SCENARIOS
 

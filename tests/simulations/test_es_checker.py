@@ -235,9 +235,18 @@ def test_a_log_that_contradicts_a_stream() -> None:
 
 def test_an_acknowledged_append_missing_from_the_log() -> None:
     h = History()
-    append(h, 1, "s", "any", ["a"], 0, 1, version=0)
-    read_all(h, 3, [], 2, 3)
+    append(h, 1, "s", "any", ["a"], 0, 1, version=0, position=0)
+    append(h, 1, "t", "any", ["b"], 2, 3, version=0, position=1000)
+    read_all(h, 3, [(1000, "t", 0, "b")], 4, 5)
     assert "lost-append" in kinds(h)
+
+
+def test_a_log_read_may_stop_at_a_pending_intent() -> None:
+    # The log reader waited out the grace period at slot 0 and returned what it had: nothing.
+    h = History()
+    append(h, 1, "s", "any", ["a"], 0, 1, version=0, position=1000)
+    read_all(h, 3, [], 2, 3)
+    assert check_eventstore(h).valid
 
 
 # ------------------------------------------------------------------ subscriptions, projections, process managers
