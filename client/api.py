@@ -78,12 +78,13 @@ class DataClient:
         """Deliver one request and return its decoded result, or raise its typed error."""
         raise NotImplementedError
 
+    def _sign(self, op: Op, request_id: bytes | None = None) -> Request:
+        """`op` signed for this network, valid for `request_ttl` seconds from now."""
+        return Request.signed(op, self.keys, owner=self.owner, request_id=request_id,
+                              network=self.network_id, expires=int(self.clock()) + self.request_ttl)
+
     async def _call(self, op: Op, *, request_id: bytes | None = None) -> Any:
-        if op.MUTATES:
-            request = Request.signed(op, self.keys, owner=self.owner, request_id=request_id,
-                                     network=self.network_id, expires=int(self.clock()) + self.request_ttl)
-        else:
-            request = Request(op, self.keys.public)
+        request = self._sign(op, request_id) if op.MUTATES else Request(op, self.keys.public)
         return await self._send(request)
 
     # ----------------------------------------------------------------- IData

@@ -266,7 +266,7 @@ class MockClient(DataClient):
     async def _call(self, op: Op, *, request_id: bytes | None = None) -> Any:
         if not op.MUTATES:
             return await self._send(Request(op, self.keys.public))
-        request = Request.signed(op, self.keys, owner=self.owner, request_id=request_id)
+        request = self._sign(op, request_id)
         self.network._note_signed(request)
         return await self._send(request)
 

@@ -18,6 +18,11 @@ No Python library checks linearizability, so this module carries its own checker
   was not, and a cache of (linearized ops, model state) that prunes configurations already
   explored. ``info`` ops have no return entry - they may take effect at any point after their
   invoke, or never - and reads with unknown output are dropped since they constrain nothing.
+  A *refusal* (a ``fail`` the model calls one: a version or existence check that failed) is
+  not dropped: it is an observation, linearized like a read at some instant between its
+  invoke and completion where the precondition did not hold (and the state matched what the
+  refusal reported, if it reported anything). Dropping it would pass ``write(1) ok;
+  cas(1->2) refused``. Other ``fail`` ops (access denied, malformed) did nothing and are dropped.
   Crashed clients are what makes such searches blow up, so three further prunings, each
   sound (a brute-force oracle in the tests agrees): ok ops are tried before info ops and a
   configuration is pruned when an explored one reached the same ok ops and state with a
@@ -43,6 +48,8 @@ from typing import Any, TypeVar
 
 from .history import FAIL, OK, History, Op, short
 
+DETERMINATE = (OK, FAIL)  # completions the search must place: acknowledged ops and refusals
+
 VALID, INVALID, UNKNOWN = "valid", "invalid", "unknown"
 
 DEFAULT_MAX_STEPS = 2_000_000  # per key; about a second or two of search in CPython
@@ -64,13 +71,32 @@ class Model:
         """Whether ``op`` can take effect in ``state`` (with its recorded output, if known).
 
         It must depend only on ``op.f``, ``op.value`` and, when ``op.output_known``,
-        ``op.output`` - not on the process or times (the search relies on it).
+        ``op.output`` - not on the process or times (the search relies on it). Refusals go to
+        ``refused`` instead (see ``apply``).
         """
         raise NotImplementedError
 
     def is_read(self, op: Op) -> bool:
         """Ops that never change the state: an indeterminate one constrains nothing."""
         return False
+
+    def is_refusal(self, op: Op) -> bool:
+        """Whether a ``fail`` op is a refusal that observed the state (checked with
+        ``refused``) rather than a failure that says nothing about it (then it is dropped).
+        By default no failure is an observation."""
+        return False
+
+    def refused(self, state: Hashable, op: Op) -> bool:
+        """Whether refusing ``op`` is right in ``state``: it could not take effect there, and
+        ``op.observed`` (what the refusal reported, if anything) matches. The state is left
+        unchanged."""
+        return not self.step(state, op)[0]
+
+    def apply(self, state: Hashable, op: Op) -> tuple[bool, Hashable]:
+        """``step`` for ops that may take effect; ``refused`` for a refusal (state unchanged)."""
+        if op.type == FAIL:
+            return self.refused(state, op), state
+        return self.step(state, op)
 
     def guard(self, op: Op) -> Hashable | None:
         """Optional speed-up: a value such that ``op`` can take effect only in states whose
@@ -130,7 +156,14 @@ class MDEntryModel(Model):
     ``update``              (content, version)      present and version == current+1
     ``delete``              version                 present and version == current+1 -> (b"", version)
     ======================  ======================  =================================
+
+    A refused mutation (a ``fail`` whose error names a failed check - ``InvalidEntryActions``,
+    ``InvalidSuccessor``, ``EntryExists``, ``NoSuchEntry`` - or that carries an observation)
+    is checked like a read: the mutation could not apply, and if it reported
+    ``{"version": v}`` (-1 for absent) the entry was at version ``v``.
     """
+
+    REFUSALS = frozenset({"InvalidEntryActions", "InvalidSuccessor", "EntryExists", "NoSuchEntry"})
 
     name = "md_entry"
 
@@ -169,8 +202,23 @@ class MDEntryModel(Model):
     def state_guard(self, state: Any) -> int:
         return -1 if state is None else state[1]
 
+    def is_refusal(self, op: Op) -> bool:
+        return op.f in _MUTATIONS and (
+            op.observed is not None or error_name(op.error) in self.REFUSALS
+        )
+
+    def refused(self, state: Any, op: Op) -> bool:
+        if self.step(state, op)[0]:
+            return False
+        seen = observed_field(op, "version")
+        return seen is None or seen == self.state_guard(state)
+
     def explain(self, state: Any, op: Op) -> str:
         now = "absent" if state is None else f"{self.show(state)}"
+        if op.type == FAIL:
+            if self.step(state, op)[0]:
+                return f"refused, but {op.f} applies to the entry as it is: {now}"
+            return f"refused reporting v{observed_field(op, 'version')} but the entry is {now}"
         if op.f == "read":
             return f"read saw {short(op.output)} but the entry is {now}"
         if op.f == "insert":
@@ -191,6 +239,8 @@ class RegisterModel(Model):
     """A read/write/compare-and-set register, initially ``None``.
 
     ``read`` -> output == state; ``write(v)`` -> v; ``cas((old, new))`` -> new if state == old.
+    A failed ``cas`` is a refusal: the register did not hold ``old`` at some instant of the
+    call, and held ``v`` if the refusal reported ``{"value": v}``.
     """
 
     name = "register"
@@ -212,18 +262,46 @@ class RegisterModel(Model):
     def guard(self, op: Op) -> Hashable | None:
         return op.value[0] if op.f == "cas" else None  # cas(old, new) needs state == old
 
+    def is_refusal(self, op: Op) -> bool:
+        return op.f == "cas"
+
+    def refused(self, state: Any, op: Op) -> bool:
+        if state == op.value[0]:
+            return False
+        seen = op.observed
+        return not (isinstance(seen, dict) and "value" in seen) or seen["value"] == state
+
     def state_guard(self, state: Any) -> Hashable:
         return state
 
     def explain(self, state: Any, op: Op) -> str:
         if op.f == "read":
             return f"read saw {short(op.output)} but the register holds {short(state)}"
+        if op.f == "cas" and op.type == FAIL:
+            if state == op.value[0]:
+                return f"cas refused, but the register holds {short(state)} as it expected"
+            return f"cas refused reporting {short(op.observed)} but the register holds {short(state)}"
         if op.f == "cas":
             return f"cas expects {short(op.value[0])} but the register holds {short(state)}"
         return super().explain(state, op)
 
 
 MODELS: dict[str, Model] = {m.name: m for m in (MDEntryModel(), RegisterModel())}
+
+
+def error_name(error: Any) -> str:
+    """The type name an error was recorded with: ``"InvalidSuccessor: current 3"`` ->
+    ``"InvalidSuccessor"`` (also ``Name(...)`` forms)."""
+    text = str(error or "")
+    for stop in (":", "("):
+        text = text.split(stop, 1)[0]
+    return text.strip()
+
+
+def observed_field(op: Op, name: str) -> Any:
+    """One field of what a refusal reported (``op.observed``), or None."""
+    seen = op.observed
+    return seen.get(name) if isinstance(seen, dict) else None
 
 
 def get_model(model: str | Model) -> Model:
@@ -336,7 +414,7 @@ class Counterexample:
 class KeyVerdict:
     key: Hashable
     status: str
-    ops: int  # ops searched (ok and info; fails and unknown-output reads are left out)
+    ops: int  # ops searched (ok, refusals, info; other fails and unknown-output reads left out)
     steps: int  # model steps tried
     seconds: float
     reason: str | None = None
@@ -374,8 +452,10 @@ def check_linearizable(
     ops = history.ops() if isinstance(history, History) else list(history)
     per_key: dict[Hashable, list[Op]] = defaultdict(list)
     for op in ops:
-        if op.outcome == FAIL or (not op.output_known and m.is_read(op)):
-            continue  # did not happen / could have seen anything: neither constrains the search
+        if op.outcome == FAIL and not m.is_refusal(op):
+            continue  # did not happen and saw nothing: it constrains nothing
+        if op.outcome != FAIL and not op.output_known and m.is_read(op):
+            continue  # a read that could have seen anything
         per_key[op.key].append(op)
     result = LinearizabilityResult("linearizable")
     for key, key_ops in per_key.items():
@@ -402,7 +482,7 @@ class _Search:
     """The WGL/Lowe search over one key's ops, on arrays rather than node objects (speed).
 
     Doubly linked lists share one node space: the *main* list holds the call and return
-    entries of ok ops in real-time order; indeterminate ops have calls only (no return) and
+    entries of determinate ops (ok ops and refusals) in real-time order; indeterminate ops have calls only (no return) and
     sit in an *info* list per model guard (``Model.guard``), plus one for ops with no guard.
     At each configuration the ops that may go next are the main-list calls before the first
     remaining return R, then the unguarded info calls invoked before R, then those guarded by
@@ -417,7 +497,7 @@ class _Search:
         entries = []  # (time, seq, op number, is_call)
         for i, op in enumerate(ops):
             entries.append((*op.invoked_at, i, True))
-            if op.type == OK:
+            if op.type in DETERMINATE:
                 entries.append((*op.completed_at, i, False))
         entries.sort(key=lambda e: (e[0], e[1]))
         m = len(entries)
@@ -445,7 +525,7 @@ class _Search:
         self.best_path: Any = None
 
     def _chain(self, op: Op) -> Any:
-        if op.type == OK:
+        if op.type in DETERMINATE:
             return MAIN
         guard = self.model.guard(op)
         try:
@@ -471,8 +551,8 @@ class _Search:
         heads, head_main, head_any = self.heads, self.heads[MAIN], self.heads[ANY]
         state_guard = self.model.state_guard
         placed = bytearray(len(ops))
-        step = self.model.step
-        must = [op.type == OK for op in ops]
+        step = self.model.apply
+        must = [op.type in DETERMINATE for op in ops]
         remaining = sum(must)
         if remaining == 0:
             return VALID
@@ -573,13 +653,13 @@ class _Search:
         placed = {id(op) for op, _ in prefix}
         unplaced = [op for op in ops if id(op) not in placed]
         # The op that must have taken effect first among those left: the earliest to complete.
-        first = min((op for op in unplaced if op.type == OK), key=lambda o: o.completed_at)
+        first = min((op for op in unplaced if op.type in DETERMINATE), key=lambda o: o.completed_at)
         deadline = first.completed_at
         candidates = [op for op in unplaced if op.invoked_at < deadline]
         candidates.sort(key=lambda o: (o is not first, o.invoked_at))
         blocked = []
         for op in candidates:
-            ok, _ = model.step(state, op)
+            ok, _ = model.apply(state, op)
             why = (
                 "could take effect here, but no order of the remaining ops works after it"
                 if ok
@@ -617,7 +697,7 @@ def _twins(ops: list[Op]) -> list[int]:
     twin_before = [-1] * len(ops)
     for i in sorted(range(len(ops)), key=lambda i: ops[i].invoked_at):
         op = ops[i]
-        if op.output_known:
+        if op.type in DETERMINATE:
             continue
         try:
             signature = (op.f, op.value)
@@ -925,8 +1005,12 @@ class _Generator:
         return self.history, dict(self.states)
 
     def _apply(self, op: Op) -> tuple[bool, Any]:
-        ok, new_state = self.model.step(self.states[op.key], op)
-        output = self.states[op.key] if self.model.is_read(op) else None
+        state = self.states[op.key]
+        ok, new_state = self.model.step(state, op)
+        output = state if self.model.is_read(op) else None
+        if not ok:  # refused: what the refusal reports having seen
+            output = {"version": self.model.state_guard(state)} if isinstance(self.model, MDEntryModel) \
+                else {"value": state}
         if ok:
             self.states[op.key] = new_state
         return ok, output
@@ -939,7 +1023,7 @@ class _Generator:
             self.history.ok(op, output, self.time)
             self.slots[s] = None
         else:
-            self.history.fail(op, "precondition", self.time)
+            self.history.fail(op, "precondition", self.time, observed=output)
             self.slots[s] = None
 
     def _crash(self, s: int, op: Op, zombie: bool) -> None:

@@ -27,6 +27,7 @@ from node.clikit import CONTEXT, SafenetGroup, json_option
 from node.clusterfile import cluster_dir
 from node.exitcodes import FAILED, OK
 
+from .cli_check import check_command
 from .run import BREAKS
 from .scenarios import SCENARIOS, Scenario, get_scenario
 
@@ -38,6 +39,9 @@ def _echo_json(obj: Any) -> None:
 @click.group(cls=SafenetGroup, context_settings=CONTEXT)
 def chaos() -> None:
     """Attack the network with faults and check what survived (Jepsen / FoundationDB style)."""
+
+
+chaos.add_command(check_command)
 
 
 @click.group(cls=SafenetGroup, context_settings=CONTEXT)

@@ -6,6 +6,9 @@ completion says what is known about its effect:
 - ``ok``   - it took effect, exactly once, at some instant between invoke and completion;
              ``output`` is what it returned (for a read, the value it saw);
 - ``fail`` - it definitely did not take effect (a precondition failed, the request was refused);
+             a refusal is also an observation: the state did not meet the precondition at
+             some instant between invoke and completion, and ``output`` may hold what the
+             refusal reported seeing (e.g. ``{"version": 3}``) for the model to check;
 - ``info`` - unknown (timed out, the client crashed): it may or may not have taken effect, at
              any instant after its invoke - even long after the ``info`` was recorded.
 
@@ -31,13 +34,15 @@ JSON-lines schema (``to_jsonl`` / ``from_jsonl``), one object per event, in reco
      "f": "update", "value": [{"$bytes": "6e6577"}, 4], "time": 0.5}
     {"index": 1, "op": 0, "type": "ok", "process": 1, "key": [...], "f": "update",
      "value": [...], "output": null, "time": 0.9}
-    {"index": 2, "op": 1, "type": "fail", ..., "error": "InvalidSuccessor: current 3", "time": 1.2}
+    {"index": 2, "op": 1, "type": "fail", ..., "error": "InvalidSuccessor: current 3",
+     "output": {"version": 3}, "time": 1.2}
     {"index": 3, "op": 2, "type": "info", ..., "error": "timeout", "time": 2.0}
 
 - ``index``: the event's position in the file; ``op``: the operation's number (the order of
   invokes); completions repeat ``process``, ``key``, ``f`` and ``value`` so each line stands alone.
 - ``value`` is always the operation's *input*; the result is in ``output`` (``ok`` only) and
-  the reason in ``error`` (``fail``/``info``). (Jepsen instead overwrites ``value``.)
+  the reason in ``error`` (``fail``/``info``); a ``fail`` may carry ``output`` too: what the
+  refusal saw. (Jepsen instead overwrites ``value``.)
 - Encoding of values: bytes as ``{"$bytes": "<hex>"}``; tuples and lists as arrays, which
   decode as tuples (so keys and states stay hashable); dicts need string keys; other JSON
   scalars as themselves. Exceptions given as errors are stored as ``"TypeName: message"``.
@@ -99,6 +104,11 @@ class Op:
         return (self.complete_time, self.complete_seq)
 
     @property
+    def observed(self) -> Any:
+        """What a refusal (a ``fail``) reported seeing, or None: see ``History.fail``."""
+        return self.output if self.type == FAIL else None
+
+    @property
     def output_known(self) -> bool:
         """Only an ``ok`` op has an output a model may check; others constrain nothing by it."""
         return self.type == OK
@@ -111,6 +121,8 @@ class Op:
             result = f"ok -> {short(self.output)}"
         elif self.error is not None:
             result = f"{result} ({short(self.error)})"
+        if self.type == FAIL and self.output is not None:
+            result = f"{result} saw {short(self.output)}"
         end = (
             "..."
             if self.complete_time is None or self.outcome == INFO
@@ -163,9 +175,13 @@ class History:
         """The op took effect and returned ``output``."""
         return self._complete(op, OK, time, output=output)
 
-    def fail(self, op: Op | int, error: Any = None, time: float | None = None) -> Op:
-        """The op definitely did not take effect."""
-        return self._complete(op, FAIL, time, error=_error(error))
+    def fail(
+        self, op: Op | int, error: Any = None, time: float | None = None, observed: Any = None
+    ) -> Op:
+        """The op definitely did not take effect. For a refusal (a version or existence check
+        that failed), ``observed`` is what the refusal reported about the state, if anything
+        (kept in ``op.output``; its shape is the model's, e.g. ``{"version": 3}``)."""
+        return self._complete(op, FAIL, time, error=_error(error), output=observed)
 
     def info(self, op: Op | int, time: float | None = None, error: Any = None) -> Op:
         """The op's effect is unknown: it may take effect at any time after its invoke, or never."""
@@ -255,6 +271,8 @@ class History:
             obj["output"] = encode(event.output)
         elif event.type in (FAIL, INFO):
             obj["error"] = encode(event.error)
+            if event.output is not None:
+                obj["output"] = encode(event.output)
         return obj
 
     @classmethod
@@ -290,7 +308,7 @@ class History:
         elif kind == OK:
             self.ok(obj["op"], decode(obj.get("output")), obj["time"])
         elif kind == FAIL:
-            self.fail(obj["op"], decode(obj.get("error")), obj["time"])
+            self.fail(obj["op"], decode(obj.get("error")), obj["time"], decode(obj.get("output")))
         elif kind == INFO:
             self.info(obj["op"], obj["time"], decode(obj.get("error")))
         else:

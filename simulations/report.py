@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ def write_run_report(result: RunResult, directory: str | Path, *, plots: bool = 
             ("Latency CDF", plot_latency_cdf(result, out / "latency_cdf.png")),
             ("Replicas per item over time", plot_replicas(result, out / "replicas.png")),
             ("Routing topology at the end", plot_topology(result, out / "topology.png")),
+            ("Event-store operations against the faults", plot_eventstore(result, out / "eventstore.png")),
         ]
     md = out / "report.md"
     md.write_text(_run_markdown(result, summary, [(t, p) for t, p in images if p is not None]))
@@ -125,6 +127,7 @@ def _run_markdown(result: RunResult, summary: dict[str, Any], images: list[tuple
         lines.append(f"| {f} | {row['n']} | {row.get('p50', '')} | {row.get('p90', '')} | {row.get('p99', '')} |")
     if result.lookups:
         lines += ["", f"Lookups: {result.lookups}"]
+    lines += _eventstore_markdown(result)
     lines += ["", "## Network", "", f"- delivered: {result.messages}", f"- dropped: {result.drops}",
               f"- by kind: {dict(list(result.kinds.items())[:12])}", f"- node log events: {result.node_logs}"]
     for title, path in images:
@@ -143,6 +146,23 @@ def _fault_family(name: str) -> str:
 def plot_timeline(result: RunResult, path: Path) -> Path | None:
     plt = _plt()
     fig, (ax_f, ax_o) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [1, 1.4]})
+    _fault_bars(ax_f, result)
+    for outcome, colour in OUTCOME_COLOURS.items():
+        points = [(lat.time, lat.seconds) for lat in result.latencies if lat.outcome == outcome]
+        if points:
+            ax_o.scatter([p[0] for p in points], [p[1] * 1000 for p in points], s=4, color=colour, label=outcome)
+    ax_o.set_yscale("log")
+    ax_o.set_ylabel("op latency (ms)")
+    ax_o.set_xlabel("virtual time (s)")
+    ax_o.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _fault_bars(ax_f: Any, result: RunResult) -> None:
+    """The faults in force over time, one row per kind (bars) or instant (markers)."""
     open_faults: dict[tuple[str, str], float] = {}
     rows: dict[str, int] = {}
     end = result.virtual
@@ -167,18 +187,61 @@ def plot_timeline(result: RunResult, path: Path) -> Path | None:
         ax_f.barh(row, end - started, left=started, height=0.6, color=FAULT_COLOURS.get(_fault_family(what), "tab:cyan"))
     ax_f.set_yticks(list(rows.values()), list(rows.keys()), fontsize=7)
     ax_f.set_title(f"{result.scenario} seed {result.seed}: faults (bars: in force)")
-    for outcome, colour in OUTCOME_COLOURS.items():
-        points = [(lat.time, lat.seconds) for lat in result.latencies if lat.outcome == outcome]
-        if points:
-            ax_o.scatter([p[0] for p in points], [p[1] * 1000 for p in points], s=4, color=colour, label=outcome)
-    ax_o.set_yscale("log")
-    ax_o.set_ylabel("op latency (ms)")
+
+
+ES_CHECKS = ("streams_linearizable", "lost_events", "es_streams", "es_log", "es_subscriptions",
+             "es_projections", "es_process_managers")
+
+
+def plot_eventstore(result: RunResult, path: Path, bucket: float = 2.0) -> Path | None:
+    """Event-store appends and reads completed per second, by outcome, against the faults;
+    red lines mark the operations an anomaly names."""
+    if result.streams is None:
+        return None
+    plt = _plt()
+    fig, (ax_f, ax_o) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [1, 1.4]})
+    _fault_bars(ax_f, result)
+    counts: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
+    for op in result.streams.ops():
+        if op.complete_time is not None:
+            kind = "append" if op.f == "append" else "read"
+            counts[(kind, op.outcome)][int(op.complete_time // bucket)] += 1
+    styles = {"append": "-", "read": ":"}
+    for (kind, outcome), per in sorted(counts.items()):
+        xs = range(0, int(result.virtual // bucket) + 1)
+        ax_o.plot([x * bucket for x in xs], [per.get(x, 0) / bucket for x in xs], styles[kind],
+                  color=OUTCOME_COLOURS.get(outcome, "grey"), label=f"{kind} {outcome}", linewidth=1)
+    for name in ES_CHECKS:
+        check = result.report.checks.get(name)
+        for anomaly in check.anomalies if check is not None else ():
+            for op in anomaly.ops[:3]:
+                ax_o.axvline(op.invoke_time, color="red", linewidth=0.6, alpha=0.6)
+    ax_o.set_ylabel("event-store ops / s")
     ax_o.set_xlabel("virtual time (s)")
-    ax_o.legend(loc="upper right", fontsize=7)
+    ax_o.legend(loc="upper right", fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _eventstore_markdown(result: RunResult) -> list[str]:
+    if result.streams is None:
+        return []
+    ops = Counter(f"{op.f}:{op.outcome}" for op in result.streams.ops())
+    events = sum(len(op.value["events"]) for op in result.streams.ops() if op.f == "append" and op.outcome == "ok")
+    lines = ["", "## Event store", "",
+             f"{ops.get('append:ok', 0)} acknowledged appends ({events} events), "
+             f"{ops.get('append:fail', 0)} refused, {ops.get('append:info', 0)} unknown; "
+             f"{ops.get('read:ok', 0)} stream reads, {ops.get('read_all:ok', 0)} `$all` reads.", "",
+             "| check | status | anomalies |", "|---|---|---|"]
+    for name in ES_CHECKS:
+        check = result.report.checks.get(name)
+        if check is not None:
+            kinds = Counter(a.kind for a in check.anomalies)
+            lines.append(f"| {name} | {check.status} | {', '.join(f'{k} x{n}' for k, n in kinds.items()) or '-'} |")
+    lines += ["", "Recheck the history alone: `safenet chaos check --model eventstore streams.jsonl`."]
+    return lines
 
 
 def plot_latency_cdf(result: RunResult, path: Path) -> Path | None:

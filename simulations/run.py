@@ -30,6 +30,8 @@ from .attackers import Attackers
 from .byzantine import liar
 from .checker import Report, check_linearizable
 from .determinism import run_seeded, sub_rng
+from .es_breaks import ES_BREAKS
+from .es_breaks import applied as es_breaks_applied
 from .faults import Churn, Nemesis
 from .history import History
 from .integrity import integrity_checks
@@ -45,9 +47,10 @@ SETTLE = 5.0  # virtual seconds for routing to converge before the workload star
 def settle_time(nodes: int) -> float:
     """Joining takes longer when a thousand nodes join through the same three contacts."""
     return max(SETTLE, nodes / 25)
-# The last three switch off a trust defence; the attackers of the `byzantine` scenario find them.
+# trust_any_peer, accept_unvalidated and unbounded_numbers switch off a trust defence; the
+# attackers of the `byzantine` scenario find them. ES_BREAKS break the event store.
 BREAKS = ("ack_before_quorum", "skip_version_check", "no_anti_entropy",
-          "trust_any_peer", "accept_unvalidated", "unbounded_numbers")
+          "trust_any_peer", "accept_unvalidated", "unbounded_numbers", *ES_BREAKS)
 
 
 @dataclass
@@ -153,8 +156,9 @@ def run_sim(
     if unknown:
         raise ValueError(f"unknown breaks {sorted(unknown)}; known: {', '.join(BREAKS)}")
     wall, cpu = time.perf_counter(), time.process_time()
-    result = run_seeded(_play, scenario, seed, tuple(breaks), keep_messages, config, tick, driver, inspect,
-                         progress, max_steps, seed=seed)
+    with es_breaks_applied(breaks):
+        result = run_seeded(_play, scenario, seed, tuple(breaks), keep_messages, config, tick, driver, inspect,
+                            progress, max_steps, seed=seed)
     result.driver = driver
     from .scenarios import SCENARIOS
 
@@ -248,6 +252,9 @@ async def _play(scenario: Scenario, seed: int, breaks: tuple[str, ...], keep_mes
             streams.name = "streams_linearizable"
             report.checks["streams_linearizable"] = streams
             report.checks["lost_events"] = lost_events(workload, stream_finals or {})
+            from .es_checker import check_eventstore
+
+            report.checks.update(check_eventstore(workload.streams).checks)
         return RunResult(
             topology=_topology(sim),
             scenario=scenario.name, seed=seed, nodes=scenario.nodes, duration=scenario.duration,

@@ -246,12 +246,15 @@ class Workload:
             return "ok"
         except E.InvalidEntryActions as exc:
             problem = exc.errors.get(entry)
+            seen = None  # what the refusal saw: an observation the checker holds it to
             if problem is not None and problem.version is not None:
                 beliefs[key] = (None, problem.version)
+                seen = {"version": problem.version}
             elif problem is not None:
                 beliefs[key] = None  # no such entry
+                seen = {"version": -1}
             definite = client.stats["retries"] == retries
-            self._complete(op, "fail" if definite else "info", started, error=exc)
+            self._complete(op, "fail" if definite else "info", started, error=exc, output=seen)
             return "fail" if definite else "info"
         except E.ClientError as exc:
             if isinstance(exc, E.NoSuchData):
@@ -274,7 +277,7 @@ class Workload:
         if outcome == "ok":
             history.ok(op, output, now)
         elif outcome == "fail":
-            history.fail(op, error, now)
+            history.fail(op, error, now, observed=output)
         else:
             history.info(op, now, error)
         self.counts[f"{op.f}:{outcome}"] += 1

@@ -47,7 +47,7 @@ def op(
     if outcome == "ok":
         h.ok(o, output, end)
     elif outcome == "fail":
-        h.fail(o, "InvalidSuccessor", end)
+        h.fail(o, "InvalidSuccessor", end, observed=output)
     elif outcome == "info":
         h.info(o, end)
     return o
@@ -247,6 +247,83 @@ def test_register_concurrent_write_and_reads() -> None:
     assert verdict(h, "register") == VALID
 
 
+# ------------------------------------------------------------------ refusals are observations
+
+
+def test_a_wrongly_refused_cas_is_not_linearizable() -> None:
+    # The smallest case: nothing else could have changed the register, so the refusal lies.
+    h = History()
+    op(h, 1, "write", 1, 0, 1)
+    op(h, 2, "cas", (1, 2), 2, 3, outcome="fail")
+    result = check_linearizable(h, "register")
+    assert result.status == INVALID
+    assert "cas refused, but the register holds 1 as it expected" in result.summary()
+
+
+def test_a_refused_cas_is_fine_when_a_concurrent_write_explains_it() -> None:
+    h = History()
+    op(h, 1, "write", 1, 0, 1)
+    op(h, 2, "cas", (1, 2), 2, 5, outcome="fail")
+    op(h, 3, "write", 3, 3, 4)
+    assert verdict(h, "register") == VALID
+    op(h, 4, "read", None, 6, 7, output=3)
+    assert verdict(h, "register") == VALID
+
+
+def test_a_refusal_must_have_seen_what_it_reports() -> None:
+    h = History()
+    op(h, 1, "write", 1, 0, 1)
+    op(h, 2, "cas", (0, 2), 2, 3, outcome="fail", output={"value": 1})
+    assert verdict(h, "register") == VALID
+    h = History()
+    op(h, 1, "write", 1, 0, 1)
+    op(h, 2, "cas", (0, 2), 2, 3, outcome="fail", output={"value": 7})  # no one wrote 7
+    assert verdict(h, "register") == INVALID
+
+
+def test_a_refusal_is_placed_between_its_invoke_and_completion() -> None:
+    # Refused at [2, 3] reporting the old value 1, though 2 replaced it before t=2: stale.
+    h = History()
+    op(h, 1, "write", 1, 0, 1)
+    op(h, 1, "write", 2, 1.5, 1.8)
+    op(h, 2, "cas", (5, 6), 2, 3, outcome="fail", output={"value": 1})
+    assert verdict(h, "register") == INVALID
+
+
+def test_md_update_refused_at_the_right_version_is_not_linearizable() -> None:
+    h = History()
+    op(h, 1, "insert", b"a", 0, 1)
+    op(h, 2, "update", (b"b", 1), 2, 3, outcome="fail")  # v0 -> v1 was allowed
+    result = check_linearizable(h)
+    assert result.status == INVALID
+    assert "refused, but update applies" in result.summary()
+
+
+def test_md_refusal_reporting_a_version_is_checked_like_a_read() -> None:
+    def history(reported: int) -> History:
+        h = History()
+        op(h, 1, "insert", b"a", 0, 1)
+        op(h, 1, "update", (b"b", 1), 2, 3)
+        op(h, 2, "update", (b"c", 1), 4, 5, outcome="fail", output={"version": reported})
+        return h
+
+    assert verdict(history(1)) == VALID
+    assert verdict(history(0)) == INVALID  # the entry had moved to v1 before the refusal began
+    assert verdict(history(-1)) == INVALID  # "no such entry": it was never deleted
+
+
+def test_failures_that_are_not_refusals_still_say_nothing() -> None:
+    h = History()
+    op(h, 1, "insert", b"a", 0, 1)
+    o = h.invoke(2, K, "update", (b"b", 1), 2)
+    h.fail(o, "AccessDenied: not allowed", 3)  # not a version or existence check
+    assert verdict(h) == VALID
+    h = History()
+    op(h, 1, "write", 1, 0, 1)
+    h.fail(h.invoke(2, K, "write", 2, 2), "refused", 3)  # a write has no precondition
+    assert verdict(h, "register") == VALID
+
+
 def test_register_read_of_an_overwritten_value() -> None:
     h = History()
     op(h, 1, "write", 1, 0, 1)
@@ -355,15 +432,18 @@ def test_jsonl_round_trip(tmp_path: Any) -> None:
     op(h, 1, "read", None, 4, 5, output=(b"\x00\xffa", 0), key="plain-string-key")
     h.invoke(4, K, "read", None, 6)  # left pending
     h.fail(h.invoke(5, K, "update", (b"x", 9), 7), ValueError("InvalidSuccessor(0)"), 8)
+    h.fail(h.invoke(5, K, "update", (b"y", 9), 9), "InvalidSuccessor", 10, observed={"version": 3})
     path = tmp_path / "history.jsonl"
     h.to_jsonl(path)
     lines = path.read_text().splitlines()
-    assert len(lines) == len(h.events()) == 11
+    assert len(lines) == len(h.events()) == 13
+    assert '"output":{"version":3}' in lines[-1]
     assert '"value":[{"$bytes":"62"},1]' in lines[2]
     back = History.from_jsonl(path)
     assert all(a.same_as(b) for a, b in zip(h.ops(), back.ops(), strict=True))
-    assert back.ops()[-1].error == "ValueError: InvalidSuccessor(0)"
-    assert back.ops()[-2].pending
+    assert back.ops()[-2].error == "ValueError: InvalidSuccessor(0)"
+    assert back.ops()[-1].observed == {"version": 3}
+    assert back.ops()[-3].pending
 
 
 def test_jsonl_errors_name_the_line(tmp_path: Any) -> None:
@@ -511,13 +591,14 @@ def test_the_md_model_explains_itself() -> None:
 
 def brute_force_linearizable(h: History, model_name: str) -> bool:
     """Try every order of every subset of the indeterminate ops: tiny histories only. Shares
-    nothing with the checker's search but the model."""
+    nothing with the checker's search but the model. Refusals are placed like ok ops (they
+    observed the state); other failures are left out."""
     model = MODELS[model_name]
-    ops = [o for o in h.ops() if o.outcome != "fail"]
-    ok_ops = [o for o in ops if o.type == "ok"]
+    ops = [o for o in h.ops() if o.outcome != "fail" or model.is_refusal(o)]
+    ok_ops = [o for o in ops if o.type in ("ok", "fail")]
 
     def completes_before(a: Op, b: Op) -> bool:  # a must be linearized before b
-        return a.type == "ok" and a.completed_at < b.invoked_at
+        return a.type in ("ok", "fail") and a.completed_at < b.invoked_at
 
     def extend(state: Any, placed: list[Op]) -> bool:
         if all(any(o is p for p in placed) for o in ok_ops):
@@ -530,7 +611,7 @@ def brute_force_linearizable(h: History, model_name: str) -> bool:
             ]
             if unplaced_before:
                 continue
-            ok, after = model.step(state, o)
+            ok, after = model.apply(state, o)
             if ok and extend(after, [*placed, o]):
                 return True
         return False
@@ -563,6 +644,9 @@ def small_histories(draw: Any, model: str) -> History:
         start = draw(st.integers(0, 8))
         outcome = draw(st.sampled_from(["ok", "ok", "ok", "info", "fail", "pending"]))
         output = draw(outputs) if f == "read" else None
+        if outcome == "fail" and draw(st.booleans()):  # a refusal that says what it saw
+            seen = draw(st.integers(-1, 2)) if model == "md_entry" else draw(outputs)
+            output = {"version": seen} if model == "md_entry" else {"value": seen}
         op(h, n, f, value, start, start + draw(st.integers(0, 4)), outcome, output)
     return h
 
@@ -581,6 +665,12 @@ class Unguarded(Model):
 
     def is_read(self, o: Op) -> bool:
         return self.inner.is_read(o)
+
+    def is_refusal(self, o: Op) -> bool:
+        return self.inner.is_refusal(o)
+
+    def refused(self, state: Any, o: Op) -> bool:
+        return self.inner.refused(state, o)
 
 
 @settings(max_examples=600, deadline=None)
