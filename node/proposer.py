@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
+from .keys import PublicKey
 from .messages import (
     ACCEPT,
     ACCEPTED,
@@ -87,7 +88,7 @@ class Proposal:
     base_step: list[Any] | None = None
     step: list[Any] = field(default_factory=list)
     votes: dict[XorName, Any] = field(default_factory=dict)
-    sent_proof: set[XorName] = field(default_factory=set)
+    sent_proof: dict[XorName, set[int]] = field(default_factory=dict)  # proof modes tried per target
     token: int = 0  # bumps on every (re)start, so late replies of an old round are ignored
 
     @property
@@ -406,7 +407,7 @@ class Proposal:
             self.finish()  # broken on purpose: the client hears "ok" before anything is durable
         self.step = [base.digest(), [r.to_obj() for r in applied], list(map(bytes, new.members)),
                      list(map(bytes, new.prev)), new.digest()]
-        self.votes, self.sent_proof = {}, set()
+        self.votes, self.sent_proof = {}, {}
         # Blind (rewritten, unsigned) requests of the test-only break travel as full values.
         blind = "skip_version_check" in self.core.config.breaks
         targets = dict.fromkeys(self.members + tuple(n for g in new.quorums for n in g))
@@ -425,15 +426,28 @@ class Proposal:
         """The accept for a target that does not hold our base: the base's certificate, or the
         step that derived the base from what the target holds."""
         assert self.base is not None
-        self.sent_proof.add(target)
-        if self.base_votes and len(self.base_votes) >= majority(len(self.base.members)):
+        tried = self.sent_proof.setdefault(target, set())
+        if CERTIFIED not in tried and self._looks_certified():
+            tried.add(CERTIFIED)
             return [CERTIFIED, self.base.encode(), self.base_votes, self.step]
-        if self.base_step is not None and (their_digest is None or their_digest == self.base_step[0]):
+        if TWO_STEPS not in tried and self.base_step is not None and their_digest in (None, self.base_step[0]):
+            tried.add(TWO_STEPS)
             return [TWO_STEPS, self.base_step, self.step]
+        tried.update((CERTIFIED, TWO_STEPS))
         if self.rep.unvalidated:
             assert self.new is not None
             return [FULL, self.new.encode()]
         return [STEP, self.step]  # nothing proves our base to it: it will refuse
+
+    def _looks_certified(self) -> bool:
+        """Do the votes we hold for our base name a majority of each of its groups? (Counted,
+        not verified: the receiver verifies.) A value in the middle of a move needs both."""
+        assert self.base is not None
+        voters = set()
+        for vote in self.base_votes or ():
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                voters.add(PublicKey(vote[0]).name)
+        return has_majorities(voters, self.base.quorums)
 
     def send_accept(self, token: int, target: XorName, payload: list[Any]) -> None:
         item = Accept(self.key, self.ballot, True, payload)
@@ -456,7 +470,7 @@ class Proposal:
             self.acked.add(target)
             if item.vote is not None:
                 self.votes[target] = item.vote
-        elif item.status == NEED_STATE and target not in self.sent_proof:
+        elif item.status == NEED_STATE and self.sent_proof.get(target) != {CERTIFIED, TWO_STEPS}:
             self.send_accept(token, target, self._proof_payload(target, None))
             return
         else:
