@@ -132,10 +132,13 @@ class Proposal:
             # (nodes joined nearer the name) is still found before we conclude it is absent.
             group = tuple(self.core.group(self.name))
             wide = tuple(n for n in self.core.group(self.name, 2 * self.core.config.replication) if n not in group)
-            # Contacts we evicted lately may be the very group we can no longer hear (we are
-            # the one cut off): absence must not be concluded without them.
-            lost = self.core.recently_lost(self.name, self.core.config.replication)
-            self.prepare((group,), wide + tuple(n for n in lost if n not in group and n not in wide))
+            # Seeing fewer nodes than a close group, we may be the one cut off, and the contacts
+            # we evicted lately the very group we can no longer hear: absence must not be
+            # concluded without them. (With a full group in view, a lost contact is just down.)
+            if len(group) < self.core.config.replication:
+                lost = self.core.recently_lost(self.name, self.core.config.replication)
+                wide += tuple(n for n in lost if n not in group and n not in wide)
+            self.prepare((group,), wide)
 
     def retry(self) -> None:
         self.rep.fast.pop(self.key, None)
