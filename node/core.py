@@ -463,7 +463,9 @@ class NodeCore:
             self.log("joined", contacts=len(self.routing))
             self.on_membership_change()
 
-    def _rpc_by_address(self, address: str, msg: dict[str, Any], on_reply: Callable[[dict[str, Any] | None], None]) -> None:
+    def _rpc_by_address(
+        self, address: str, msg: dict[str, Any], on_reply: Callable[[dict[str, Any] | None], None]
+    ) -> None:
         # A bootstrap contact's name is unknown until the transport's handshake tells it, so
         # its reply is matched by message id alone.
         mid = msg["id"]

@@ -218,13 +218,15 @@ class Proposal:
                     continue
             except (ValueError, TypeError, IndexError):
                 continue
-            if name in asked or (int.from_bytes(name, "big") ^ target_int) > horizon or len(self.extended) > 4 * len(self.members):
+            if (name in asked or (int.from_bytes(name, "big") ^ target_int) > horizon
+                    or len(self.extended) > 4 * len(self.members)):
                 continue
             asked.add(name)
             self.extended = self.extended + (name,)
             self.core.rpc(
                 Contact(name, address),
-                new_message(PREPARE, items=[Prepare(self.key, self.ballot, self.rep.record(self.key).digest).to_wire()]),
+                new_message(PREPARE,
+                            items=[Prepare(self.key, self.ballot, self.rep.record(self.key).digest).to_wire()]),
                 lambda reply, t=name: self.on_promise(token, t, reply),
             )
 
