@@ -149,8 +149,8 @@ class NetworkClient(DataClient):
         if cached and not fresh and now - cached[0] < 10.0:
             return cached[1]
         if not fresh and self._complete_until > now:
-            target = int.from_bytes(name, "big")
-            known = sorted(self.nodes.items(), key=lambda item: int.from_bytes(item[0], "big") ^ target)
+            target_int = int.from_bytes(name, "big")
+            known = sorted(self.nodes.items(), key=lambda item: int.from_bytes(item[0], "big") ^ target_int)
             group = [Contact(n, a) for n, a in known[: self.replication] if self._bad.get(n, -math.inf) <= now]
             if len(group) == self.replication:
                 self._groups[bytes(name)] = (now, group)

@@ -282,6 +282,7 @@ class NodeCore:
         timeout: float | None = None,
     ) -> None:
         """Send `msg` and call `on_reply` with the answer, or with None on timeout."""
+        address: str | None
         if isinstance(to, Contact):
             name, address = to.name, to.address
         else:

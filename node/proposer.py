@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
@@ -164,7 +165,7 @@ class Proposal:
             self.core.rpc(
                 target,
                 new_message(PREPARE, items=msg_items),
-                lambda reply, t=target: self.on_promise(token, t, reply),
+                partial(self.on_promise, token, target),
             )
 
     def on_promise(self, token: int, target: XorName, reply: dict[str, Any] | None) -> None:
@@ -227,7 +228,7 @@ class Proposal:
                 Contact(name, address),
                 new_message(PREPARE,
                             items=[Prepare(self.key, self.ballot, self.rep.record(self.key).digest).to_wire()]),
-                lambda reply, t=name: self.on_promise(token, t, reply),
+                partial(self.on_promise, token, name),
             )
 
     def evaluate_promises(self) -> None:
@@ -506,13 +507,13 @@ def _out_of_reach(refused: set[XorName], quorums: tuple[tuple[XorName, ...], ...
 
 def _blind(request: Request, value: Register) -> Request:
     """Test-only break: turn conditional entry writes into blind overwrites (lost updates)."""
-    from .data import Del, Ins, Update
+    from .data import Del, EntryAction, Ins, Update
     from .requests import MutateEntries
 
     op, md = request.op, value.state.md
     if not isinstance(op, MutateEntries) or md is None:
         return request
-    actions = {}
+    actions: dict[bytes, EntryAction] = {}
     for key, action in op.actions.items():
         current = md.entries.get(key)
         if current is None:
