@@ -195,7 +195,9 @@ async def in_process(addresses: list[str], replication: int, size: int, count: i
             "ok": all(r["ok"] for r in rounds)}
 
 
-def measure_sizes(args: argparse.Namespace, lc: LocalCluster, workdir: Path, results: dict[int, list[dict[str, Any]]]) -> None:
+def measure_sizes(
+    args: argparse.Namespace, lc: LocalCluster, workdir: Path, results: dict[int, list[dict[str, Any]]]
+) -> None:
     """Every size once on the running cluster `lc`; prints a line per size."""
     info = lc.load()
     for size in args.sizes:

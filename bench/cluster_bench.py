@@ -498,10 +498,12 @@ async def one_repeat(args: argparse.Namespace, lc: LocalCluster, kad: Kademlia |
 
 def summary(args: argparse.Namespace, results: Results) -> None:
     print(f"\n## summary: median of {args.repeat} repeat(s); load average now {load_average()}")
-    print("   ops/s = successful ops per second; p50 / p99 latency in ms at the client; srv = CPU ms per op of all server processes;")
+    print("   ops/s = successful ops per second; p50 / p99 latency in ms at the client; "
+          "srv = CPU ms per op of all server processes;")
     print("   cli = CPU ms per op of the client (ours: this process; kademlia: its driver); msgs = messages")
     print("   our nodes received per op; ratio = ours / kademlia ops/s; targets: get >= 1, put >= 0.5")
-    print(f"  {'op':<9} {'size':>8} {'conc':>4} | {'ours/s':>7} {'p50':>6} {'p99':>7} {'srv':>5} {'cli':>5} {'msgs':>5} | "
+    print(f"  {'op':<9} {'size':>8} {'conc':>4} | "
+          f"{'ours/s':>7} {'p50':>6} {'p99':>7} {'srv':>5} {'cli':>5} {'msgs':>5} | "
           f"{'kad/s':>7} {'p50':>6} {'p99':>7} {'srv':>5} {'cli':>5} | {'ratio':>5}  target")
     verdicts = []
     for (kind, size, conc), by in sorted(results.items(), key=lambda kv: (kv[0][0] not in ("put", "get"), kv[0])):
@@ -541,7 +543,8 @@ def main() -> None:
                              "(default 1024 8000 8192 65536 1048576)")
     parser.add_argument("--ops", type=int, default=150,
                         help="ops per cell at sizes < 64 KiB (64 KiB: a third, 1 MiB: a fifteenth) (default 150)")
-    parser.add_argument("--md-ops", type=int, default=150, help="MD inserts (then reads) per cell; 0 skips the MD cells (default 150)")
+    parser.add_argument("--md-ops", type=int, default=150,
+                        help="MD inserts (then reads) per cell; 0 skips the MD cells (default 150)")
     parser.add_argument("--md-size", type=int, default=KIB, help="MD entry value size (default 1024)")
     parser.add_argument("--mds", type=int, default=16, help="MDs the inserts are spread over (default 16)")
     parser.add_argument("--repeat", type=int, default=3, help="repeats; the summary gives medians (default 3)")

@@ -20,9 +20,10 @@ own processes, started and stopped by cluster_bench.py. Two roles:
 
         Before each command the driver bootstraps again from the peer list (untimed): the
         library forgets a contact after one lost datagram, and a cell should not inherit
-        the previous cell's losses. Answer: {"op", "n", "size", "concurrency", "seconds", "ops_per_s", "p50_ms", "p99_ms",
-        "failed"} where `failed` counts sets that stored nowhere and gets that returned None
-        or a wrong value (those still count in the time, as they cost it).
+        the previous cell's losses. Answer: {"op", "n", "size", "concurrency", "seconds",
+        "ops_per_s", "p50_ms", "p99_ms", "failed"} where `failed` counts sets that stored
+        nowhere and gets that returned None or a wrong value (those still count in the time,
+        as they cost it).
 
 Not a test and not used by the project at run time: a yardstick for the benchmark only.
 """

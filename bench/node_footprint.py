@@ -81,7 +81,8 @@ async def pushes_received(tools: NodeTools, entries: list[NodeEntry]) -> int:
 
 async def chunk_counts(tools: NodeTools, entries: list[NodeEntry]) -> dict[bytes, int | None]:
     statuses = await tools.statuses([(e.address, e.name) for e in entries], timeout=3.0)
-    return {bytes(e.name): (None if s is None else int(s.get("chunks") or 0)) for e, s in zip(entries, statuses, strict=True)}
+    return {bytes(e.name): (None if s is None else int(s.get("chunks") or 0))
+            for e, s in zip(entries, statuses, strict=True)}
 
 
 async def put_items(lc: LocalCluster, count: int, size: int, concurrency: int) -> list[XorName]:
@@ -267,25 +268,28 @@ async def run(args: argparse.Namespace, lc: LocalCluster) -> None:
             print(f"\n## (a) idle footprint, {args.idle:g}s after the last put settled (load {load_average()})")
             print(f"  {'node':>4} {'items':>6} {'RSS MiB':>8} {'peak MiB':>9} {'store MiB':>10} {'idle CPU %':>11}")
             for x in rows:
-                print(f"  {x['index']:>4} {x['items']!s:>6} {x['rss_mib']:8.1f} {x['hwm_mib']:9.1f} {x['store_mib']:10.1f} "
-                      f"{x['cpu_pct']:11.1f}")
+                print(f"  {x['index']:>4} {x['items']!s:>6} {x['rss_mib']:8.1f} {x['hwm_mib']:9.1f} "
+                      f"{x['store_mib']:10.1f} {x['cpu_pct']:11.1f}")
             print(f"  idle CPU: {sum(x['cpu_pct'] for x in rows):.0f}% of one core for all {len(rows)} nodes together "
                   f"(pings, anti-entropy over the stored items)")
             worst = max(x["rss_mib"] for x in rows)
             print(f"  median RSS {median([x['rss_mib'] for x in rows]):.1f} MiB, max {worst:.1f} MiB "
-                  f"({worst * 2**20 / 1e6:.1f} MB) with {max(x['items'] or 0 for x in rows)} items on the fullest node: "
+                  f"({worst * 2**20 / 1e6:.1f} MB) with {max(x['items'] or 0 for x in rows)} items "
+                  "on the fullest node: "
                   f"target < {TARGET_RSS_MB:g} MB {'met' if worst * 2**20 / 1e6 < TARGET_RSS_MB else 'MISSED'}")
 
         if args.kills:
             print(f"\n## (b) recovery after SIGKILL of one holder ({len(names)} items, {len(entries)} nodes, R={r})")
-            print(f"  {'victim':>6} {'items':>6} {'first':>6} {'50%':>6} {'90%':>6} {'counts':>7} {'verified':>9}  (seconds after the kill)")
+            print(f"  {'victim':>6} {'items':>6} {'first':>6} {'50%':>6} {'90%':>6} {'counts':>7} {'verified':>9}"
+                  "  (seconds after the kill)")
             results = []
             for k in range(args.kills):
                 victim = entries[(1 + k) % len(entries)]
                 res = await recovery(lc, tools, names, victim, r, args.recovery_timeout)
                 results.append(res)
-                print(f"  {res['victim']:>6} {res['items_held']:>6} {fmt_s(res['first_s']):>6} {fmt_s(res['half_s']):>6} "
-                      f"{fmt_s(res['ninety_s']):>6} {fmt_s(res['counts_s']):>7} {fmt_s(res['verified_s']):>9}"
+                print(f"  {res['victim']:>6} {res['items_held']:>6} {fmt_s(res['first_s']):>6} "
+                      f"{fmt_s(res['half_s']):>6} {fmt_s(res['ninety_s']):>6} {fmt_s(res['counts_s']):>7} "
+                      f"{fmt_s(res['verified_s']):>9}"
                       + (f"  {res['unconfirmed']} items NOT back" if res["unconfirmed"] else "")
                       + f"  (load {load_average()})", flush=True)
                 good = await sample_locate(lc, tools, names, r)
@@ -320,7 +324,8 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=10.0, help="seconds idle before reading memory (default 10)")
     parser.add_argument("--kills", type=int, default=3, help="recovery measurements (default 3; 0 skips)")
     parser.add_argument("--skip-idle", action="store_true", help="skip (a)")
-    parser.add_argument("--recovery-timeout", type=float, default=120.0, help="give up on a kill after this (default 120)")
+    parser.add_argument("--recovery-timeout", type=float, default=120.0,
+                        help="give up on a kill after this (default 120)")
     parser.add_argument("--settle-timeout", type=float, default=180.0,
                         help="wait this long for full replication before measuring (default 180)")
     parser.add_argument("--data-dir", default=None, help="cluster dir (default: a fresh temp dir)")

@@ -6,8 +6,8 @@ A script that prints numbers, not a test:
     /work/venv/bin/python bench/routing_bench.py [--sizes 1000 10000] [--lookups 2000] [--seed 1]
 
 Rates and build times are CPU seconds of this process (`time.process_time`), so that other
-load on the machine does not skew them. Networks live in one process as a dict of RoutingTables; a query is a direct call of the
-queried node's `closest()`, so lookups/s measures the routing code alone (no transport).
+load on the machine does not skew them. Networks live in one process as a dict of RoutingTables;
+a query is a direct call of the queried node's `closest()`, so lookups/s measures the routing code alone (no transport).
 """
 
 from __future__ import annotations

@@ -221,7 +221,8 @@ def _md_json(md: MutableData) -> dict[str, Any]:
         "tag": md.tag,
         "version": md.version,
         "owners": [o.hex() for o in md.owners],
-        "permissions": {("anyone" if u is ANYONE else bytes(u).hex()): _perm_text(p) for u, p in md.permissions.items()},  # type: ignore[arg-type]
+        "permissions": {("anyone" if u is ANYONE else bytes(u).hex()): _perm_text(p)  # type: ignore[arg-type]
+                        for u, p in md.permissions.items()},
         "entries": {_show(k): {"value": _show(v.content), "version": v.entry_version, "deleted": v.is_tombstone}
                     for k, v in sorted(md.entries.items())},
     }
@@ -244,7 +245,9 @@ def md() -> None:
 @click.option("--name", "name_hex", default=None, metavar="HEX", help="Its name (default: random).")
 @click.option("--anyone", default="", metavar="PERMS", help="What anyone may do, e.g. 'insert' for an append-only log.")
 @_common
-def md_create(tag: int, name_hex: str | None, anyone: str, cluster: str | None, mock: str | None, as_json: bool) -> None:
+def md_create(
+    tag: int, name_hex: str | None, anyone: str, cluster: str | None, mock: str | None, as_json: bool
+) -> None:
     """Create a public MD owned by you; prints NAME:TAG."""
     name = XorName.from_hex(name_hex) if name_hex else XorName.random()
     perms: dict[User, PermissionSet] = {ANYONE: _permission_set(anyone)} if anyone else {}
@@ -277,7 +280,8 @@ def md_get(name: str, tag: int | None, cluster: str | None, mock: str | None, as
     info = _md_json(data)
     lines = [f"{address}  version {data.version}  owner {', '.join(info['owners'])}"]
     lines += [f"  permission {u}: {p}" for u, p in info["permissions"].items()]
-    lines += [f"  {k} = {v['value']!r} (v{v['version']}{', deleted' if v['deleted'] else ''})" for k, v in info["entries"].items()]
+    lines += [f"  {k} = {v['value']!r} (v{v['version']}{', deleted' if v['deleted'] else ''})"
+              for k, v in info["entries"].items()]
     click.echo("\n".join(lines))
 
 
@@ -307,7 +311,8 @@ def _entry(kind: str, name: str, key: str, value: str | None, tag: int | None, v
          if kind != "insert" else f"inserted {key!r}")
 
 
-_tag_option = click.option("--tag", type=int, default=None, help=f"Type tag (default {DEFAULT_TAG}; or write NAME:TAG).")
+_tag_option = click.option("--tag", type=int, default=None,
+                           help=f"Type tag (default {DEFAULT_TAG}; or write NAME:TAG).")
 _hex_option = click.option("--hex", "as_hex", is_flag=True, help="KEY and VALUE are hex.")
 _version_option = click.option("--version", type=int, default=None,
                                help="The entry version to write (default: the current one + 1).")
@@ -434,7 +439,8 @@ def _secrets(locator: str | None, password: str | None, confirm: bool) -> tuple[
 @account.command("create")
 @click.option("--locator", default=None, help="Your account's public half (like a user name).")
 @click.option("--password", default=None, help="Its secret half (prompted if left out; or $SAFENET_PASSWORD).")
-@click.option("--allowance", type=int, default=None, help="Mutations the network grants (must match the network's; default 1000).")
+@click.option("--allowance", type=int, default=None,
+              help="Mutations the network grants (must match the network's; default 1000).")
 @_common
 def account_create(locator: str | None, password: str | None, allowance: int | None,
                    cluster: str | None, mock: str | None, as_json: bool) -> None:
@@ -452,7 +458,9 @@ def account_create(locator: str | None, password: str | None, allowance: int | N
 @click.option("--locator", default=None, help="Your account's locator.")
 @click.option("--password", default=None, help="Its password (prompted if left out; or $SAFENET_PASSWORD).")
 @_common
-def account_login(locator: str | None, password: str | None, cluster: str | None, mock: str | None, as_json: bool) -> None:
+def account_login(
+    locator: str | None, password: str | None, cluster: str | None, mock: str | None, as_json: bool
+) -> None:
     """Log in with your secrets (on any machine)."""
     locator, password = _secrets(locator, password, confirm=False)
     auth = _run(lambda: Authenticator.login(_factory(cluster, mock), locator, password, cost=_cost()))

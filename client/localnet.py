@@ -26,7 +26,9 @@ __all__ = ["LocalNetwork", "LocalNode"]
 class LocalNetwork(NodeNetwork):
     """`node.localnet.LocalNetwork` that also opens clients on its memory network."""
 
-    def client(self, keys: Keypair | None = None, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[NetworkClient]:
+    def client(
+        self, keys: Keypair | None = None, **kwargs: Any
+    ) -> contextlib.AbstractAsyncContextManager[NetworkClient]:
         kwargs.setdefault("replication", self.config.replication)
         kwargs.setdefault("rng", random.Random(self.rng.getrandbits(64)))
         return NetworkClient.open(self.addresses[:3], keys, network=self.memory, **kwargs)

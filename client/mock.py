@@ -183,6 +183,7 @@ class MockNetwork:
         result = self._run(request)
         if charge is not None:
             state = self.mdata[charge]
+            assert state.md is not None  # `_authorise` charges only an account whose MD it read
             self.mdata[charge] = rules.MDataState(AccountInfo.of(state.md).charged().to_md(), state.recent)
         return result
 
@@ -220,8 +221,8 @@ class MockNetwork:
                 self.mdata[address] = new
                 self._save()
             return None
-        state = self.mdata.get(address)
-        return op.encode_result(read_mdata(state.md if state else None, op))
+        found = self.mdata.get(address)
+        return op.encode_result(read_mdata(found.md if found else None, op))
 
     # ----------------------------------------------------------------- persistence
 

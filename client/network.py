@@ -88,7 +88,9 @@ class NetworkClient(DataClient):
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, contacts: Sequence[str], keys: Keypair | None = None, **kwargs: Any) -> AsyncIterator[NetworkClient]:
+    async def open(
+        cls, contacts: Sequence[str], keys: Keypair | None = None, **kwargs: Any
+    ) -> AsyncIterator[NetworkClient]:
         client = cls(contacts, keys, **kwargs)
         with E.single_errors():
             async with trio.open_nursery() as nursery:
@@ -106,7 +108,9 @@ class NetworkClient(DataClient):
         learned = False
         for address in self.rng.sample(self.contacts, len(self.contacts)):
             try:
-                reply = await self.rpc.request(None, address, new_message("find_node", target=bytes(self.keys.name)), 5.0)
+                reply = await self.rpc.request(
+                    None, address, new_message("find_node", target=bytes(self.keys.name)), 5.0
+                )
             except (*RETRYABLE, E.SafeError):
                 continue
             self._learn(reply.get("contacts", []))
@@ -145,8 +149,8 @@ class NetworkClient(DataClient):
         if cached and not fresh and now - cached[0] < 10.0:
             return cached[1]
         if not fresh and self._complete_until > now:
-            target = int.from_bytes(name, "big")
-            known = sorted(self.nodes.items(), key=lambda item: int.from_bytes(item[0], "big") ^ target)
+            target_int = int.from_bytes(name, "big")
+            known = sorted(self.nodes.items(), key=lambda item: int.from_bytes(item[0], "big") ^ target_int)
             group = [Contact(n, a) for n, a in known[: self.replication] if self._bad.get(n, -math.inf) <= now]
             if len(group) == self.replication:
                 self._groups[bytes(name)] = (now, group)
@@ -217,7 +221,9 @@ class NetworkClient(DataClient):
                 raise E.QuorumNotReached("no node of the close group is known")
             contact = group[attempt % len(group)]
             try:
-                reply = await self.rpc.request(contact.name, contact.address, new_message("request", req=wire), self.try_timeout)
+                reply = await self.rpc.request(
+                    contact.name, contact.address, new_message("request", req=wire), self.try_timeout
+                )
                 return request.op.decode_result(reply.get("result"))
             except E.ClientError as exc:
                 if isinstance(request.op, GetIData) and isinstance(exc, E.NetworkOther | E.NoSuchData):
@@ -302,7 +308,9 @@ class NetworkClient(DataClient):
 
         async def ask(contact: Contact) -> None:
             try:
-                reply = await self.rpc.request(contact.name, contact.address, new_message("read", req=wire), self.try_timeout)
+                reply = await self.rpc.request(
+                    contact.name, contact.address, new_message("read", req=wire), self.try_timeout
+                )
             except (*RETRYABLE, E.SafeError):
                 reply = None
             answered["n"] += 1

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 import trio
@@ -366,7 +366,7 @@ class Database:
         limit = self.streams_.body_limit
         sealer = self.sealer
         sealed: list[bytes | None] = [None] * len(events)
-        made: list[Body | None] = [None] * len(events)
+        made: list[Body] = []
         to_pack: list[int] = []
         to_blob: list[int] = []
         raws: list[bytes] = []
@@ -378,7 +378,7 @@ class Database:
                 event.id, event.type, stamp, event.causation_id, event.correlation_id,
                 raw, is_json, meta, None, meta_json, corrects, INLINE,
             )
-            made[i] = body
+            made.append(body)
             if len(raw) <= INLINE_MAX:
                 record = sealer.seal(body.encode())
                 if len(record) <= limit:
@@ -405,7 +405,6 @@ class Database:
 
         async def finish(i: int) -> bytes:
             body = made[i]
-            assert body is not None
             if i in blob_names:
                 body = replace(body, payload=blob_names[i], where=BLOB)
             record = sealer.seal(body.encode())
@@ -564,7 +563,11 @@ class Database:
         # end's segment is listed whole, as the read walks it anyway.
         kept: dict[int, dict[int, StreamEntry]] = {}
         metadata = None if is_system(stream) else partial(self._metadata, stream)
-        tail, meta = await gather([partial(self.streams_.tail, stream, keep=kept), metadata or _no_metadata])
+        calls: list[Callable[[], Awaitable[Any]]] = [partial(self.streams_.tail, stream, keep=kept),
+                                                     metadata or _no_metadata]
+        tail: Tail
+        meta: StreamMetadata
+        tail, meta = await gather(calls)
         self._remember(stream, tail)
         if not tail.exists:
             raise StreamNotFound(stream)
@@ -708,7 +711,8 @@ class Database:
         """RecordedEvents for (version, position, body) of `stream` — or (stream, version,
         position, body) with `stream` None — fetching every chunk they need once."""
         rows: list[tuple[str, int, int, Body]] = (
-            [(stream, *item) for item in items] if stream is not None else list(items)  # type: ignore[misc]
+            [(stream, *item) for item in cast(list[tuple[int, int, Body]], items)] if stream is not None
+            else list(cast(list[tuple[str, int, int, Body]], items))
         )
         corrections = corrections or {}
         sources: list[tuple[Body, int | None]] = []

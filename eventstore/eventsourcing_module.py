@@ -215,7 +215,9 @@ def unregister_bridge(name: str) -> None:
     _registered.pop(name, None)
 
 
-def _connector(env: Environment) -> tuple[tuple[str, ...], Callable[[], contextlib.AbstractAsyncContextManager[DataClient]]]:
+def _connector(
+    env: Environment,
+) -> tuple[tuple[str, ...], Callable[[], contextlib.AbstractAsyncContextManager[DataClient]]]:
     from client.connect import FileMockNetwork, key_file  # the same files and key as `safenet es`
 
     mock = env.get(SAFENET_MOCK)
@@ -615,7 +617,9 @@ class Factory(InfrastructureFactory[SafeTrackingRecorder]):
         cls = self._recorder_class(self.APPLICATION_RECORDER_TOPIC, SafeApplicationRecorder)
         return cls(self.bridge, self.database, f"events@{self.app}")
 
-    def tracking_recorder(self, tracking_recorder_class: type[SafeTrackingRecorder] | None = None) -> SafeTrackingRecorder:
+    def tracking_recorder(
+        self, tracking_recorder_class: type[SafeTrackingRecorder] | None = None
+    ) -> SafeTrackingRecorder:
         cls = tracking_recorder_class or self._recorder_class(self.TRACKING_RECORDER_TOPIC, SafeTrackingRecorder)
         if not issubclass(cls, SafeTrackingRecorder):
             raise InfrastructureFactoryError(f"{cls.__name__} is not a SafeTrackingRecorder")

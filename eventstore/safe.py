@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -335,7 +335,7 @@ def _no_chunk(_name: XorName) -> bytes:
     raise _NeedsChunks
 
 
-async def gather(calls: list[Callable[[], Awaitable[T]]], limit: int = 16) -> list[T]:
+async def gather(calls: Sequence[Callable[[], Awaitable[T]]], limit: int = 16) -> list[T]:
     """Run the calls at most `limit` at a time; results in the calls' order."""
     if len(calls) == 1:
         return [await calls[0]()]

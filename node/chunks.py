@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
@@ -233,7 +234,7 @@ class ChunkKeeper:
                 self.core.rpc(
                     member,
                     new_message("chunk_has", names=part),
-                    lambda reply, m=member, p=part, f=full: self._on_have(m, p, reply, full=f),
+                    partial(self._on_have, member, part, full=full),
                 )
 
     def _scrub(self) -> None:

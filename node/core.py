@@ -282,6 +282,7 @@ class NodeCore:
         timeout: float | None = None,
     ) -> None:
         """Send `msg` and call `on_reply` with the answer, or with None on timeout."""
+        address: str | None
         if isinstance(to, Contact):
             name, address = to.name, to.address
         else:
@@ -463,7 +464,9 @@ class NodeCore:
             self.log("joined", contacts=len(self.routing))
             self.on_membership_change()
 
-    def _rpc_by_address(self, address: str, msg: dict[str, Any], on_reply: Callable[[dict[str, Any] | None], None]) -> None:
+    def _rpc_by_address(
+        self, address: str, msg: dict[str, Any], on_reply: Callable[[dict[str, Any] | None], None]
+    ) -> None:
         # A bootstrap contact's name is unknown until the transport's handshake tells it, so
         # its reply is matched by message id alone.
         mid = msg["id"]

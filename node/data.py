@@ -301,7 +301,7 @@ class MutableData:
         return MutableData(self.name, self.tag, {}, self.permissions, self.version, self.owners)
 
     def replace(self, **changes: Any) -> MutableData:
-        fields = {
+        fields: dict[str, Any] = {
             "name": self.name,
             "tag": self.tag,
             "entries": self.entries,

@@ -119,7 +119,8 @@ class NodeHost:
 
     def _admin(self, peer: Peer, msg: dict[str, Any]) -> Send:
         if self.admin_name is None or peer.name != self.admin_name:
-            return Send(peer.name, peer.address, reply_to(msg, "error", err={"code": -100, "msg": "admin key required"}))
+            return Send(peer.name, peer.address,
+                        reply_to(msg, "error", err={"code": -100, "msg": "admin key required"}))
         op = msg.get("op")
         if op == "fault" and self.fault is not None:
             try:

@@ -111,7 +111,8 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope, log: JsonLog) -
 @click.option("--port", default=0, show_default=True, help="TCP port (0 picks a free one).")
 @click.option("--bootstrap", multiple=True, metavar="HOST:PORT", help="A node to join through (repeatable).")
 @click.option("--replication", default=5, show_default=True, help="R: nodes in each item's close group.")
-@click.option("--admin-key", default=None, metavar="HEX", help="Name (64 hex) of the key allowed to send admin messages.")
+@click.option("--admin-key", default=None, metavar="HEX",
+              help="Name (64 hex) of the key allowed to send admin messages.")
 @click.option("--lie", multiple=True, type=click.Choice(["forge", "stale", "corrupt"]), hidden=True,
               help="Test only: make this node a liar (forged MD values, stale versions, corrupted chunks).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=IDLE_TIMEOUT,

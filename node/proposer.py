@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
@@ -168,7 +169,7 @@ class Proposal:
             self.core.rpc(
                 target,
                 new_message(PREPARE, items=msg_items),
-                lambda reply, t=target: self.on_promise(token, t, reply),
+                partial(self.on_promise, token, target),
             )
 
     def on_promise(self, token: int, target: XorName, reply: dict[str, Any] | None) -> None:
@@ -222,14 +223,16 @@ class Proposal:
                     continue
             except (ValueError, TypeError, IndexError):
                 continue
-            if name in asked or (int.from_bytes(name, "big") ^ target_int) > horizon or len(self.extended) > 4 * len(self.members):
+            if (name in asked or (int.from_bytes(name, "big") ^ target_int) > horizon
+                    or len(self.extended) > 4 * len(self.members)):
                 continue
             asked.add(name)
             self.extended = self.extended + (name,)
             self.core.rpc(
                 Contact(name, address),
-                new_message(PREPARE, items=[Prepare(self.key, self.ballot, self.rep.record(self.key).digest).to_wire()]),
-                lambda reply, t=name: self.on_promise(token, t, reply),
+                new_message(PREPARE,
+                            items=[Prepare(self.key, self.ballot, self.rep.record(self.key).digest).to_wire()]),
+                partial(self.on_promise, token, name),
             )
 
     def evaluate_promises(self) -> None:
@@ -521,13 +524,13 @@ def _out_of_reach(refused: set[XorName], quorums: tuple[tuple[XorName, ...], ...
 
 def _blind(request: Request, value: Register) -> Request:
     """Test-only break: turn conditional entry writes into blind overwrites (lost updates)."""
-    from .data import Del, Ins, Update
+    from .data import Del, EntryAction, Ins, Update
     from .requests import MutateEntries
 
     op, md = request.op, value.state.md
     if not isinstance(op, MutateEntries) or md is None:
         return request
-    actions = {}
+    actions: dict[bytes, EntryAction] = {}
     for key, action in op.actions.items():
         current = md.entries.get(key)
         if current is None:

@@ -77,7 +77,8 @@ async def connect(cluster: str | None, mock: str | None) -> AsyncIterator[tuple[
     key_path = key_file(mock)
     keys = Keypair.load_or_create(key_path)
     if mock is not None:
-        yield FileMockNetwork(Path(mock)).client(keys), Where(f"the mock network in {mock}", key_path, f" --mock {mock}")
+        yield (FileMockNetwork(Path(mock)).client(keys),
+               Where(f"the mock network in {mock}", key_path, f" --mock {mock}"))
         return
     from client.network import NetworkClient
     from node.clusterfile import load_cluster_file
@@ -326,7 +327,8 @@ async def demo(app: NoteBookApp, where: Where, as_json: bool, name: str | None) 
 
     say(f"\n1. create the notebook {name!r}")
     created = await app.new(name)
-    checks.check(created.changed and created.version == 0, f"new {name}", f"{created.stream}, version {created.version}")
+    checks.check(created.changed and created.version == 0, f"new {name}",
+                 f"{created.stream}, version {created.version}")
 
     say(f"\n2. add {len(DEMO_NOTES)} notes")
     for text in DEMO_NOTES:
@@ -341,7 +343,8 @@ async def demo(app: NoteBookApp, where: Where, as_json: bool, name: str | None) 
 
     say("\n4. read it back from its stream")
     notebook = await app.show(name)
-    checks.check(notebook.notes == list(DEMO_NOTES), f"show {name}", f"{len(notebook.notes)} notes, version {notebook.version}")
+    checks.check(notebook.notes == list(DEMO_NOTES), f"show {name}",
+                 f"{len(notebook.notes)} notes, version {notebook.version}")
     _print_notebook(notebook, indent="       ", say=say)
 
     say("\n5. project the notebook index and save it to the network")

@@ -225,10 +225,13 @@ def test_bad_input_gets_one_line_and_a_non_zero_exit(cluster_dir: Path, tmp_path
     assert "no node 42" in one_line_error(safenet("cluster", "kill", "42", *d, check=False))
     assert "no node 42" in one_line_error(safenet("cluster", "logs", "42", *d, check=False))
     assert "64 hex" in one_line_error(safenet("cluster", "locate", "xyz", *d, check=False))
-    assert "no cluster" in one_line_error(safenet("cluster", "status", "--data-dir", str(tmp_path / "none"), check=False))
-    assert "no cluster" in one_line_error(safenet("data", "get", "ab" * 32, "--cluster", str(tmp_path / "none"), check=False))
+    none = str(tmp_path / "none")
+    assert "no cluster" in one_line_error(safenet("cluster", "status", "--data-dir", none, check=False))
+    assert "no cluster" in one_line_error(safenet("data", "get", "ab" * 32, "--cluster", none, check=False))
     assert "64 hex" in one_line_error(safenet("data", "cat", "nothex", "--cluster", str(cluster_dir), check=False))
-    missing = one_line_error(safenet("data", "get", "ab" * 32, "-o", str(tmp_path / "x"), "--cluster", str(cluster_dir), check=False))
+    missing = one_line_error(
+        safenet("data", "get", "ab" * 32, "-o", str(tmp_path / "x"), "--cluster", str(cluster_dir), check=False)
+    )
     assert "no such data" in missing
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.part").exists()
 

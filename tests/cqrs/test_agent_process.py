@@ -14,9 +14,9 @@ from pathlib import Path
 
 import trio
 
+from client.connect import FileMockNetwork
 from client.mock import MockNetwork
 from eventstore.api import EventStore
-from client.connect import FileMockNetwork
 from eventstore.cqrs import Projection, ProjectionAgent, projection_history, read_projection
 from eventstore.notebook import NoteBookApp
 from eventstore.notebook.index import fold

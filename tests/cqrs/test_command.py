@@ -163,7 +163,8 @@ async def test_snapshots_are_taken_every_n_events_and_used(db, net, autojump_clo
 async def test_a_snapshot_of_another_schema_is_ignored(db, autojump_clock):
     repository = Repository(db, snapshots=Snapshots(db, every=1))
     await CommandHandler(repository).execute(Open("alice", "Alice"))
-    await db.append(snapshot_stream("account@alice"), [EventData("Snapshot", {"schema": 99, "version": 0, "state": {}})])
+    await db.append(snapshot_stream("account@alice"),
+                    [EventData("Snapshot", {"schema": 99, "version": 0, "state": {}})])
     account = await repository.get(Account, "alice")
     assert account.owner == "Alice"  # rebuilt from the events
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import trio
 from es_testing import check_consistent, ev
 
-from eventstore.api import EventStore
 from client.connect import FileMockNetwork
+from eventstore.api import EventStore
 from node.keys import Keypair
 
 WRITER = textwrap.dedent("""

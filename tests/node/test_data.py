@@ -317,7 +317,8 @@ def test_idata_equality_is_by_content():
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.dictionaries(st.binary(max_size=300), st.builds(Value, st.binary(max_size=70000 // 40), st.integers(0, 2**64 - 1)),
+    st.dictionaries(st.binary(max_size=300),
+                    st.builds(Value, st.binary(max_size=70000 // 40), st.integers(0, 2**64 - 1)),
                     max_size=40),
     st.lists(st.tuples(st.binary(max_size=300), st.binary(max_size=300), st.integers(0, 2**33)), max_size=20),
 )

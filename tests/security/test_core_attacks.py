@@ -253,8 +253,8 @@ def test_no_message_of_any_shape_raises_out_of_the_core_or_changes_data(net: Cor
     key = item_key(md.address)
     group = net.group(md.address.name)
     as_member = data.draw(st.booleans(), label="from a member")
-    sender = Peer(group[0].name if as_member else far_keys(md.address.name, net).name, data.draw(st.sampled_from(["node", "client"])),
-                  "127.0.0.1:1")
+    sender = Peer(group[0].name if as_member else far_keys(md.address.name, net).name,
+                  data.draw(st.sampled_from(["node", "client"])), "127.0.0.1:1")
     kind = data.draw(st.sampled_from(_KINDS), label="kind")
     # Fields that look almost right (a real key, a real base digest) with hostile parts.
     item = data.draw(st.lists(st.one_of(_values, st.just(key), st.just(bytes(40))), max_size=6), label="item")

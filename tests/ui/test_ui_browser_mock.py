@@ -16,8 +16,8 @@ import trio
 from ui_projections import SPEC, TITLES
 from ui_testing import UiServer, needs_browser, run_ui, shot
 
-from eventstore.api import EventData, EventStore
 from client.connect import FileMockNetwork
+from eventstore.api import EventData, EventStore
 from eventstore.cqrs import ProjectionAgent
 from node.keys import Keypair
 

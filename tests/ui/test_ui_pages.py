@@ -84,7 +84,8 @@ async def test_a_wrong_expected_version_is_a_message_and_writes_nothing(ui: Ui) 
     form = {"stream": "order@1", "type": "Late", "data": "{}", "expected": "0"}
     page = await ui.http.post("/append/shop", data=form)
     assert page.status_code == 409
-    assert alert(page.text) == "Wrong expected version: stream 'order@1': expected version 0, actual 1. Nothing was written."
+    assert alert(page.text) == ("Wrong expected version: stream 'order@1': expected version 0, actual 1. "
+                                "Nothing was written.")
     assert 'id="actual-version"' in page.text and 'value="Late"' in page.text  # the form keeps its values
     assert await db.stream_version("order@1") == 1
     form_page = await ui.http.get("/append/shop", params={"stream": "order@1"})
