@@ -28,6 +28,7 @@ import trio
 
 from node import errors as E
 from node.keys import Keypair, PublicKey
+from node.proofs import majority
 from node.requests import GetIData, Request
 from node.routing import Contact, Lookup
 from node.transport import Endpoint, MemoryNetwork, RpcClient, Unreachable
@@ -38,9 +39,6 @@ from .api import DataClient
 
 RETRYABLE = (E.RequestTimeout, E.NotReady, E.QuorumNotReached, E.ProtocolError, Unreachable)
 
-
-def majority(n: int) -> int:
-    return n // 2 + 1
 
 
 class NetworkClient(DataClient):

@@ -15,10 +15,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from . import errors as E
 from . import rules
 from .data import ImmutableData
-from .requests import GetIData, PutIData, Request
+from .messages import CHUNK_PUT
+from .proofs import majority
+from .requests import GetIData, PutIData, Request, op_to_obj
 from .wire import new_message
 from .xorname import XorName, sha3_256
 
@@ -33,8 +37,13 @@ SCRUB_CHUNKS_PER_ROUND = 64
 SCRUB_BYTES_PER_ROUND = 8 * 1024 * 1024
 
 
-def majority(n: int) -> int:
-    return n // 2 + 1
+PAID = "chunkpaid"  # store namespace: the client's signed put each chunk was paid with
+
+
+def paid_proof(request: Request) -> dict[str, Any]:
+    """A signed put without its operation (the chunk itself travels beside it)."""
+    return {k: v for k, v in request.to_obj().items() if k != "op"}
+
 
 
 class ChunkKeeper:
@@ -76,10 +85,31 @@ class ChunkKeeper:
             return None
         return value
 
-    def _keep(self, data: ImmutableData) -> None:
+    def _keep(self, data: ImmutableData, paid: bytes | None) -> None:
         if not self.core.store.has_chunk(data.name):
             self.core.store.put_chunk(data.name, data.value)
+        if paid is not None and self.core.store.get_record(PAID, data.name) is None:
+            self.core.store.put_record(PAID, data.name, paid)
         self._left_at.pop(bytes(data.name), None)
+
+    def _paid_by(self, name: bytes) -> dict[str, Any] | None:
+        raw = self.core.store.get_record(PAID, name)
+        return None if raw is None else msgpack.unpackb(raw, raw=False)
+
+    def _check_paid(self, data: ImmutableData, proof: Any) -> bytes:
+        """The client's signed put a copy was paid with, checked; its packed form to keep.
+        A chunk is content-addressed, so a copy cannot be forged, only stored unpaid: every
+        copy travels with the signature of the client who asked for it (node/proofs.py has
+        the same idea for MDs)."""
+        if "trust_any_peer" in self.core.config.breaks and proof is None:
+            return b""
+        if not isinstance(proof, dict):
+            raise E.AccessDenied("a chunk_put must carry the client's signed put it was paid with")
+        request = Request.from_obj({**proof, "op": op_to_obj(PutIData(data))})
+        request.verify()
+        if request.network and self.core.network_id and request.network != self.core.network_id:
+            raise E.InvalidSignature("the put was signed for another network")
+        return msgpack.packb(paid_proof(request), use_bin_type=True)
 
     def holds(self, name: bytes) -> bool:
         return self.core.store.contains_chunk(name)
@@ -89,14 +119,15 @@ class ChunkKeeper:
     def submit(self, request: Request, respond: Respond) -> None:
         op = request.op
         if isinstance(op, PutIData):
-            self._put(op.data, respond)
+            self._put(op.data, request, respond)
         elif isinstance(op, GetIData):
             self._get(op, respond)
         else:
             raise E.InvalidOperation(f"{op.KIND} is not an IData operation")
 
-    def _put(self, data: ImmutableData, respond: Respond) -> None:
+    def _put(self, data: ImmutableData, request: Request, respond: Respond) -> None:
         rules.check_idata(data)
+        proof = paid_proof(request)
         group = self.core.group(data.name)
         need = majority(len(group))
         tally = {"ok": 0, "failed": 0}
@@ -112,12 +143,12 @@ class ChunkKeeper:
             respond(result=None)
         for member in group:
             if member == self.core.name:
-                self._keep(data)
+                self._keep(data, msgpack.packb(proof, use_bin_type=True))
                 count(True)
             else:
                 self.core.rpc(
                     member,
-                    new_message("chunk_put", value=data.value),
+                    new_message(CHUNK_PUT, value=data.value, paid=proof),
                     lambda reply: count(reply is not None and reply.get("k") == "chunk_ok"),
                 )
 
@@ -163,7 +194,8 @@ class ChunkKeeper:
             # Only a node of the chunk's group (as we see it) may hand us a copy: anyone else
             # would store data that no client paid for.
             raise E.AccessDenied("chunk_put from a node outside the chunk's close group")
-        self._keep(data)
+        paid = self._check_paid(data, msg.get("paid"))
+        self._keep(data, paid or None)
         self.core.reply(peer, msg, "chunk_ok", name=bytes(data.name))
 
     def may_hold(self, peer: Peer, name: bytes) -> bool:
@@ -308,4 +340,9 @@ class ChunkKeeper:
                 self._pushing -= 1
                 self._pump()
 
-            self.core.rpc(member, new_message("chunk_put", value=value), done)
+            paid = self._paid_by(name)
+            if paid is None and "trust_any_peer" not in self.core.config.breaks:
+                self._pushing -= 1
+                self.core.log("unpaid_chunk", name=name.hex())  # nobody would take it from us
+                continue
+            self.core.rpc(member, new_message(CHUNK_PUT, value=value, paid=paid), done)

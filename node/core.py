@@ -68,10 +68,6 @@ class NodeConfig:
     # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks).
     lie: frozenset[str] = frozenset()
 
-    @property
-    def quorum(self) -> int:
-        return self.replication // 2 + 1
-
 
 @dataclass(frozen=True, slots=True)
 class Peer:
@@ -95,9 +91,6 @@ _ANY_PEER = XorName(bytes(32))  # a bootstrap contact's name is not known in adv
 # changes nothing. Anything else is a bug in this code, and the host logs it.
 _BAD_INPUT = (KeyError, TypeError, ValueError, IndexError, OverflowError, UnicodeError, AttributeError)
 
-
-def majority(n: int) -> int:
-    return n // 2 + 1
 
 
 @dataclass

@@ -279,7 +279,8 @@ class Attackers:
         current = record.value.state.md
         entry = f"k{self.rng.randrange(self.workload.config.entries_per_md)}".encode()
         old = current.entries.get(entry)
-        entries = {**current.entries, entry: Value(b"forged:" + attacker.label.encode(), (old.entry_version + 1) if old else 0)}
+        version = (old.entry_version + 1) if old else 0
+        entries = {**current.entries, entry: Value(b"forged:" + attacker.label.encode(), version)}
         permissions = {**current.permissions, attacker.keys.public: PermissionSet.allowing(*Action)}
         forged = current.replace(entries=entries, permissions=permissions, owners=frozenset({attacker.keys.public}),
                                  version=current.version + 1)
@@ -317,7 +318,8 @@ class Attackers:
             else:
                 # A delta that changes nothing: only the ballot is hostile (fast: promise its successor).
                 value = record.value
-                delta = [value.digest(), [], list(map(bytes, value.members)), list(map(bytes, value.prev)), value.digest()]
+                delta = [value.digest(), [], list(map(bytes, value.members)), list(map(bytes, value.prev)),
+                         value.digest()]
                 item = [key, ballot.to_obj(), True, [1, delta]]
                 self._send(attacker, node, self._msg("accept", items=[item]), "huge-accept")
 

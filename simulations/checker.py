@@ -482,7 +482,8 @@ class _Search:
     """The WGL/Lowe search over one key's ops, on arrays rather than node objects (speed).
 
     Doubly linked lists share one node space: the *main* list holds the call and return
-    entries of determinate ops (ok ops and refusals) in real-time order; indeterminate ops have calls only (no return) and
+    entries of determinate ops (ok ops and refusals) in real-time order; indeterminate ops have calls only
+    (no return) and
     sit in an *info* list per model guard (``Model.guard``), plus one for ops with no guard.
     At each configuration the ops that may go next are the main-list calls before the first
     remaining return R, then the unguarded info calls invoked before R, then those guarded by

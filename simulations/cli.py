@@ -115,8 +115,10 @@ def _one_seed(job: dict[str, Any]) -> dict[str, Any]:
 @click.option("--quiet", type=click.FloatRange(min=0),
               help="Seconds between the final heal and the final checks (default: the scenario's).")
 @click.option("--mode", type=click.Choice(["sim", "cluster"]), default="sim", show_default=True)
-@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write JSON, Markdown and PNG reports here.")
-@click.option("--break", "breaks", multiple=True, type=click.Choice(BREAKS), help="Break the network on purpose (repeatable).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Write JSON, Markdown and PNG reports here.")
+@click.option("--break", "breaks", multiple=True, type=click.Choice(BREAKS),
+              help="Break the network on purpose (repeatable).")
 @click.option("--jobs", "-j", type=click.IntRange(min=0), default=0,
               help="Worker processes for --seeds (default: one per CPU).")
 @click.option("--trace", is_flag=True, help="Keep every message line in the report (trace.txt).")
@@ -154,7 +156,8 @@ def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int |
     if quiet is not None:
         overrides["quiet"] = quiet
     chosen = parse_seeds(seed, seeds)
-    jobs_list = [{"scenario": base.name, "seed": s, "overrides": overrides, "breaks": breaks, "trace": trace, "driver": driver,
+    jobs_list = [{"scenario": base.name, "seed": s, "overrides": overrides, "breaks": breaks, "trace": trace,
+                  "driver": driver,
                   "report": report_dir, "single": len(chosen) == 1} for s in chosen]
     workers = jobs or os.cpu_count() or 1
     workers = max(1, min(workers, len(chosen)))
@@ -231,11 +234,13 @@ def _run_on_cluster(scenario: Scenario, seed: int, *, nodes: int | None, duratio
 
 def _print_single(summary: dict[str, Any]) -> None:
     colour = "green" if summary["valid"] else "red"
-    click.echo(click.style(f"{summary['scenario']} seed {summary['seed']}: {summary['status'].upper()}", fg=colour, bold=True))
+    title = f"{summary['scenario']} seed {summary['seed']}: {summary['status'].upper()}"
+    click.echo(click.style(title, fg=colour, bold=True))
     if summary["mode"] == "cluster":
         click.echo(f"  {summary['nodes']} node processes, {summary['wall_s']:.1f} s; trace digest {summary['digest']}")
     else:
-        click.echo(f"  {summary['nodes']} nodes, {summary['virtual_s']:.1f} s simulated in {summary['wall_s']:.2f} s wall; "
+        click.echo(f"  {summary['nodes']} nodes, {summary['virtual_s']:.1f} s simulated in "
+                   f"{summary['wall_s']:.2f} s wall; "
                    f"{summary['messages']} messages; digest {summary['digest']}")
     click.echo(f"  faults: {summary['faults'] or 'none'}")
     click.echo(f"  ops: {summary['ops']}")

@@ -310,7 +310,8 @@ class ClusterNemesis:
 # ============================================================================ the end checks
 
 
-async def _replica_states(target: ClusterTarget, tools: NodeTools, workload: Workload) -> dict[Hashable, dict[Hashable, Any]]:
+async def _replica_states(target: ClusterTarget, tools: NodeTools,
+                          workload: Workload) -> dict[Hashable, dict[Hashable, Any]]:
     """Ask each close-group member for its own copy of each register (as a quorum read does)."""
     states: dict[Hashable, dict[Hashable, Any]] = {}
     for key in workload.registers():
@@ -377,7 +378,8 @@ def _node_errors(info: ClusterFile) -> CheckResult:
                 with contextlib.suppress(ValueError):
                     record = json.loads(line)
                     if record.get("event") == "internal_error":
-                        anomalies.append(Anomaly("internal-error", f"node-{entry.index}", str(record.get("error"))[:300]))
+                        anomalies.append(Anomaly("internal-error", f"node-{entry.index}",
+                                                 str(record.get("error"))[:300]))
         err = entry.path / "stderr.log"
         if err.exists() and "Traceback" in err.read_text(errors="replace"):
             anomalies.append(Anomaly("traceback", f"node-{entry.index}", f"see {err}"))

@@ -163,7 +163,8 @@ class Nemesis:
         now = trio.current_time()
         if "partition" in self._exclusive:
             return False
-        recent = {name for t, _slot, name in self.destroyed if now - max(t, self.partition_healed) < self.config.recovery}
+        recent = {name for t, _slot, name in self.destroyed
+                  if now - max(t, self.partition_healed) < self.config.recovery}
         if not recent:
             return True
         r = self.sim.config.replication
@@ -179,7 +180,7 @@ class Nemesis:
         # group of each item the workload wrote is checked too, where the node is in it.
         for item in self._item_names():
             t = int.from_bytes(item, "big")
-            group = heapq.nsmallest(r, places, key=lambda p, t=t: p ^ t)
+            group = heapq.nsmallest(r, places, key=t.__xor__)  # distance to the item
             if me in group and sum(1 for p in group if p in lost) >= r // 2:
                 return False
         return True

@@ -60,7 +60,7 @@ def _written(workload: Workload) -> dict[str, set[bytes]]:
     for op in workload.history.ops():
         if op.f in ("insert", "update"):
             content = op.value if op.f == "insert" else op.value[0]
-            out.setdefault(op.key[1], set()).add(content)
+            out.setdefault(op.key[1], set()).add(content)  # type: ignore[index]  # keys are (md, entry)
     return out
 
 
@@ -98,7 +98,8 @@ def md_integrity(sim: Simulator, workload: Workload, finals: Mapping[Hashable, A
             if md.owners != created.owners:
                 anomalies.append(Anomaly("forged-owner", (label, where),
                                          f"{where}'s copy is owned by {sorted(o.hex()[:12] for o in md.owners)}, "
-                                         f"created by {sorted(o.hex()[:12] for o in created.owners)} and never changed"))
+                                         f"created by {sorted(o.hex()[:12] for o in created.owners)} "
+                                         "and never changed"))
             elif dict(md.permissions) != dict(created.permissions) or md.version != created.version:
                 anomalies.append(Anomaly("forged-permissions", (label, where),
                                          f"{where}'s copy has version {md.version} and {len(md.permissions)} "
@@ -116,8 +117,8 @@ def md_integrity(sim: Simulator, workload: Workload, finals: Mapping[Hashable, A
                                          f"{where}'s copy names {', '.join(strangers)} in its group; "
                                          "they never ran as nodes"))
     reads = 0
-    seen = [(op.key, op.output, f"op #{op.index} at t={op.invoke_time:.3f}") for op in workload.history.ops()
-            if op.f == "read" and op.outcome == OK]
+    seen: list[tuple[Any, Any, str]] = [(op.key, op.output, f"op #{op.index} at t={op.invoke_time:.3f}")
+                                        for op in workload.history.ops() if op.f == "read" and op.outcome == OK]
     seen += [(key, value, "the final read") for key, value in finals.items()]
     for key, output, when in seen:
         reads += 1

@@ -314,7 +314,8 @@ class SimNetwork:
     def model(self, src: SimEndpoint, dst: SimEndpoint) -> LinkModel:
         return self.slot_links.get(src.slot) or self.slot_links.get(dst.slot) or self.link
 
-    def _schedule(self, src: SimEndpoint, dst: SimEndpoint, body: bytes, kind: str, now: float, model: LinkModel) -> None:
+    def _schedule(self, src: SimEndpoint, dst: SimEndpoint, body: bytes, kind: str, now: float,
+                  model: LinkModel) -> None:
         rng = self.rng
         extra = model.delay_mean - model.delay_min
         when = now + model.delay_min + (rng.expovariate(1.0 / extra) if extra > 0 else 0.0)

@@ -132,7 +132,8 @@ def _run_markdown(result: RunResult, summary: dict[str, Any], images: list[tuple
               f"- by kind: {dict(list(result.kinds.items())[:12])}", f"- node log events: {result.node_logs}"]
     for title, path in images:
         lines += ["", f"## {title}", "", f"![{title}]({path.name})"]
-    lines += ["", "Histories: `history.jsonl` (MD entries, model `md_entry`), `chunks.jsonl` (IData, model `register`).", ""]
+    lines += ["", "Histories: `history.jsonl` (MD entries, model `md_entry`), "
+              "`chunks.jsonl` (IData, model `register`).", ""]
     return "\n".join(lines)
 
 
@@ -173,7 +174,8 @@ def _fault_bars(ax_f: Any, result: RunResult) -> None:
         if event.what in INSTANT:
             if event.kind == "fault" or event.what == "churn-join":
                 row = rows.setdefault(event.what, len(rows))
-                ax_f.plot([event.time], [row], marker="v", color=FAULT_COLOURS.get(_fault_family(event.what), "tab:cyan"))
+                colour = FAULT_COLOURS.get(_fault_family(event.what), "tab:cyan")
+                ax_f.plot([event.time], [row], marker="v", color=colour)
         elif event.kind == "fault":
             open_faults[key] = event.time
         else:
@@ -184,7 +186,8 @@ def _fault_bars(ax_f: Any, result: RunResult) -> None:
                           color=FAULT_COLOURS.get(_fault_family(event.what), "tab:cyan"))
     for (what, _), started in open_faults.items():
         row = rows.setdefault(what, len(rows))
-        ax_f.barh(row, end - started, left=started, height=0.6, color=FAULT_COLOURS.get(_fault_family(what), "tab:cyan"))
+        colour = FAULT_COLOURS.get(_fault_family(what), "tab:cyan")
+        ax_f.barh(row, end - started, left=started, height=0.6, color=colour)
     ax_f.set_yticks(list(rows.values()), list(rows.keys()), fontsize=7)
     ax_f.set_title(f"{result.scenario} seed {result.seed}: faults (bars: in force)")
 
@@ -331,7 +334,8 @@ def write_batch_report(rows: Iterable[dict[str, Any]], directory: str | Path, *,
     lines += ["## All runs", "", "| seed | status | wall s | messages | faults | digest |", "|---|---|---|---|---|---|"]
     for r in rows:
         faults = sum(r["faults"].values())
-        lines.append(f"| {r['seed']} | {r['status']} | {r['wall_s']} | {r['messages']} | {faults} | `{r['digest'][:12]}` |")
+        lines.append(f"| {r['seed']} | {r['status']} | {r['wall_s']} | {r['messages']} | {faults} "
+                     f"| `{r['digest'][:12]}` |")
     md = out / "summary.md"
     md.write_text("\n".join(lines) + "\n")
     return md

@@ -128,7 +128,8 @@ class RunResult:
             "duration": self.duration, "breaks": list(self.breaks), "status": self.status,
             "valid": self.valid, "failures": self.failures(), "digest": self.digest,
             "replay": self.replay_command(), "wall_s": round(self.wall, 3), "cpu_s": round(self.cpu, 3),
-            "virtual_s": round(self.virtual, 3), "messages": self.messages, "bytes": self.bytes_sent, "kinds": self.kinds,
+            "virtual_s": round(self.virtual, 3), "messages": self.messages, "bytes": self.bytes_sent,
+            "kinds": self.kinds,
             "drops": self.drops, "faults": self.faults, "ops": self.ops, "lookups": self.lookups,
             "node_logs": self.node_logs, "byzantine": self.byzantine, "churn": self.churn,
             "checks": {name: {"status": c.status, "stats": c.stats, "reason": c.reason,
@@ -259,7 +260,8 @@ async def _play(scenario: Scenario, seed: int, breaks: tuple[str, ...], keep_mes
             topology=_topology(sim),
             scenario=scenario.name, seed=seed, nodes=scenario.nodes, duration=scenario.duration,
             breaks=breaks, digest=trace.digest(), report=report, virtual=sim.now,
-            messages=trace.delivered, bytes_sent=sim.network.bytes_sent, kinds=dict(trace.kinds.most_common()), drops=dict(trace.drops),
+            messages=trace.delivered, bytes_sent=sim.network.bytes_sent, kinds=dict(trace.kinds.most_common()),
+            drops=dict(trace.drops),
             faults=dict(sorted(nemesis.counts.items())), ops=dict(sorted(workload.counts.items())),
             lookups=dict(workload.lookups), node_logs=dict(sim.logs), byzantine=dict(byzantine_counts),
             churn={"leaves": churn.leaves, "joins": churn.joins, "deferred": churn.deferred} if churn else {},
@@ -283,7 +285,8 @@ def _topology(sim: Simulator, limit: int = 200) -> dict[str, list[str]]:
     if len(tables) > limit:
         return {}
     labels = {n.name: n.label for n in sim.live() if n.label in tables}
-    return {label: sorted(labels[c.name] for c in table.contacts() if c.name in labels) for label, table in tables.items()}
+    return {label: sorted(labels[c.name] for c in table.contacts() if c.name in labels)
+            for label, table in tables.items()}
 
 
 async def _sample(sim: Simulator, workload: Workload, samples: list[Sample], every: float) -> None:

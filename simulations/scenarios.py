@@ -44,7 +44,8 @@ class Scenario:
         if self.byzantine:
             out.append(f"{self.byzantine} Byzantine node(s) lying in replies: {', '.join(self.byzantine_modes)}")
         if self.attacks:
-            out.append(f"attackers ({', '.join(self.attackers)}) sending forged node messages: {', '.join(self.attacks)}")
+            out.append(f"attackers ({', '.join(self.attackers)}) sending forged node messages: "
+                       f"{', '.join(self.attacks)}")
         return out
 
     def with_(self, **changes: Any) -> Scenario:

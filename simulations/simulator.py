@@ -197,7 +197,8 @@ class Simulator:
             stepper.start(self.now, bootstrap)
             await trio.lowlevel.checkpoint()
             return
-        host = NodeHost(core, outward, strict=True, wall_clock=sim_wall_clock)  # a bug in the core must show, not be logged
+        # strict: a bug in the core must show, not be logged
+        host = NodeHost(core, outward, strict=True, wall_clock=sim_wall_clock)
         scope = node.scope = trio.CancelScope()
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

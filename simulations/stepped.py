@@ -30,7 +30,8 @@ class SteppedHost:
     """Drives one core from the network loop; see the module docstring."""
 
     def __init__(self, core: NodeCore, outward: Any, network: SimNetwork, uid: int,
-                 on_error: Callable[[BaseException], None], inbound: Callable[[Delivery], Delivery] | None = None) -> None:
+                 on_error: Callable[[BaseException], None],
+                 inbound: Callable[[Delivery], Delivery] | None = None) -> None:
         self.core = core
         self.uid = uid  # its endpoint's: the network's key for it
         self.outward = outward  # what it sends through (its endpoint, or a lying wrapper)

@@ -99,7 +99,8 @@ def routing(sim: Simulator) -> CheckResult:
             anomalies.append(Anomaly("lost-neighbours", node.label,
                                      f"knows {len(table)} contacts but not its neighbours {', '.join(missing)}"))
     sizes = sorted(len(t) for t in tables.values())
-    stats = {"nodes": len(live), "table_min": sizes[0] if sizes else 0, "table_median": sizes[len(sizes) // 2] if sizes else 0}
+    stats = {"nodes": len(live), "table_min": sizes[0] if sizes else 0,
+             "table_median": sizes[len(sizes) // 2] if sizes else 0}
     return _result("routing", anomalies, stats)
 
 
@@ -111,7 +112,8 @@ def lost_chunks(workload: Workload, finals: Mapping[Hashable, Any]) -> CheckResu
         if op.key not in finals:
             unread += 1
         elif finals[op.key] != op.value:
-            anomalies.append(Anomaly("lost-chunk", op.key, f"acknowledged, but the final get found {finals[op.key]!r}", [op]))
+            anomalies.append(Anomaly("lost-chunk", op.key,
+                                     f"acknowledged, but the final get found {finals[op.key]!r}", [op]))
     unknown = f"{unread} acknowledged chunk(s) could not be read at the end" if unread else None
     return _result("lost_chunks", anomalies, {"checked": len(finals)}, unknown)
 

@@ -282,7 +282,8 @@ class Workload:
             history.info(op, now, error)
         self.counts[f"{op.f}:{outcome}"] += 1
         self.latencies.append(Latency(op.f, outcome, now - started, now))
-        self.sim.trace.event(now, "op", op.f, process=op.process, key="/".join(map(str, _flat(op.key))), outcome=outcome)
+        self.sim.trace.event(now, "op", op.f, process=op.process, key="/".join(map(str, _flat(op.key))),
+                             outcome=outcome)
 
     # ------------------------------------------------------------------ chunks
 

@@ -18,14 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node import errors as E
+from node.chunks import paid_proof
 from node.core import Peer
-from node.data import Ins
+from node.data import ImmutableData, Ins
 from node.keys import Keypair
 from node.mdstore import RecordStore
 from node.messages import CERTIFIED, FULL, NOT_MEMBER, STEP, TWO_STEPS
 from node.paxos import MAX_COUNTER, Ballot, Register, item_key
 from node.proofs import make_vote
-from node.requests import MutateEntries, Request
+from node.requests import MutateEntries, PutIData, Request
 from node.rules import MDataState
 from node.wire import new_message
 from node.xorname import XorName
@@ -267,3 +268,27 @@ def test_no_message_of_any_shape_raises_out_of_the_core_or_changes_data(net: Cor
         net.inject(core, sender, msg)  # must not raise
     net.advance(0.5)
     _assert_intact(net, md, owner, {b"k": b"v0", b"a": b"1"})
+
+
+def test_a_member_cannot_store_a_chunk_nobody_paid_for(net: CoreNet) -> None:
+    """Even a node of the chunk's group needs the client's signed put to hand a copy over:
+    with none, with one for other bytes, or with a forged signature, nothing is stored."""
+    value = b"a member's own unpaid chunk" * 4
+    name = XorName.hash_of(value)
+    group = net.group(name)
+    member, target = group[0], group[1]
+    peer = Peer(member.name, "node", member.address)
+    payer = Keypair()
+    other = Request.signed(PutIData(ImmutableData(b"something else")), payer, network=net.cores[0].network_id)
+    genuine = Request.signed(PutIData(ImmutableData(value)), payer, network=net.cores[0].network_id)
+    forged = {**paid_proof(genuine), "sig": Keypair().sign(genuine.signing_bytes())}
+    for label, paid in {"no proof": None, "another chunk's proof": paid_proof(other), "forged": forged}.items():
+        msg = new_message("chunk_put", value=value, **({} if paid is None else {"paid": paid}))
+        net.inject(target, peer, msg)
+        (reply,) = _replies(net, peer, msg)
+        assert reply["k"] == "error", label
+        assert not target.store.contains_chunk(name), label
+    msg = new_message("chunk_put", value=value, paid=paid_proof(genuine))
+    net.inject(target, peer, msg)
+    assert _replies(net, peer, msg)[0]["k"] == "chunk_ok"
+    assert target.store.contains_chunk(name)

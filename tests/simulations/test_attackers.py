@@ -38,7 +38,8 @@ def test_attackers_speak_the_protocol_and_replay_exactly() -> None:
     sent: set[str] = set()
     for seed in (3, 4, 5):
         run = run_sim(scenario, seed, max_steps=STEPS)
-        sent |= {k.split(":")[1].rsplit(":", 1)[0] for k in run.byzantine if k.startswith("attack:") and k.endswith(":sent")}
+        sent |= {k.split(":")[1].rsplit(":", 1)[0] for k in run.byzantine
+                 if k.startswith("attack:") and k.endswith(":sent")}
     for attack in ("forge", "handoff", "stale-prepare", "chunk", "sync"):
         assert attack in sent, sorted(sent)
     assert {"huge-prepare", "huge-accept"} & sent
