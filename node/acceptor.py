@@ -16,6 +16,7 @@ from . import errors as E
 from .messages import (
     ACCEPTED,
     CERTIFIED,
+    CERTIFIED_PARENT,
     COMMIT,
     FULL,
     MAX_BATCH,
@@ -294,6 +295,13 @@ class Acceptor:
                 self.core.log("stale_certificate", key=key.hex(), seq=value.seq, ours=record.value.seq)
                 return None, None
             return value, payload[3]
+        if mode == CERTIFIED_PARENT and len(payload) == 5:
+            parent = self.adopt_certified(key, payload[1], payload[2])
+            base = None if parent is None else self.apply_step(key, parent, payload[3])
+            value = None if base is None else self.apply_step(key, base, payload[4])
+            if value is not None and record.value is not None and value.seq < record.value.seq:
+                return None, None
+            return value, payload[4]
         if mode == FULL and len(payload) == 2 and (self.unvalidated or "skip_version_check" in self.core.config.breaks):
             return Register.decode(payload[1]), None
         raise E.ProtocolError(f"an accept must prove its value (mode {mode!r:.20} proves nothing)")

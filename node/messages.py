@@ -44,6 +44,10 @@ FULL = 0  # [FULL, value]: take it on faith (only with a test-only break)
 STEP = 1  # [STEP, step]: apply the step to the value it holds
 CERTIFIED = 2  # [CERTIFIED, base, votes, step]: adopt a certified base, then apply the step
 TWO_STEPS = 3  # [TWO_STEPS, step to base, step]: a base nobody certified yet, derived from ours
+# [CERTIFIED_PARENT, parent, votes, step to base, step]: a base nobody certified yet, derived
+# from a certified parent (for a member that holds neither, such as a new one)
+CERTIFIED_PARENT = 4
+ALL_PROOFS = frozenset({CERTIFIED, TWO_STEPS, CERTIFIED_PARENT})
 MAX_ITEMS = 512  # items in one prepare / accept
 MAX_BATCH = 1024  # requests in one step
 

@@ -21,7 +21,9 @@ from .keys import PublicKey
 from .messages import (
     ACCEPT,
     ACCEPTED,
+    ALL_PROOFS,
     CERTIFIED,
+    CERTIFIED_PARENT,
     FULL,
     NEED_STATE,
     OK,
@@ -87,6 +89,7 @@ class Proposal:
     # step that derived it from an older value.
     base_votes: list[Any] | None = None
     base_step: list[Any] | None = None
+    parent: tuple[Register, list[Any]] | None = None  # the base's parent value and its votes
     step: list[Any] = field(default_factory=list)
     votes: dict[XorName, Any] = field(default_factory=dict)
     sent_proof: dict[XorName, set[int]] = field(default_factory=dict)  # proof modes tried per target
@@ -348,7 +351,7 @@ class Proposal:
         value = promise.value
         assert value is not None
         rep = self.rep
-        self.base_votes, self.base_step = None, None
+        self.base_votes, self.base_step, self.parent = None, None, None
         own = rep.record(self.key)
         if own.value is not None and own.digest == promise.digest:
             # Our own copy: we checked it when we stored it. What proves it to others is
@@ -356,6 +359,7 @@ class Proposal:
             self.base_votes = rep.cert_for(self.key, own.value) or self._votes_for(promise.digest)
             step = rep.steps.get(self.key)
             self.base_step = step if step is not None and step[4] == promise.digest else None
+            self._find_parent()
             return True
         if rep.unvalidated:
             return True
@@ -377,8 +381,20 @@ class Proposal:
             derived = rep.apply_step(self.key, base, step)
             if derived is not None and derived.digest() == promise.digest:
                 self.base_step = step
+                self._find_parent()
                 return True
         return False
+
+    def _find_parent(self) -> None:
+        """The value our base was derived from, if another node showed it to us with votes:
+        what proves an uncertified base to a member that holds neither (a new member)."""
+        step = self.base_step
+        if step is None:
+            return
+        for p in self.promises.values():
+            if p.value is not None and p.digest == step[0]:
+                self.parent = (p.value, self._votes_for(p.digest))
+                return
 
     def _votes_for(self, digest: bytes) -> list[Any]:
         votes = []
@@ -433,27 +449,32 @@ class Proposal:
         step that derived the base from what the target holds."""
         assert self.base is not None
         tried = self.sent_proof.setdefault(target, set())
-        if CERTIFIED not in tried and self._looks_certified():
+        if CERTIFIED not in tried and self._looks_certified(self.base, self.base_votes):
             tried.add(CERTIFIED)
             return [CERTIFIED, self.base.encode(), self.base_votes, self.step]
         if TWO_STEPS not in tried and self.base_step is not None and their_digest in (None, self.base_step[0]):
             tried.add(TWO_STEPS)
             return [TWO_STEPS, self.base_step, self.step]
-        tried.update((CERTIFIED, TWO_STEPS))
+        if CERTIFIED_PARENT not in tried and self.base_step is not None and self.parent is not None \
+                and self._looks_certified(*self.parent):
+            tried.add(CERTIFIED_PARENT)
+            parent, votes = self.parent
+            return [CERTIFIED_PARENT, parent.encode(), votes, self.base_step, self.step]
+        tried.update(ALL_PROOFS)
         if self.rep.unvalidated:
             assert self.new is not None
             return [FULL, self.new.encode()]
         return [STEP, self.step]  # nothing proves our base to it: it will refuse
 
-    def _looks_certified(self) -> bool:
-        """Do the votes we hold for our base name a majority of each of its groups? (Counted,
-        not verified: the receiver verifies.) A value in the middle of a move needs both."""
-        assert self.base is not None
+    @staticmethod
+    def _looks_certified(value: Register, votes: list[Any] | None) -> bool:
+        """Do `votes` name a majority of each group `value` names? (Counted, not verified:
+        the receiver verifies.) A value in the middle of a move needs both."""
         voters = set()
-        for vote in self.base_votes or ():
+        for vote in votes or ():
             with contextlib.suppress(TypeError, ValueError, IndexError):
                 voters.add(PublicKey(vote[0]).name)
-        return has_majorities(voters, self.base.quorums)
+        return has_majorities(voters, value.quorums)
 
     def send_accept(self, token: int, target: XorName, payload: list[Any]) -> None:
         item = Accept(self.key, self.ballot, True, payload)
@@ -476,7 +497,7 @@ class Proposal:
             self.acked.add(target)
             if item.vote is not None:
                 self.votes[target] = item.vote
-        elif item.status == NEED_STATE and self.sent_proof.get(target) != {CERTIFIED, TWO_STEPS}:
+        elif item.status == NEED_STATE and self.sent_proof.get(target) != ALL_PROOFS:
             self.send_accept(token, target, self._proof_payload(target, None))
             return
         else:
