@@ -30,6 +30,7 @@ from eventstore.api import (
     DatabaseInfo,
     EventData,
     EventStore,
+    EventStoreError,
     StreamNotFound,
     WrongExpectedVersion,
 )
@@ -126,6 +127,7 @@ class EventStoreLoad:
                             for _ in range(workload.config.es_processes * CLIENTS_PER_PROCESS + SUBSCRIBERS)]
         writers = tuple(bytes(k.public) for k in [self.keys, *self.worker_keys])
         self.info = DatabaseInfo(DATABASE, self.rng.randbytes(32), None, 2, 1000, 1000, 0, writers)
+        self.errors: list[str] = []  # store errors a subscriber met (a check fails on any)
 
     def _store(self, client: Any) -> EventStore:
         return EventStore(client, clock=lambda: 1_500_000_000.0 + trio.current_time())
@@ -168,18 +170,22 @@ class EventStoreLoad:
                 sub = db.subscribe_to_all(checkpoint) if filter_ == ALL \
                     else db.subscribe_to_category(filter_, checkpoint)
                 handled_before_kill = rng.randint(3, 30)
-                with trio.move_on_after(rng.uniform(2.0, 12.0)):  # killed while waiting, at the latest
-                    async for event in sub:
-                        now = trio.current_time()
-                        op = wl.streams.invoke(name, name, "deliver", None, now)
-                        handled_before_kill -= 1
-                        if handled_before_kill == 0:
-                            wl.streams.info(op, now, "killed before saving its checkpoint")
-                            wl.counts["deliver:info"] += 1
-                            break
-                        checkpoint = event.position
-                        wl.streams.ok(op, (event.position, event.stream, event.version, event.id.hex[:12]), now)
-                        wl.counts["deliver:ok"] += 1
+                try:
+                    with trio.move_on_after(rng.uniform(2.0, 12.0)):  # killed while waiting, at the latest
+                        async for event in sub:
+                            now = trio.current_time()
+                            op = wl.streams.invoke(name, name, "deliver", None, now)
+                            handled_before_kill -= 1
+                            if handled_before_kill == 0:
+                                wl.streams.info(op, now, "killed before saving its checkpoint")
+                                wl.counts["deliver:info"] += 1
+                                break
+                            checkpoint = event.position
+                            wl.streams.ok(op, (event.position, event.stream, event.version, event.id.hex[:12]), now)
+                            wl.counts["deliver:ok"] += 1
+                except EventStoreError as exc:  # not a network failure: the store itself broke
+                    self.errors.append(f"{name} at t={trio.current_time():.3f}: {type(exc).__name__}: {exc}")
+                    wl.counts["subscriber_errors"] += 1
                 await trio.sleep(0.5)  # the killed subscriber restarts
 
         await wl._with_clients(3900 + number, body,
@@ -312,6 +318,15 @@ class EventStoreLoad:
                 pid = wl.new_pid()
                 await trio.sleep(2.0 * (attempt + 1))
         return finals
+
+
+def subscriber_errors(load: EventStoreLoad) -> CheckResult:
+    """A subscriber's store call that failed with a store error (not a network one)."""
+    result = CheckResult("es_client_errors", stats={"errors": len(load.errors)})
+    result.anomalies = [Anomaly("store-error", "subscriber", text) for text in load.errors]
+    if result.anomalies:
+        result.status = "invalid"
+    return result
 
 
 def lost_events(workload: Workload, finals: dict[str, tuple[str, ...]]) -> CheckResult:
