@@ -9,6 +9,8 @@ They are chosen with `--break` like the node's breaks:
   rival may take the version first);
 - ``es_log_skips_pending``: a log reader treats a pending intent as void and passes it,
   though its writer is about to commit it;
+- ``es_subscription_one_past`` / ``es_subscription_one_before``: a subscription resumed
+  from a checkpoint skips the first event after it / delivers the checkpoint's event again;
 - ``es_log_slot_reused``: every third claim of a writer reuses the slot of its previous
   claim, so two intents name one slot.
 
@@ -22,7 +24,8 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-ES_BREAKS = ("es_ack_before_stream_write", "es_log_skips_pending", "es_log_slot_reused")
+ES_BREAKS = ("es_ack_before_stream_write", "es_log_skips_pending", "es_log_slot_reused",
+             "es_subscription_one_past", "es_subscription_one_before")
 
 
 @contextlib.contextmanager
@@ -78,6 +81,39 @@ def applied(breaks: Iterable[str]) -> Iterator[None]:
             return mine[1]
 
         swap(Log, "claim", reuse)
+    sub_breaks = [b for b in wanted if b.startswith("es_subscription_")]
+    if sub_breaks:
+        from eventstore.subscriptions import Subscription
+
+        mode = sub_breaks[0].removeprefix("es_subscription_")  # "one_past" or "one_before"
+        orig_all, orig_category = Database.subscribe_to_all, Database.subscribe_to_category
+        original_next = Subscription.__anext__
+        last: dict[int, Any] = {}  # id(database) -> the last event its subscriptions delivered
+
+        def mark(sub: Any, from_checkpoint: int | None) -> Any:
+            sub.break_resumed = from_checkpoint is not None
+            return sub
+
+        def on_all(self: Any, from_checkpoint: int | None = None) -> Any:
+            return mark(orig_all(self, from_checkpoint), from_checkpoint)
+
+        def on_category(self: Any, category: str, from_checkpoint: int | None = None) -> Any:
+            return mark(orig_category(self, category, from_checkpoint), from_checkpoint)
+
+        async def wrong_resume(self: Any) -> Any:
+            if getattr(self, "break_resumed", False):
+                self.break_resumed = False
+                if mode == "one_before" and id(self.db) in last:
+                    return last[id(self.db)]  # the checkpoint's own event, again
+                if mode == "one_past":
+                    await original_next(self)  # the first event after the checkpoint, lost
+            event = await original_next(self)
+            last[id(self.db)] = event
+            return event
+
+        swap(Database, "subscribe_to_all", on_all)
+        swap(Database, "subscribe_to_category", on_category)
+        swap(Subscription, "__anext__", wrong_resume)
     try:
         yield
     finally:

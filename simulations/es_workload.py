@@ -30,6 +30,7 @@ from eventstore.api import (
     DatabaseInfo,
     EventData,
     EventStore,
+    EventStoreError,
     StreamNotFound,
     WrongExpectedVersion,
 )
@@ -40,10 +41,12 @@ from .history import Op, short
 from .workloads import Workload
 
 CATEGORIES = ("order", "cart", "user", "invoice")
+ALL = "$all"
 STREAMS = tuple(f"{c}@{i}" for c in CATEGORIES for i in range(1, 26))
 DATABASE = "chaos"
 RETRIES = 2  # appends retried with the same event ids after an unknown outcome
 CLIENTS_PER_PROCESS = 4  # concurrent store clients behind each of the scenario's es processes
+SUBSCRIBERS = 2  # catch-up subscribers (one to $all, one to a category), run by es process 0
 
 
 def _expected(value: Any) -> int | str:
@@ -65,7 +68,7 @@ class StreamModel(Model):
         return ()
 
     def is_read(self, op: Op) -> bool:
-        return op.f in ("read", "read_all")
+        return op.f != "append"
 
     def _fits(self, state: Any, expected: int | str) -> bool:
         version = len(state) - 1  # NO_STREAM (-1) when empty
@@ -74,8 +77,8 @@ class StreamModel(Model):
     def step(self, state: Any, op: Op) -> tuple[bool, Any]:
         if op.f == "read":
             return (not op.output_known or tuple(op.output) == state), state
-        if op.f == "read_all":
-            return True, state  # the log is es_checker's: key "$all" holds no stream here
+        if op.f in ("read_all", "read_category", "subscribe", "deliver"):
+            return True, state  # the log and subscribers are es_checker's: their keys hold no stream
         if op.f == "append":
             events = tuple(op.value["events"])
             if events[0] in state:
@@ -121,9 +124,10 @@ class EventStoreLoad:
         # address, so their replies go astray (they time out bootstrapping). The owner's
         # key and every process's key are the database's writers.
         self.worker_keys = [Keypair.generate(self.rng)
-                            for _ in range(workload.config.es_processes * CLIENTS_PER_PROCESS)]
+                            for _ in range(workload.config.es_processes * CLIENTS_PER_PROCESS + SUBSCRIBERS)]
         writers = tuple(bytes(k.public) for k in [self.keys, *self.worker_keys])
         self.info = DatabaseInfo(DATABASE, self.rng.randbytes(32), None, 2, 1000, 1000, 0, writers)
+        self.errors: list[str] = []  # store errors a subscriber met (a check fails on any)
 
     def _store(self, client: Any) -> EventStore:
         return EventStore(client, clock=lambda: 1_500_000_000.0 + trio.current_time())
@@ -144,6 +148,48 @@ class EventStoreLoad:
         async with trio.open_nursery() as nursery:
             for i in range(CLIENTS_PER_PROCESS):
                 nursery.start_soon(self._client, worker * CLIENTS_PER_PROCESS + i)
+            for i in range(SUBSCRIBERS if worker == 0 else 0):
+                nursery.start_soon(self._subscriber, i)
+
+    async def _subscriber(self, number: int) -> None:
+        """A catch-up subscriber that is killed every few seconds (or between handling an
+        event and saving its checkpoint) and resumes from the checkpoint it saved."""
+        wl = self.workload
+        rng = wl.op_rng(f"es-sub:{number}")
+        name = f"sub{number}"
+        filter_ = ALL if number == 0 else CATEGORIES[number % len(CATEGORIES)]
+        checkpoint: int | None = None
+
+        async def body(client: Any) -> None:
+            nonlocal checkpoint
+            db = await self._store(client).add_database(self.info)
+            while not wl.stopping:
+                now = trio.current_time()
+                wl.streams.ok(wl.streams.invoke(name, name, "subscribe", {"from": checkpoint, "filter": filter_},
+                                                now), None, now)
+                sub = db.subscribe_to_all(checkpoint) if filter_ == ALL \
+                    else db.subscribe_to_category(filter_, checkpoint)
+                handled_before_kill = rng.randint(3, 30)
+                try:
+                    with trio.move_on_after(rng.uniform(2.0, 12.0)):  # killed while waiting, at the latest
+                        async for event in sub:
+                            now = trio.current_time()
+                            op = wl.streams.invoke(name, name, "deliver", None, now)
+                            handled_before_kill -= 1
+                            if handled_before_kill == 0:
+                                wl.streams.info(op, now, "killed before saving its checkpoint")
+                                wl.counts["deliver:info"] += 1
+                                break
+                            checkpoint = event.position
+                            wl.streams.ok(op, (event.position, event.stream, event.version, event.id.hex[:12]), now)
+                            wl.counts["deliver:ok"] += 1
+                except EventStoreError as exc:  # not a network failure: the store itself broke
+                    self.errors.append(f"{name} at t={trio.current_time():.3f}: {type(exc).__name__}: {exc}")
+                    wl.counts["subscriber_errors"] += 1
+                await trio.sleep(0.5)  # the killed subscriber restarts
+
+        await wl._with_clients(3900 + number, body,
+                               keys=self.worker_keys[wl.config.es_processes * CLIENTS_PER_PROCESS + number])
 
     async def _client(self, worker: int) -> None:
         wl = self.workload
@@ -272,6 +318,15 @@ class EventStoreLoad:
                 pid = wl.new_pid()
                 await trio.sleep(2.0 * (attempt + 1))
         return finals
+
+
+def subscriber_errors(load: EventStoreLoad) -> CheckResult:
+    """A subscriber's store call that failed with a store error (not a network one)."""
+    result = CheckResult("es_client_errors", stats={"errors": len(load.errors)})
+    result.anomalies = [Anomaly("store-error", "subscriber", text) for text in load.errors]
+    if result.anomalies:
+        result.status = "invalid"
+    return result
 
 
 def lost_events(workload: Workload, finals: dict[str, tuple[str, ...]]) -> CheckResult:

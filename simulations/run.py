@@ -256,6 +256,10 @@ async def _play(scenario: Scenario, seed: int, breaks: tuple[str, ...], keep_mes
             from .es_checker import check_eventstore
 
             report.checks.update(check_eventstore(workload.streams).checks)
+            if es.errors:
+                from .es_workload import subscriber_errors
+
+                report.checks["es_client_errors"] = subscriber_errors(es)
         return RunResult(
             topology=_topology(sim),
             scenario=scenario.name, seed=seed, nodes=scenario.nodes, duration=scenario.duration,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -455,3 +456,28 @@ def test_a_retry_acknowledged_after_the_first_attempt_was_read() -> None:
     from simulations.es_workload import StreamModel
 
     assert check_linearizable(h, StreamModel()).valid
+
+
+# ------------------------------------------------------------------ the checker catches a broken store
+
+
+@pytest.mark.parametrize(("brk", "seed", "kind"), [
+    ("es_ack_before_stream_write", 1, "lost-append"),
+    ("es_log_skips_pending", 2, "log-gap"),
+    ("es_log_slot_reused", 1, "slot-shared"),
+    ("es_subscription_one_past", 1, "resumed-past-checkpoint"),
+    ("es_subscription_one_before", 1, "resumed-before-checkpoint"),
+])
+def test_each_event_store_break_is_caught_and_replays(brk: str, seed: int, kind: str) -> None:
+    from eventstore.database import Database
+    from simulations.run import run_sim
+    from simulations.scenarios import get_scenario
+
+    original = Database._write
+    scenario = get_scenario("eventstore").with_(duration=20.0, quiet=10.0)
+    result = run_sim(scenario, seed, breaks=(brk,))
+    found = {a.kind for name in ("es_streams", "es_log", "es_subscriptions") for a in result.report.checks[name].anomalies}
+    assert kind in found, result.report.summary()
+    assert Database._write is original  # the break ends with its run
+    if brk == "es_log_slot_reused":
+        assert run_sim(scenario, seed, breaks=(brk,)).digest == result.digest
