@@ -397,8 +397,8 @@ def _cycles(facts: Facts, order: StreamOrder, appends: list[Append], result: Che
             observers.append((a.op, int(seen) + 1))
     for obs, n in observers:
         seen_writers = {writer_at[v] for v in range(n) if v in writer_at}
-        for w in seen_writers:
-            edge(w, obs, WR)
+        for writer in seen_writers:
+            edge(writer, obs, WR)
         nxt = next((writer_at[v] for v in versions if v >= n), None)
         if nxt is not None and nxt not in seen_writers:
             edge(obs, nxt, RW)

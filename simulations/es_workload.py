@@ -106,7 +106,8 @@ class StreamModel(Model):
         if op.f == "read":
             return f"read saw {len(op.output or ())} events but the stream has {len(state)}"
         if op.type == "fail":
-            return f"refused (saw {short(op.output)}) expecting {_expected(op.value)}; the stream is at v{len(state) - 1}"
+            return (f"refused (saw {short(op.output)}) expecting {_expected(op.value)}; "
+                    f"the stream is at v{len(state) - 1}")
         return f"append expecting {_expected(op.value)} but the stream is at v{len(state) - 1}"
 
     def show(self, state: Any) -> str:

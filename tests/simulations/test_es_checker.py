@@ -476,7 +476,8 @@ def test_each_event_store_break_is_caught_and_replays(brk: str, seed: int, kind:
     original = Database._write
     scenario = get_scenario("eventstore").with_(duration=20.0, quiet=10.0)
     result = run_sim(scenario, seed, breaks=(brk,))
-    found = {a.kind for name in ("es_streams", "es_log", "es_subscriptions") for a in result.report.checks[name].anomalies}
+    found = {a.kind for name in ("es_streams", "es_log", "es_subscriptions")
+             for a in result.report.checks[name].anomalies}
     assert kind in found, result.report.summary()
     assert Database._write is original  # the break ends with its run
     if brk == "es_log_slot_reused":
