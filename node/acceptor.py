@@ -68,6 +68,7 @@ class Acceptor:
     quarantined: set[bytes]
     certs: dict[bytes, tuple[bytes, list[Any]]]
     steps: dict[bytes, list[Any]]
+    floors: dict[bytes, int]
     fast: dict[bytes, tuple[Ballot, Register]]
     left_at: dict[bytes, float]
 
@@ -290,31 +291,32 @@ class Acceptor:
         if mode == CERTIFIED and len(payload) == 4:
             base = self.adopt_certified(key, payload[1], payload[2])
             value = None if base is None else self.apply_step(key, base, payload[3])
-            if value is not None and record.value is not None and value.seq < record.value.seq:
-                # An old certified value cannot roll our copy back (a replayed certificate).
-                self.core.log("stale_certificate", key=key.hex(), seq=value.seq, ours=record.value.seq)
-                return None, None
             return value, payload[3]
         if mode == CERTIFIED_PARENT and len(payload) == 5:
             parent = self.adopt_certified(key, payload[1], payload[2])
             base = None if parent is None else self.apply_step(key, parent, payload[3])
             value = None if base is None else self.apply_step(key, base, payload[4])
-            if value is not None and record.value is not None and value.seq < record.value.seq:
-                return None, None
             return value, payload[4]
         if mode == FULL and len(payload) == 2 and (self.unvalidated or "skip_version_check" in self.core.config.breaks):
             return Register.decode(payload[1]), None
         raise E.ProtocolError(f"an accept must prove its value (mode {mode!r:.20} proves nothing)")
 
     def adopt_certified(self, key: bytes, raw: Any, votes: Any) -> Register | None:
-        """A base value shown with its certificate, if the certificate holds."""
+        """A base value shown with its certificate, if the certificate holds and the value is
+        not older than a certified value we have seen: a replayed certificate of an old value
+        cannot roll the MD back. (Chosen values only ever grow their count of rounds; our own
+        copy may have a higher count without being chosen, so it does not set the floor.)"""
         if not isinstance(raw, bytes):
             return None
         base = Register.decode(raw)
+        if base.seq < self.floors.get(key, 0):
+            self.core.log("stale_certificate", key=key.hex(), seq=base.seq, floor=self.floors[key])
+            return None
         if not self.certified(key, base, votes):
             self.core.log("bad_certificate", key=key.hex())
             return None
         self.certs[key] = (base.digest(), votes)
+        self.floors[key] = base.seq
         return base
 
     # ---------------------------------------------------------------- proposer
