@@ -17,9 +17,11 @@ from .messages import (
     ACCEPTED,
     CERTIFIED,
     CERTIFIED_PARENT,
+    CHAIN,
     COMMIT,
     FULL,
     MAX_BATCH,
+    MAX_CHAIN,
     MAX_ITEMS,
     NEED_STATE,
     NOT_MEMBER,
@@ -68,6 +70,7 @@ class Acceptor:
     quarantined: set[bytes]
     certs: dict[bytes, tuple[bytes, list[Any]]]
     steps: dict[bytes, list[Any]]
+    chains: dict[bytes, tuple[bytes, list[Any], list[Any]]]
     floors: dict[bytes, int]
     fast: dict[bytes, tuple[Ballot, Register]]
     left_at: dict[bytes, float]
@@ -164,6 +167,44 @@ class Acceptor:
             record = self.records.get(item.key)
             if record is not None and record.digest == item.digest and self.speaks_for(peer, item.key):
                 self.certs[item.key] = (item.digest, item.votes)
+                self.chains.pop(item.key, None)  # the value is certified itself now
+
+    def _extend_chain(self, key: bytes, old: Register | None, new: Register, payload: list[Any]) -> None:
+        """Keep how our value follows from the last certified value we knew: that certified
+        anchor, its votes and the steps since. It is what proves our value to a member that
+        holds neither it nor anything between (node/proofs.py): a value whose round was cut
+        short has no certificate of its own."""
+        if old is not None and new.digest() == old.digest():
+            return
+        mode = payload[0]
+        if mode == CHAIN:
+            chain: tuple[bytes, list[Any], list[Any]] | None = (payload[1], payload[2], payload[3] + [payload[4]])
+        elif mode == CERTIFIED:
+            chain = (payload[1], payload[2], [payload[3]])
+        elif mode == CERTIFIED_PARENT:
+            chain = (payload[1], payload[2], [payload[3], payload[4]])
+        else:
+            steps = [payload[1]] if mode == STEP else payload[1:3] if mode == TWO_STEPS else None
+            known = self.chains.get(key)
+            cert = None if old is None else self.cert_for(key, old)
+            if steps is None or old is None:
+                chain = None
+            elif cert is not None:
+                chain = (old.encode(), cert, steps)
+            elif known is not None and known[2] and known[2][-1][4] == old.digest():
+                chain = (known[0], known[1], known[2] + steps)
+            else:
+                chain = None
+        if chain is None or len(chain[2]) > MAX_CHAIN:
+            self.chains.pop(key, None)
+        else:
+            self.chains[key] = chain
+
+    def chain_for(self, key: bytes, digest: bytes) -> list[Any] | None:
+        chain = self.chains.get(key)
+        if chain is None or not chain[2] or chain[2][-1][4] != digest:
+            return None
+        return [chain[0], chain[1], chain[2]]
 
     def cert_for(self, key: bytes, value: Register) -> list[Any] | None:
         cert = self.certs.get(key)
@@ -243,7 +284,9 @@ class Acceptor:
             if step is not None and step[4] != digest:
                 step = None
             cert = self.cert_for(key, record2.value) if record2.value is not None else None
-            out.append(Promise(key, OK, None, record2.accepted, digest, raw, near, vote, step, cert).to_wire())
+            chain = None if cert is not None or raw is None else self.chain_for(key, digest)
+            out.append(Promise(key, OK, None, record2.accepted, digest, raw, near, vote, step, cert,
+                               chain).to_wire())
         self.core.reply(peer, msg, PROMISE, items=out)
 
     def on_accept(self, peer: Peer, msg: dict[str, Any]) -> None:
@@ -265,6 +308,7 @@ class Acceptor:
             if value is None:
                 out.append(Accepted(key, NEED_STATE).to_wire())
                 continue
+            self._extend_chain(key, record.value, value, item.payload)
             record2, ok = on_accept(record, ballot, value, fast=item.fast)
             self.write(key, record2)
             if step is not None:
@@ -296,6 +340,11 @@ class Acceptor:
             parent = self.adopt_certified(key, payload[1], payload[2])
             base = None if parent is None else self.apply_step(key, parent, payload[3])
             value = None if base is None else self.apply_step(key, base, payload[4])
+            return value, payload[4]
+        if mode == CHAIN and len(payload) == 5 and isinstance(payload[3], list) and len(payload[3]) <= MAX_CHAIN:
+            value = self.adopt_certified(key, payload[1], payload[2])
+            for step in payload[3] + [payload[4]]:
+                value = None if value is None else self.apply_step(key, value, step)
             return value, payload[4]
         if mode == FULL and len(payload) == 2 and (self.unvalidated or "skip_version_check" in self.core.config.breaks):
             return Register.decode(payload[1]), None

@@ -47,7 +47,11 @@ TWO_STEPS = 3  # [TWO_STEPS, step to base, step]: a base nobody certified yet, d
 # [CERTIFIED_PARENT, parent, votes, step to base, step]: a base nobody certified yet, derived
 # from a certified parent (for a member that holds neither, such as a new one)
 CERTIFIED_PARENT = 4
-ALL_PROOFS = frozenset({CERTIFIED, TWO_STEPS, CERTIFIED_PARENT})
+# [CHAIN, anchor, votes, steps, step]: the last certified value the base's holder knew, and the
+# steps from it to the base (a base left by rounds that were cut short)
+CHAIN = 5
+MAX_CHAIN = 16
+ALL_PROOFS = frozenset({CERTIFIED, TWO_STEPS, CERTIFIED_PARENT, CHAIN})
 MAX_ITEMS = 512  # items in one prepare / accept
 MAX_BATCH = 1024  # requests in one step
 
@@ -105,20 +109,21 @@ class Promise:
     vote: Any = None
     step: Any = None
     cert: Any = None
+    chain: Any = None
 
     def to_wire(self) -> list[Any]:
         return [self.key, self.status, None if self.promised is None else self.promised.to_obj(),
                 None if self.accepted is None else self.accepted.to_obj(), self.digest, self.value,
-                self.near or [], self.vote, self.step, self.cert]
+                self.near or [], self.vote, self.step, self.cert, self.chain]
 
     @classmethod
     def from_wire(cls, obj: Any, ballot: ReadBallot) -> Promise:
-        key, status, promised, accepted, digest, value, near, vote, step, cert = _fields(obj, 6, 10, PROMISE)
+        key, status, promised, accepted, digest, value, near, vote, step, cert, chain = _fields(obj, 6, 11, PROMISE)
         if not isinstance(status, int) or value is not None and not isinstance(value, bytes):
             raise ValueError("a promise's status is an int and its value bytes")
         return cls(_key(key), status, None if promised is None else ballot(promised),
                    None if accepted is None else ballot(accepted), _digest(digest or b""), value,
-                   near if isinstance(near, list) else None, vote, step, cert)
+                   near if isinstance(near, list) else None, vote, step, cert, chain)
 
 
 @dataclass(frozen=True, slots=True)

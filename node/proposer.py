@@ -24,7 +24,9 @@ from .messages import (
     ALL_PROOFS,
     CERTIFIED,
     CERTIFIED_PARENT,
+    CHAIN,
     FULL,
+    MAX_CHAIN,
     NEED_STATE,
     OK,
     PREPARE,
@@ -59,6 +61,7 @@ class _Promise:
     vote: Any = None
     step: Any = None
     cert: Any = None
+    chain: Any = None
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Proposal:
     base_votes: list[Any] | None = None
     base_step: list[Any] | None = None
     parent: tuple[Register, list[Any]] | None = None  # the base's parent value and its votes
+    base_chain: list[Any] | None = None  # [anchor, votes, steps]: see Acceptor._extend_chain
     step: list[Any] = field(default_factory=list)
     votes: dict[XorName, Any] = field(default_factory=dict)
     sent_proof: dict[XorName, set[int]] = field(default_factory=dict)  # proof modes tried per target
@@ -210,7 +214,7 @@ class Proposal:
             return None  # a value it would not show us proves nothing
         if value is None and item.near:
             self._learn(token, item.near)
-        return _Promise(item.accepted or ZERO, digest, value, item.vote, item.step, item.cert)
+        return _Promise(item.accepted or ZERO, digest, value, item.vote, item.step, item.cert, item.chain)
 
     def _learn(self, token: int, near: Any) -> None:
         """Ask, too, the nodes an acceptor holding nothing named as the group, if they are
@@ -353,6 +357,9 @@ class Proposal:
         rep = self.rep
         self.base_votes, self.base_step, self.parent = None, None, None
         own = rep.record(self.key)
+        self.base_chain = rep.chain_for(self.key, promise.digest) if own.digest == promise.digest else None
+        if self.base_chain is None and isinstance(promise.chain, list) and len(promise.chain) == 3:
+            self.base_chain = promise.chain  # checked below before we rely on it
         if own.value is not None and own.digest == promise.digest:
             # Our own copy: we checked it when we stored it. What proves it to others is
             # checked by them, so the votes are passed on unverified (no cost on this path).
@@ -367,9 +374,13 @@ class Proposal:
         if rep.certified(self.key, value, votes):
             self.base_votes = votes
             return True
-        # Not certified (its round was cut short): derivable from the value we hold, or from
-        # one that another node reported? (Never from the reporter's own word alone: a liar
-        # would have to be two nodes to show both a forged base and a step from it.)
+        # Not certified (its round was cut short): derived by steps from a certified value?
+        if self._chain_proves(promise.digest):
+            return True
+        self.base_chain = None
+        # ... or derivable from the value we hold, or from one that another node reported?
+        # (Never from the reporter's own word alone: a liar would have to be two nodes to show
+        # both a forged base and a step from it.)
         step = promise.step
         if not isinstance(step, list) or len(step) != 5:
             return False
@@ -384,6 +395,20 @@ class Proposal:
                 self._find_parent()
                 return True
         return False
+
+    def _chain_proves(self, digest: bytes) -> bool:
+        chain = self.base_chain
+        if chain is None or not isinstance(chain[2], list) or len(chain[2]) > MAX_CHAIN:
+            return False
+        try:
+            value: Register | None = Register.decode(chain[0])
+        except (ValueError, TypeError):
+            return False
+        if value is None or not self.rep.certified(self.key, value, chain[1]):
+            return False
+        for step in chain[2]:
+            value = None if value is None else self.rep.apply_step(self.key, value, step)
+        return value is not None and value.digest() == digest
 
     def _find_parent(self) -> None:
         """The value our base was derived from, if another node showed it to us with votes:
@@ -460,6 +485,10 @@ class Proposal:
             tried.add(CERTIFIED_PARENT)
             parent, votes = self.parent
             return [CERTIFIED_PARENT, parent.encode(), votes, self.base_step, self.step]
+        if CHAIN not in tried and self.base_chain is not None:
+            tried.add(CHAIN)
+            anchor, votes, steps = self.base_chain
+            return [CHAIN, anchor, votes, steps, self.step]
         tried.update(ALL_PROOFS)
         if self.rep.unvalidated:
             assert self.new is not None

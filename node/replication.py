@@ -69,6 +69,7 @@ class Replicator(Acceptor):
         # was chosen; steps: how our value was derived from the one before it.
         self.certs: dict[bytes, tuple[bytes, list[Any]]] = {}
         self.steps: dict[bytes, list[Any]] = {}
+        self.chains: dict[bytes, tuple[bytes, list[Any], list[Any]]] = {}  # see Acceptor._extend_chain
         self.floors: dict[bytes, int] = {}  # the highest count of rounds of a certificate we checked
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
@@ -309,6 +310,7 @@ class Replicator(Acceptor):
         self.certs.pop(key, None)
         self.steps.pop(key, None)
         self.floors.pop(key, None)
+        self.chains.pop(key, None)
         self.left_at.pop(key, None)
         self._last_group.pop(key, None)
         self.disk.delete(key, self.records.pop(key, None))
