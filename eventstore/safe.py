@@ -39,7 +39,7 @@ from client.selfenc import (
 from node import errors as E
 from node.data import Action, Ins, MDataAddress, MutableData, PermissionSet, Value
 from node.keys import PublicKey
-from node.rules import MAX_MDATA_ENTRIES, MAX_MDATA_SIZE
+from node.rules import MAX_MDATA_ENTRIES, MAX_MDATA_SIZE, is_action_allowed
 from node.xorname import XorName, sha3_256
 
 from .errors import CorruptData
@@ -217,7 +217,11 @@ class SafeData:
         if address in self._owned:
             return
         shell = await self._retrying(lambda: self.client.get_mdata_shell(address))
-        if set(shell.owners) != {self.client.account_owner}:
+        # Ours, or made by another writer of the database who lets us insert (a database
+        # with several writers: whichever came first created the MD). Anything else is
+        # someone squatting on the address.
+        ours = set(shell.owners) == {self.client.account_owner}
+        if not ours and not is_action_allowed(shell, self.client.public_key, Action.INSERT):
             raise CorruptData(f"the address {address} is held by another owner")
         self._owned.add(address)
 
