@@ -33,7 +33,7 @@ from node.requests import GetIData, Request
 from node.routing import Contact, Lookup
 from node.transport import Endpoint, MemoryNetwork, RpcClient, Unreachable
 from node.wire import new_message
-from node.xorname import XorName, sha3_256
+from node.xorname import XorName, distance, sha3_256
 
 from .api import DataClient
 
@@ -147,8 +147,7 @@ class NetworkClient(DataClient):
         if cached and not fresh and now - cached[0] < 10.0:
             return cached[1]
         if not fresh and self._complete_until > now:
-            target_int = int.from_bytes(name, "big")
-            known = sorted(self.nodes.items(), key=lambda item: int.from_bytes(item[0], "big") ^ target_int)
+            known = sorted(self.nodes.items(), key=lambda item: distance(item[0], name))
             group = [Contact(n, a) for n, a in known[: self.replication] if self._bad.get(n, -math.inf) <= now]
             if len(group) == self.replication:
                 self._groups[bytes(name)] = (now, group)

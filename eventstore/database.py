@@ -182,7 +182,7 @@ class Database:
             self._opening = trio.Lock()
         async with self._opening:
             if self.info is None:
-                self._setup(await self.store._load_info(self.name))
+                self._setup(await self.store.load_info(self.name))
 
     def _setup(self, info: DatabaseInfo) -> None:
         self.sealer = Sealer(info.key)

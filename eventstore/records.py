@@ -226,9 +226,6 @@ class Intent:
             raise CorruptData("a log intent names no events")
         return intent
 
-    def with_bodies(self, bodies: tuple[bytes, ...]) -> Intent:
-        return Intent(self.id, self.stream, self.version, self.count, bodies, None, self.timestamp_us)
-
     def held_in(self, ref: bytes, *, chunk: bool) -> Intent:
         return Intent(self.id, self.stream, self.version, self.count, None, ref, self.timestamp_us, chunk)
 

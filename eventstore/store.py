@@ -124,7 +124,7 @@ class EventStore:
             )
         except Clash:
             # Taken — unless by our own insert whose reply was lost.
-            if (await self._load_info(info.name)).id != info.id:
+            if (await self.load_info(info.name)).id != info.id:
                 raise DatabaseExists(info.name) from None
         db = self.database(info.name)
         if db.info is None:
@@ -149,7 +149,7 @@ class EventStore:
                 continue  # an entry another app version wrote: not ours to list
         return sorted(names)
 
-    async def _load_info(self, name: str) -> DatabaseInfo:
+    async def load_info(self, name: str) -> DatabaseInfo:
         raw = await self.data.value(self.container.address, self.container.encrypt_key(name.encode()))
         if raw is None:
             raise DatabaseNotFound(name)

@@ -55,7 +55,7 @@ from .proofs import certifies, make_vote
 from .requests import MDataOp, Request, apply_mutation
 from .rules import MDataState
 from .wire import new_message
-from .xorname import XorName
+from .xorname import XorName, distance
 
 if TYPE_CHECKING:
     from .core import NodeCore, Peer
@@ -122,14 +122,13 @@ class Acceptor:
         lost sight of in a partition still counts, and a node's name is the hash of its key,
         so an outsider cannot simply claim a near one (docs/security.md)."""
         name = key[:32]
-        target = int.from_bytes(name, "big")
         view = self.core.group(name, width * self.core.config.replication + 2)
-        radius = max((int.from_bytes(n, "big") ^ target for n in view), default=-1)
+        radius = max((distance(n, name) for n in view), default=-1)
         record = self.records.get(key)
         named: set[XorName] = set()
         if record is not None and record.value is not None:
             named = set(record.value.members) | set(record.value.prev)
-        return lambda node: node in named or (int.from_bytes(node, "big") ^ target) <= radius
+        return lambda node: node in named or distance(node, name) <= radius
 
     def speaks_for(self, peer: Peer, key: bytes) -> bool:
         """May `peer` tell us about the MD at `key` (propose, accept, sync)?"""
@@ -333,16 +332,16 @@ class Acceptor:
             base = self.apply_step(key, record.value, payload[1])
             return self.apply_step(key, base, payload[2]), payload[2]
         if mode == CERTIFIED and len(payload) == 4:
-            base = self.adopt_certified(key, payload[1], payload[2])
+            base = self.adopt_certified(key, record, payload[1], payload[2])
             value = None if base is None else self.apply_step(key, base, payload[3])
             return value, payload[3]
         if mode == CERTIFIED_PARENT and len(payload) == 5:
-            parent = self.adopt_certified(key, payload[1], payload[2])
+            parent = self.adopt_certified(key, record, payload[1], payload[2])
             base = None if parent is None else self.apply_step(key, parent, payload[3])
             value = None if base is None else self.apply_step(key, base, payload[4])
             return value, payload[4]
         if mode == CHAIN and len(payload) == 5 and isinstance(payload[3], list) and len(payload[3]) <= MAX_CHAIN:
-            value = self.adopt_certified(key, payload[1], payload[2])
+            value = self.adopt_certified(key, record, payload[1], payload[2])
             for step in payload[3] + [payload[4]]:
                 value = None if value is None else self.apply_step(key, value, step)
             return value, payload[4]
@@ -350,7 +349,7 @@ class Acceptor:
             return Register.decode(payload[1]), None
         raise E.ProtocolError(f"an accept must prove its value (mode {mode!r:.20} proves nothing)")
 
-    def adopt_certified(self, key: bytes, raw: Any, votes: Any) -> Register | None:
+    def adopt_certified(self, key: bytes, record: AcceptorRecord, raw: Any, votes: Any) -> Register | None:
         """A base value shown with its certificate, if the certificate holds and the value is
         not older than a certified value we have seen: a replayed certificate of an old value
         cannot roll the MD back. (Chosen values only ever grow their count of rounds; our own
@@ -358,6 +357,13 @@ class Acceptor:
         if not isinstance(raw, bytes):
             return None
         base = Register.decode(raw)
+        own = record.value
+        if own is not None and base.seq < own.seq and self.floors.get(key, 0) < own.seq:
+            # Older than our copy: refused if our copy is known chosen (its certificate came
+            # with the proposer's commit; checked now, on this rare path, not on arrival).
+            cert = self.cert_for(key, own)
+            if cert is not None and self.certified(key, own, cert):
+                self.floors[key] = own.seq
         if base.seq < self.floors.get(key, 0):
             self.core.log("stale_certificate", key=key.hex(), seq=base.seq, floor=self.floors[key])
             return None

@@ -29,7 +29,7 @@ from .keys import Keypair
 from .routing import Contact, Lookup, RoutingTable
 from .store import Store
 from .wire import PROTOCOL_VERSION, new_message, reply_to
-from .xorname import XorName
+from .xorname import XorName, closest
 
 Log = Callable[..., None]
 
@@ -332,17 +332,11 @@ class NodeCore:
     def group(self, name: bytes, count: int | None = None) -> list[XorName]:
         """The `count` (default R) nodes closest to `name` that this node knows, itself included."""
         count = count or self.config.replication
-        target = int.from_bytes(name, "big")
-        contacts = [c.name for c in self.routing.closest(name, count)]
-        contacts.append(self.name)
-        contacts.sort(key=lambda n: int.from_bytes(n, "big") ^ target)
-        return contacts[:count]
+        return closest(name, [c.name for c in self.routing.closest(name, count)] + [self.name], count)
 
     def recently_lost(self, name: bytes, count: int) -> list[XorName]:
         """The `count` contacts nearest `name` among those evicted lately and not back."""
-        target = int.from_bytes(name, "big")
-        lost = [n for n in self._lost if n not in self.routing]
-        return sorted(lost, key=lambda n: int.from_bytes(n, "big") ^ target)[:count]
+        return closest(name, [n for n in self._lost if n not in self.routing], count)
 
     def contact(self, name: XorName) -> Contact | None:
         if name == self.name:

@@ -31,6 +31,7 @@ from .host import NodeHost
 from .keys import Keypair
 from .store import MemoryStore
 from .transport import Endpoint, MemoryNetwork
+from .xorname import distance
 
 
 @dataclass
@@ -126,6 +127,5 @@ class LocalNetwork:
 
     def close_group(self, name: bytes) -> list[int]:
         """Indexes of the R live nodes closest to `name` (brute force over all live ids)."""
-        target = int.from_bytes(name, "big")
-        live = sorted(self.live(), key=lambda n: int.from_bytes(n.keys.name, "big") ^ target)
+        live = sorted(self.live(), key=lambda n: distance(n.keys.name, name))
         return [n.index for n in live[: self.config.replication]]

@@ -45,7 +45,7 @@ from .requests import Request, apply_mutation, read_mdata
 from .routing import Contact
 from .rules import MDataState
 from .wire import new_message
-from .xorname import XorName
+from .xorname import XorName, distance
 
 if TYPE_CHECKING:
     from .core import NodeCore
@@ -219,10 +219,8 @@ class Proposal:
     def _learn(self, token: int, near: Any) -> None:
         """Ask, too, the nodes an acceptor holding nothing named as the group, if they are
         closer to the name than those we asked (absence is then decided among them too)."""
-        target_int = int.from_bytes(self.name, "big")
         asked = set(self.members) | set(self.extended)
-        ring = sorted(asked, key=lambda n: int.from_bytes(n, "big") ^ target_int)
-        horizon = int.from_bytes(ring[-1], "big") ^ target_int if ring else -1
+        horizon = max((distance(n, self.name) for n in asked), default=-1)
         for item in near[: self.core.config.replication] if isinstance(near, list) else []:
             try:
                 name, address = XorName(item[0]), item[1]
@@ -230,7 +228,7 @@ class Proposal:
                     continue
             except (ValueError, TypeError, IndexError):
                 continue
-            if (name in asked or (int.from_bytes(name, "big") ^ target_int) > horizon
+            if (name in asked or distance(name, self.name) > horizon
                     or len(self.extended) > 4 * len(self.members)):
                 continue
             asked.add(name)

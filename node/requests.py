@@ -9,6 +9,7 @@ close group checks each client's signature).
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -494,6 +495,10 @@ def op_from_obj(obj: Any) -> Op:
     """Decode an operation from the wire; any malformation is a ProtocolError."""
     try:
         kind, args = obj
+        if kind not in _OPS:
+            # Account operations live in their own module (which imports this one); they
+            # register when it is imported, so make sure it is before judging a kind unknown.
+            importlib.import_module(".accounts", __package__)
         cls = _OPS[kind]
         return cls.from_args(args)
     except E.SafeError:
@@ -647,7 +652,3 @@ def read_mdata(md: MutableData | None, op: Op) -> Any:
         raise E.NoSuchData(f"no MD at {op.address}")
     return op.read(md)
 
-
-# Account operations live in their own module; importing it here registers them, so any
-# request can be decoded wherever requests are.
-from . import accounts as _accounts  # noqa: E402,F401

@@ -193,36 +193,6 @@ def change_owner(
     return md.replace(owners=frozenset(new_owners), version=version)
 
 
-# ----------------------------------------------------------------------------- replica merge
-
-
-def _pick(a: Value, b: Value) -> Value:
-    if a.entry_version != b.entry_version:
-        return a if a.entry_version > b.entry_version else b
-    # Equal versions with different contents only arise from divergent histories; picking by
-    # content keeps the merge commutative, so replicas converge whatever order they meet in.
-    return a if a.content >= b.content else b
-
-
-def merge_replicas(a: MutableData, b: MutableData) -> MutableData:
-    """Version-monotonic union of two replicas of one MD (§1.3 "without_validation").
-
-    Every entry keeps its highest entry version; the shell (permissions and owners) comes
-    from the replica with the higher MD version. Commutative, associative and idempotent.
-    """
-    if a.address != b.address:
-        raise ValueError(f"cannot merge replicas of different MDs: {a.address} and {b.address}")
-    entries = dict(a.entries)
-    for key, value in b.entries.items():
-        mine = entries.get(key)
-        entries[key] = value if mine is None else _pick(mine, value)
-    if a.version != b.version:
-        shell = a if a.version > b.version else b
-    else:
-        shell = a if a.shell().encode() >= b.shell().encode() else b
-    return shell.replace(entries=entries)
-
-
 # ----------------------------------------------------------------------------- replicated state
 
 

@@ -77,8 +77,15 @@ class XorName(bytes):
         return f"XorName({self.hex()[:12]}..)"
 
 
+def distance(a: bytes, b: bytes) -> int:
+    """The XOR distance between two names, as an integer."""
+    return int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+
+
 def closest(target: bytes, names: Iterable[bytes], count: int) -> list[XorName]:
-    """The `count` names closest to `target`, closest first (exact, by full sort)."""
+    """The `count` names closest to `target`, closest first (exact, by full sort). The one
+    close-group rule: every place that orders nodes by nearness to a name uses this (or
+    `distance` to order things that carry a name)."""
     t = int.from_bytes(target, "big")
     return sorted((XorName(n) for n in names), key=lambda n: int.from_bytes(n, "big") ^ t)[:count]
 

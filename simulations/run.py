@@ -326,6 +326,3 @@ def percentiles(values: list[float], points: tuple[float, ...] = (0.5, 0.9, 0.99
     ordered = sorted(values)
     return {f"p{round(p * 100)}": ordered[min(len(ordered) - 1, math.floor(p * len(ordered)))] for p in points}
 
-
-def count_outcomes(latencies: list[Latency]) -> Counter[str]:
-    return Counter(f"{lat.f}:{lat.outcome}" for lat in latencies)

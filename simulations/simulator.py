@@ -36,7 +36,7 @@ from node.core import NodeConfig, NodeCore
 from node.host import NodeHost
 from node.keys import Keypair
 from node.store import MemoryStore
-from node.xorname import XorName
+from node.xorname import XorName, distance
 
 from .determinism import sub_rng
 from .network import LinkModel, SimEndpoint, SimNetwork
@@ -158,8 +158,7 @@ class Simulator:
     def close_group(self, name: bytes, count: int | None = None) -> list[SimNode]:
         """The `count` (default R) live nodes closest to `name`, by brute force."""
         count = count or self.config.replication
-        target = int.from_bytes(name, "big")
-        return sorted(self.live(), key=lambda n: int.from_bytes(n.name, "big") ^ target)[:count]
+        return sorted(self.live(), key=lambda n: distance(n.name, name))[:count]
 
     # ------------------------------------------------------------------ node life cycle
 

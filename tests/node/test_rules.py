@@ -462,57 +462,6 @@ def test_a_chunk_that_does_not_hash_to_its_name_is_refused(value, data):
         rules.check_idata_name(hashlib.sha3_256(value).digest(), tampered)
 
 
-# ============================================================ replica merge
-
-
-@RELAXED
-@given(data=st.data())
-def test_merge_is_commutative_associative_and_idempotent(strat, data):
-    a, b, c = (data.draw(strat.mdata(tag=st.just(TAG), narrow=True)) for _ in range(3))
-    merge = rules.merge_replicas
-    assert merge(a, b) == merge(b, a)
-    assert merge(merge(a, b), c) == merge(a, merge(b, c))
-    assert merge(a, a) == a
-    ab = merge(a, b)
-    for key in set(a.entries) | set(b.entries):  # nothing lost, no version goes back
-        assert ab.entries[key].entry_version == max(
-            x.entries[key].entry_version for x in (a, b) if key in x.entries
-        )
-    assert ab.version == max(a.version, b.version)
-
-
-@settings(RELAXED, max_examples=150)
-@given(data=st.data())
-def test_merging_two_prefixes_of_one_history_gives_the_longer(strat, op_for, data):
-    md = data.draw(strat.start_md)
-    history = [md]
-    for step in data.draw(strat.steps()):
-        kp, op = op_for(md, step)
-        try:
-            md = apply_mutation(MDataState(md), Request(op, kp.public)).md
-        except E.ClientError:
-            continue
-        history.append(md)
-    i = data.draw(st.integers(0, len(history) - 1))
-    j = data.draw(st.integers(i, len(history) - 1))
-    assert rules.merge_replicas(history[i], history[j]) == history[j]
-    assert rules.merge_replicas(history[j], history[i]) == history[j]
-
-
-def test_merge_refuses_replicas_of_different_mds():
-    with pytest.raises(ValueError):
-        rules.merge_replicas(_md(), MutableData(NAME, TAG + 1))
-
-
-def test_merge_keeps_the_higher_entry_version_even_against_a_stale_insert(keys):
-    # SAFE's without_validation replay let a stale Ins overwrite a newer value; merge does not.
-    owner = keys[0].public
-    old = _md({b"k": Value(b"first", 0)}, owner=owner)
-    new = rules.mutate_entries(old, {b"k": Update(b"second", 1)}, owner)
-    new = rules.mutate_entries(new, {b"k": Del(2)}, owner)
-    assert rules.merge_replicas(old, new).entries[b"k"] == Value(b"", 2)
-
-
 # ============================================================ §1.3 entry actions, one rule each
 
 
