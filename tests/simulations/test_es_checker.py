@@ -462,13 +462,15 @@ def test_a_retry_acknowledged_after_the_first_attempt_was_read() -> None:
 
 
 @pytest.mark.parametrize(("brk", "seed", "kind"), [
-    ("es_ack_before_stream_write", 1, "lost-append"),
+    # An append acknowledged before its stream write shows as a lost append, or as a cycle
+    # in the stream's order (a reader saw the acknowledged event missing, then present).
+    ("es_ack_before_stream_write", 1, ("lost-append", "G-single-realtime", "G-single", "G2-realtime", "G1c")),
     ("es_log_skips_pending", 2, "log-gap"),
     ("es_log_slot_reused", 1, "slot-shared"),
     ("es_subscription_one_past", 1, "resumed-past-checkpoint"),
     ("es_subscription_one_before", 1, "resumed-before-checkpoint"),
 ])
-def test_each_event_store_break_is_caught_and_replays(brk: str, seed: int, kind: str) -> None:
+def test_each_event_store_break_is_caught_and_replays(brk: str, seed: int, kind: str | tuple[str, ...]) -> None:
     from eventstore.database import Database
     from simulations.run import run_sim
     from simulations.scenarios import get_scenario
@@ -478,7 +480,8 @@ def test_each_event_store_break_is_caught_and_replays(brk: str, seed: int, kind:
     result = run_sim(scenario, seed, breaks=(brk,))
     found = {a.kind for name in ("es_streams", "es_log", "es_subscriptions")
              for a in result.report.checks[name].anomalies}
-    assert kind in found, result.report.summary()
+    kinds = (kind,) if isinstance(kind, str) else kind
+    assert found & set(kinds), result.report.summary()
     assert Database._write is original  # the break ends with its run
     if brk == "es_log_slot_reused":
         assert run_sim(scenario, seed, breaks=(brk,)).digest == result.digest
