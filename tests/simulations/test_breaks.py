@@ -81,7 +81,8 @@ def test_a_trust_break_is_caught_by_the_attackers_and_its_replay_is_exact(brk: s
     assert replay.failures() == failing.failures()
 
 
-@pytest.mark.xfail(reason="a member that joined and keeps quiet still stalls moves under kills (placement); docs/security.md", strict=False)
+@pytest.mark.xfail(reason="a member that joined and keeps quiet still stalls moves under kills (placement); "
+                          "docs/security.md", strict=False)
 def test_the_byzantine_scenario_with_its_attackers_is_valid() -> None:
     result = run_sim(get_scenario("byzantine").with_(**SMALL), 1, max_steps=STEPS)
     assert result.valid, result.report.summary()
