@@ -70,7 +70,7 @@ class Acceptor:
     quarantined: set[bytes]
     certs: dict[bytes, tuple[bytes, list[Any]]]
     steps: dict[bytes, list[Any]]
-    chains: dict[bytes, tuple[bytes, list[Any], list[Any]]]
+    chains: dict[bytes, tuple[bytes | Register, list[Any], list[Any]]]
     floors: dict[bytes, int]
     fast: dict[bytes, tuple[Ballot, Register]]
     left_at: dict[bytes, float]
@@ -177,7 +177,8 @@ class Acceptor:
             return
         mode = payload[0]
         if mode == CHAIN:
-            chain: tuple[bytes, list[Any], list[Any]] | None = (payload[1], payload[2], payload[3] + [payload[4]])
+            chain: tuple[bytes | Register, list[Any], list[Any]] | None = (
+                payload[1], payload[2], payload[3] + [payload[4]])
         elif mode == CERTIFIED:
             chain = (payload[1], payload[2], [payload[3]])
         elif mode == CERTIFIED_PARENT:
@@ -189,7 +190,7 @@ class Acceptor:
             if steps is None or old is None:
                 chain = None
             elif cert is not None:
-                chain = (old.encode(), cert, steps)
+                chain = (old, cert, steps)  # encoded only if someone asks for it
             elif known is not None and known[2] and known[2][-1][4] == old.digest():
                 chain = (known[0], known[1], known[2] + steps)
             else:
@@ -203,7 +204,8 @@ class Acceptor:
         chain = self.chains.get(key)
         if chain is None or not chain[2] or chain[2][-1][4] != digest:
             return None
-        return [chain[0], chain[1], chain[2]]
+        anchor = chain[0]
+        return [anchor.encode() if isinstance(anchor, Register) else anchor, chain[1], chain[2]]
 
     def cert_for(self, key: bytes, value: Register) -> list[Any] | None:
         cert = self.certs.get(key)

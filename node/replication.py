@@ -69,7 +69,7 @@ class Replicator(Acceptor):
         # was chosen; steps: how our value was derived from the one before it.
         self.certs: dict[bytes, tuple[bytes, list[Any]]] = {}
         self.steps: dict[bytes, list[Any]] = {}
-        self.chains: dict[bytes, tuple[bytes, list[Any], list[Any]]] = {}  # see Acceptor._extend_chain
+        self.chains: dict[bytes, tuple[bytes | Register, list[Any], list[Any]]] = {}  # see Acceptor._extend_chain
         self.floors: dict[bytes, int] = {}  # the highest count of rounds of a certificate we checked
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
