@@ -149,11 +149,12 @@ class Acceptor:
         # moves to a new group is certified by the group it comes from.
         return bool(votes) and certifies(key, value.digest(), votes, value.quorums, self.plausible(key, 2))
 
-    def announce(self, key: bytes, value: Register, votes: list[Any]) -> None:
+    def announce(self, key: bytes, value: Register, votes: list[Any],
+                 skip: set[XorName] | frozenset[XorName] = frozenset()) -> None:
         """Tell the members that `value` was chosen, with its certificate:
         any of them can then prove it to a proposer (a value known only to a minority of its
         holders, with no certificate, would stall the MD). One message each, no reply."""
-        members = {n for group in value.quorums for n in group} - {self.core.name}
+        members = {n for group in value.quorums for n in group} - {self.core.name} - set(skip)
         for name in sorted(members):
             contact = self.core.contact(name)
             self.core.send(name, contact.address if contact else None,
@@ -309,7 +310,11 @@ class Acceptor:
             if value is None:
                 out.append(Accepted(key, NEED_STATE).to_wire())
                 continue
-            self._extend_chain(key, record.value, value, item.payload)
+            payload = item.payload
+            if payload[0] == STEP and len(payload) == 3 and isinstance(payload[2], list) and record.value is not None \
+                    and isinstance(payload[1], list) and payload[1] and payload[1][0] == record.digest:
+                self.certs[key] = (record.digest, payload[2][:16])  # our value was chosen (unverified)
+            self._extend_chain(key, record.value, value, payload)
             record2, ok = on_accept(record, ballot, value, fast=item.fast)
             self.write(key, record2)
             if step is not None:
@@ -328,7 +333,7 @@ class Acceptor:
         if not isinstance(payload, list) or not payload:
             raise E.ProtocolError("an accept's payload is [mode, ...]")
         mode = payload[0]
-        if mode == STEP and len(payload) == 2:
+        if mode == STEP and len(payload) in (2, 3):
             return self.apply_step(key, record.value, payload[1]), payload[1]
         if mode == TWO_STEPS and len(payload) == 3:
             base = self.apply_step(key, record.value, payload[1])

@@ -462,7 +462,9 @@ class Proposal:
             if blind:
                 payload = [FULL, new.encode()]
             elif same_base or promise is None:
-                payload = [STEP, self.step]
+                # With the base's certificate when we have it: the accept of round n+1 tells
+                # the group that round n's value was chosen (instead of a commit message).
+                payload = [STEP, self.step] if not self.base_votes else [STEP, self.step, self.base_votes]
             else:
                 payload = self._proof_payload(target, promise.digest)
             self.send_accept(token, target, payload)
@@ -539,6 +541,10 @@ class Proposal:
             # show a member that lags behind when we next build on it.
             votes = list(self.votes.values())
             self.rep.certs[self.key] = (self.new.digest(), votes)
+            # Every member learns now that the value was chosen (the next round's accept says
+            # so too). Telling only those that did not answer yet would save messages, but a
+            # member must know its own copy is chosen to refuse a replayed certificate of the
+            # value before it (docs/security.md, "No going back").
             self.rep.announce(self.key, self.new, votes)
             self.finish()
             return
