@@ -51,7 +51,7 @@ from .paxos import (
     on_accept,
     on_prepare,
 )
-from .proofs import certifies, make_vote
+from .proofs import certifies, looks_certified, make_vote
 from .requests import MDataOp, Request, apply_mutation
 from .rules import MDataState
 from .wire import new_message
@@ -188,6 +188,8 @@ class Acceptor:
             steps = [payload[1]] if mode == STEP else payload[1:3] if mode == TWO_STEPS else None
             known = self.chains.get(key)
             cert = None if old is None else self.cert_for(key, old)
+            if cert is not None and old is not None and not looks_certified(cert, old.quorums):
+                cert = None  # too few votes to anchor a chain on
             if steps is None or old is None:
                 chain = None
             elif cert is not None:
@@ -311,8 +313,9 @@ class Acceptor:
                 out.append(Accepted(key, NEED_STATE).to_wire())
                 continue
             payload = item.payload
-            if payload[0] == STEP and len(payload) == 3 and isinstance(payload[2], list) and record.value is not None \
-                    and isinstance(payload[1], list) and payload[1] and payload[1][0] == record.digest:
+            if payload[0] == STEP and len(payload) == 3 and record.value is not None \
+                    and isinstance(payload[1], list) and payload[1] and payload[1][0] == record.digest \
+                    and looks_certified(payload[2], record.value.quorums):
                 self.certs[key] = (record.digest, payload[2][:16])  # our value was chosen (unverified)
             self._extend_chain(key, record.value, value, payload)
             record2, ok = on_accept(record, ballot, value, fast=item.fast)

@@ -77,6 +77,16 @@ def has_majorities(nodes: set[XorName], quorums: Sequence[Sequence[XorName]]) ->
     return bool(quorums) and all(sum(1 for n in group if n in nodes) >= majority(len(group)) for group in quorums)
 
 
+def looks_certified(votes: Any, quorums: Sequence[Sequence[XorName]]) -> bool:
+    """Do `votes` name a majority of each group? Counted, not verified (cheap): for deciding
+    what is worth sending or keeping; whoever relies on a certificate calls `certifies`."""
+    voters: set[XorName] = set()
+    for vote in votes[:MAX_VOTES] if isinstance(votes, list) else ():
+        if isinstance(vote, list) and len(vote) == 2 and isinstance(vote[0], bytes) and len(vote[0]) == 32:
+            voters.add(PublicKey(vote[0]).name)
+    return has_majorities(voters, quorums)
+
+
 def certifies(key: bytes, digest: bytes, votes: Any, quorums: Sequence[Sequence[XorName]],
               plausible: Callable[[XorName], bool]) -> bool:
     """Do `votes` certify the value with `digest`: valid votes of a majority of each group it

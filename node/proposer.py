@@ -17,7 +17,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
-from .keys import PublicKey
 from .messages import (
     ACCEPT,
     ACCEPTED,
@@ -40,7 +39,7 @@ from .messages import (
     first_item,
 )
 from .paxos import ZERO, Ballot, Register
-from .proofs import has_majorities, majority
+from .proofs import has_majorities, looks_certified, majority
 from .requests import Request, apply_mutation, read_mdata
 from .routing import Contact
 from .rules import MDataState
@@ -394,6 +393,14 @@ class Proposal:
                 return True
         return False
 
+    def _chain_anchor_looks_certified(self) -> bool:
+        assert self.base_chain is not None
+        anchor, votes, _steps = self.base_chain
+        with contextlib.suppress(ValueError, TypeError):
+            value = anchor if isinstance(anchor, Register) else Register.decode(anchor)
+            return looks_certified(votes, value.quorums)
+        return False
+
     def _chain_proves(self, digest: bytes) -> bool:
         chain = self.base_chain
         if chain is None or not isinstance(chain[2], list) or len(chain[2]) > MAX_CHAIN:
@@ -464,7 +471,8 @@ class Proposal:
             elif same_base or promise is None:
                 # With the base's certificate when we have it: the accept of round n+1 tells
                 # the group that round n's value was chosen (instead of a commit message).
-                payload = [STEP, self.step] if not self.base_votes else [STEP, self.step, self.base_votes]
+                proven = looks_certified(self.base_votes, base.quorums)
+                payload = [STEP, self.step, self.base_votes] if proven else [STEP, self.step]
             else:
                 payload = self._proof_payload(target, promise.digest)
             self.send_accept(token, target, payload)
@@ -485,7 +493,7 @@ class Proposal:
             tried.add(CERTIFIED_PARENT)
             parent, votes = self.parent
             return [CERTIFIED_PARENT, parent.encode(), votes, self.base_step, self.step]
-        if CHAIN not in tried and self.base_chain is not None:
+        if CHAIN not in tried and self.base_chain is not None and self._chain_anchor_looks_certified():
             tried.add(CHAIN)
             anchor, votes, steps = self.base_chain
             return [CHAIN, anchor, votes, steps, self.step]
@@ -497,13 +505,9 @@ class Proposal:
 
     @staticmethod
     def _looks_certified(value: Register, votes: list[Any] | None) -> bool:
-        """Do `votes` name a majority of each group `value` names? (Counted, not verified:
-        the receiver verifies.) A value in the middle of a move needs both."""
-        voters = set()
-        for vote in votes or ():
-            with contextlib.suppress(TypeError, ValueError, IndexError):
-                voters.add(PublicKey(vote[0]).name)
-        return has_majorities(voters, value.quorums)
+        """Do `votes` name a majority of each group `value` names? (A value in the middle of
+        a move needs both.)"""
+        return looks_certified(votes, value.quorums)
 
     def send_accept(self, token: int, target: XorName, payload: list[Any]) -> None:
         item = Accept(self.key, self.ballot, True, payload)
