@@ -1,6 +1,6 @@
 """Self-encrypted payloads through a real cluster: put / get MB/s, client peak memory, range reads.
 
-    /work/venv/bin/python bench/client_bench.py [--repeat 3] [--sizes 1024 1048576 52428800]
+    .venv/bin/python bench/client_bench.py [--repeat 3] [--sizes 1024 1048576 52428800]
 
 For each repeat, starts a fresh N-node cluster (default 8, R = 5) in a temp dir and, for
 each size:

@@ -1,6 +1,6 @@
 """Throughput and latency of a real 8-node cluster, side by side with bmuller's `kademlia`.
 
-    /work/venv/bin/python bench/cluster_bench.py [--repeat 3] [--concurrency 1 8 32] ...
+    .venv/bin/python bench/cluster_bench.py [--repeat 3] [--concurrency 1 8 32] ...
 
 Starts an N-node network of PyPI `kademlia` 2.2.3 on loopback (N processes of
 bench/kademlia_peer.py plus one driver process: that library is asyncio-only and over UDP)

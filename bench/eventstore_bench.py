@@ -264,7 +264,7 @@ def bench_eventsourcing(singles: int, batches: int) -> None:
         from eventsourcing.application import Application
         from eventsourcing.domain import Aggregate, event
     except ImportError:
-        print("  eventsourcing is not installed: /work/venv/bin/pip install eventsourcing")
+        print("  eventsourcing is not installed: .venv/bin/pip install eventsourcing")
         return
 
     class Counter(Aggregate):

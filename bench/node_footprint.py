@@ -1,6 +1,6 @@
 """A node's memory with many items stored, and how fast a dead holder's items are re-homed.
 
-    /work/venv/bin/python bench/node_footprint.py [--nodes 8|16] [--items 10000] [--kills 3]
+    .venv/bin/python bench/node_footprint.py [--nodes 8|16] [--items 10000] [--kills 3]
 
 Starts an N-node cluster (default 8, R = 5) in a temp dir, puts `--items` small IData
 (default 10,000 of 256 random bytes) through a client, waits until every item is on all R

@@ -3,7 +3,7 @@ nodes built by Kademlia joins, with their memory, lookup speed, hops and exactne
 
 A script that prints numbers, not a test:
 
-    /work/venv/bin/python bench/routing_bench.py [--sizes 1000 10000] [--lookups 2000] [--seed 1]
+    .venv/bin/python bench/routing_bench.py [--sizes 1000 10000] [--lookups 2000] [--seed 1]
 
 Rates and build times are CPU seconds of this process (`time.process_time`), so that other
 load on the machine does not skew them. Networks live in one process as a dict of RoutingTables;

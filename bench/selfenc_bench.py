@@ -1,6 +1,6 @@
 """Benchmark of client.selfenc: encrypt/decrypt throughput, and the streaming path's memory.
 
-Run: /work/venv/bin/python bench/selfenc_bench.py [--size-mib 50] [--stream-mib 200]
+Run: .venv/bin/python bench/selfenc_bench.py [--size-mib 50] [--stream-mib 200]
 
 Prints MB/s of `encrypt_bytes` and `decrypt_bytes` on random and all-zero buffers, then,
 in a fresh child process so the buffers above do not count, the peak RSS of storing a file

@@ -1,5 +1,11 @@
 """A database: streams of events, their categories, and the database log, on SAFE data.
 
+Why one module of about 860 lines: `Database` is one protocol - an append writes the
+payloads, takes a log slot, writes the stream and completes the intent, and every reader
+completes the intents it meets - and its steps depend on each other's invariants, argued
+together in docs/eventstore.md. The seam, when it is split, is the readers (stream, category
+and log reads and the intent completion they share) away from the append path.
+
     db = store.database("shop")
     result = await db.append("order@42", [EventData("Placed", {"sku": 7})], expected_version=NO_STREAM)
     events = await db.read_stream("order@42")

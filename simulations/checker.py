@@ -2,6 +2,12 @@
 cheaper invariants a chaos run must keep - no lost or doubly-acknowledged writes, monotonic
 reads, replicas that converge.
 
+Why one module of about 1,000 lines: the models, the linearizability search, the invariants
+and the history generator its tests use all speak in the same `Op`, `Anomaly` and
+`CheckResult` terms and are read together when a verdict is in doubt. The seam, when it is
+split, is the results types (`Anomaly`, `CheckResult`, `Report`) into a module of their own,
+which the event-store checkers import too; then the invariants and the generator can leave.
+
 No Python library checks linearizability, so this module carries its own checker:
 
 - **Models** say what one key's object does when an operation takes effect. ``MDEntryModel``

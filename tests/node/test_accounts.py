@@ -32,7 +32,7 @@ async def _network(kind: str, allowance: int = 1000):
 
 async def _settle(kind: str) -> None:
     if kind == "localnet":
-        await trio.sleep(2)
+        await trio.sleep(2)  # virtual seconds: every test here runs under autojump_clock
 
 
 @pytest.fixture(params=["mock", "localnet"])

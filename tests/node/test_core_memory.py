@@ -1,5 +1,8 @@
 """The real node core, several instances, over the in-memory transport under MockClock.
 
+Every test takes `autojump_clock`, so the `trio.sleep` calls below pass virtual time: a
+simulated half minute of churn costs milliseconds, and no test waits on the wall clock.
+
 These prove the core is sans-IO (docs/architecture.md principle 1): the same NodeCore and
 NodeHost that run in a process over TCP run here on virtual time, with no sockets.
 """
