@@ -159,12 +159,12 @@ class DataClient:
     ) -> XorName:
         """Self-encrypt `source` (bytes, a binary file or a path) into chunks; return the
         data-map name. Large files stream: never more than a few chunks in memory."""
-        from .selfenc import store_blob
+        from .blobs import store_blob
 
         return await store_blob(self.put_idata, source, progress=progress, map_key=map_key)
 
     async def get_blob(self, name: bytes, *, map_key: bytes | None = None) -> bytes:
-        from .selfenc import fetch_blob
+        from .blobs import fetch_blob
 
         return await fetch_blob(self.get_idata, XorName(name), map_key=map_key)
 
@@ -177,13 +177,13 @@ class DataClient:
         map_key: bytes | None = None,
     ) -> int:
         """Stream a blob into `sink` chunk by chunk; returns the bytes written."""
-        from .selfenc import fetch_blob_to
+        from .blobs import fetch_blob_to
 
         return await fetch_blob_to(self.get_idata, XorName(name), sink, progress=progress, map_key=map_key)
 
     async def read_blob(self, name: bytes, offset: int, length: int, *, map_key: bytes | None = None) -> bytes:
         """Bytes [offset, offset+length) of a blob, fetching only the chunks that cover them."""
-        from .selfenc import read_range
+        from .blobs import read_range
 
         return await read_range(self.get_idata, XorName(name), offset, length, map_key=map_key)
 
