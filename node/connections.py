@@ -226,8 +226,8 @@ class ConnectionSide:
         assert conn.peer is not None
         return conn.peer
 
-    def _accept_soon(self, stream: trio.abc.Stream) -> None:
-        """Serve an inbound stream (MemoryNetwork's accept)."""
+    def accept_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve an inbound stream that did not come through a listener (the in-memory network)."""
         if self._nursery is None:
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"{self!r} is not running")
         try:
