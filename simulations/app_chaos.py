@@ -58,7 +58,7 @@ from .trace import Trace
 from .workloads import Workload, WorkloadConfig
 
 RETRIES = 3  # a command whose outcome is unknown is sent again (same id) this many times
-KILL_REQUESTS = (8, 120)  # an agent or runner is killed at a request drawn from this range
+KILL_REQUESTS = (5, 60)  # an agent or runner is killed at a request drawn from this range
 FINAL_ATTEMPTS = 12  # the final catch-up and reads, tried again after network errors
 EPOCH = 1_500_000_000.0  # the store's clock: virtual seconds after this instant
 

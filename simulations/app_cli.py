@@ -124,7 +124,9 @@ def run_app(*, app_spec: str | None, commands: str | None, invariants: tuple[str
                    f"{len(seeds) - len(failed)} passed, {len(failed)} failed")
         for summary in sorted(failed, key=lambda s: s["seed"]):
             click.echo(click.style(f"FAILED seed {summary['seed']}", fg="red") + f": {'; '.join(summary['failures'])}")
-            for check in summary["checks"].values():
+            # The user's own invariants first: they say what went wrong in the app's words.
+            ordered = sorted(summary["checks"].items(), key=lambda item: not item[0].startswith("invariant:"))
+            for _name, check in ordered:
                 if check["status"] != "valid" and check["anomalies"]:
                     click.echo("  " + check["anomalies"][0].replace("\n", "\n  ")[:2000])
                     break

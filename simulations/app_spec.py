@@ -81,8 +81,9 @@ class FinalState:
     extra: dict[str, Any] = field(default_factory=dict)  # for apps of other libraries
 
     def prefix(self, count: int) -> FinalState:
-        """The state as the first `count` events make it (projections and managers left out)."""
-        return FinalState(self.events[:count], {}, {}, self.aggregate_types, self.extra)
+        """The state as the first `count` events make it (projections, managers and
+        what other libraries read at the end left out)."""
+        return FinalState(self.events[:count], {}, {}, self.aggregate_types, {})
 
     def stream(self, name: str) -> list[RecordedEvent]:
         return [e for e in self.events if e.stream == name]
@@ -129,7 +130,7 @@ def describe(fn: Callable[..., Any]) -> str:
     """`name`, plus the first line of its docstring."""
     doc = inspect.getdoc(fn)
     name = getattr(fn, "__name__", repr(fn))
-    return f"{name} ({doc.splitlines()[0]})" if doc else name
+    return f"{name} ({' '.join(doc.split(chr(10) * 2)[0].split())})" if doc else name
 
 
 class SpecError(Exception):
