@@ -156,6 +156,15 @@ class AppDriver:
         self._ids = sub_rng(seed, "app:command-ids")
         self._exhausted = False
         self._pids = 0
+        self.journal: Callable[[dict[str, Any]], None] | None = None  # each record, as it is made (cluster mode)
+
+    def skip(self, taken: int) -> None:
+        """Move past the setup and the first `taken` commands (a restarted worker process
+        goes on where its killed predecessor stopped: the same commands, the same ids)."""
+        for _ in self.app.setup:
+            seeded_id(self._ids)
+        for _ in range(taken):
+            self.next_command()
 
     # ------------------------------------------------------------------ helpers
 
@@ -210,6 +219,9 @@ class AppDriver:
         value = {"id": str(command.id), **{k: v for k, v in command.to_data().items()
                                           if k not in ("id", "correlation_id", "causation_id", "expected_version")}}
         op = self.history.invoke(pid, command.stream, command.type_name, value, started)
+        if self.journal is not None:
+            self.journal({"type": "invoke", "op": op.index, "process": pid, "key": command.stream,
+                          "f": command.type_name, "value": value, "time": started})
         try:
             result = await handler.execute(command)
         except DomainError as exc:
@@ -227,6 +239,9 @@ class AppDriver:
             self.history.ok(op, {"version": result.version, "changed": result.changed,
                                  "duplicate": result.duplicate, "position": result.position}, trio.current_time())
             outcome = "ok"
+        if self.journal is not None:
+            self.journal({"type": op.type, "op": op.index, "output": op.output, "error": op.error,
+                          "time": op.complete_time})
         self.counts[f"command:{outcome}"] += 1
         self.note(f"app:{outcome}", cmd=command.type_name, stream=command.stream, op=op.index)
         return outcome
