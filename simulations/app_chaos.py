@@ -93,7 +93,8 @@ class AppRunResult:
     wall: float = 0.0
     virtual: float = 0.0
     messages: int = 0
-    extra_args: str = ""  # --commands / --invariant / --scenario as given, for the replay line
+    extra_args: str = ""  # --commands / --invariant / --faults as given, for the replay line
+    quiet: float | None = None  # set when it differs from the default
 
     @property
     def valid(self) -> bool:
@@ -106,6 +107,8 @@ class AppRunResult:
     def replay_command(self) -> str:
         line = (f"safenet chaos run app --app {self.app_spec}{self.extra_args} --seed {self.seed} "
                 f"--nodes {self.nodes} --duration {self.duration:g} --mode {self.mode}")
+        if self.quiet is not None:
+            line += f" --quiet {self.quiet:g}"
         if self.mode == "cluster":
             line += "  (real time: the same faults and commands, not the same timing)"
         return line
@@ -408,6 +411,8 @@ def run_app_sim(app: Any, seed: int, *, app_spec: str, scenario: Scenario = APP_
     else:
         result = run_seeded(_play, app, scenario, seed, seed=seed)
     result.app_spec, result.extra_args = app_spec, extra_args
+    if scenario.quiet != APP_SCENARIO.quiet:
+        result.quiet = scenario.quiet
     result.wall = time.perf_counter() - started
     return result
 

@@ -171,6 +171,7 @@ def process_managers(app: Any, final: FinalState, steps: dict[str, list[Recorded
             elif dispatched.get(ident) == "applied" and times == 0:
                 anomalies.append(Anomaly("lost-command", manager.name, f"command {ident[:8]} was dispatched as "
                                          "applied, but no event of it is in the log"))
+    anomalies.sort(key=lambda a: a.kind != "applied-twice")  # the effect first, its causes after
     return _result("process_managers", anomalies, {"managers": len(app.managers), "commands_issued": issued})
 
 

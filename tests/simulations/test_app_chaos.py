@@ -45,7 +45,8 @@ def test_the_buggy_bank_is_caught_and_its_replay_fails_the_same_way():
     assert "applied-twice" in {a.kind for a in result.report.checks["process_managers"].anomalies}
     replay = result.replay_command()
     assert replay.startswith("safenet chaos run app --app examples.buggy_bank:app --seed 2 ")
-    args = replay.split()[2:] + ["--quiet", "5", "--json"]
+    assert replay.endswith(" --quiet 5")
+    args = replay.split()[2:] + ["--json"]
     out = CliRunner().invoke(chaos, args)
     assert out.exit_code == 1, out.output
     again = json.loads(out.output)
@@ -82,3 +83,32 @@ def test_bad_app_arguments_are_one_line_errors(args, message):
     assert out.exit_code == 2
     assert message in out.output
     assert "Traceback" not in out.output
+
+
+def test_a_killed_workers_journal_gives_its_successor_the_unanswered_commands(tmp_path):
+    """Cluster mode: a worker SIGKILLed mid-command leaves an invoke with no outcome (and
+    perhaps half a line); the next worker re-sends that command (same id) and goes on."""
+    from simulations.app_cluster import history_from_journals
+
+    def line(**record) -> str:
+        return json.dumps(record) + "\n"
+
+    first, second = tmp_path / "w0.jsonl", tmp_path / "w1.jsonl"
+    first.write_text(line(type="ready")
+                     + line(type="invoke", op=0, process="client0#1", key="transfer@t1", f="RequestTransfer",
+                            value={"id": "a"}, time=1.0)
+                     + line(type="ok", op=0, output={"changed": True}, error=None, time=2.0)
+                     + line(type="invoke", op=1, process="client1#2", key="transfer@t2", f="RequestTransfer",
+                            value={"id": "b"}, time=3.0)
+                     + '{"type": "ok", "op": 1, "outp')  # the SIGKILL came mid-write
+    history, taken, unknown = history_from_journals([first])
+    assert taken == 2
+    assert [r["value"]["id"] for r in unknown] == ["b"]
+    assert [op.outcome for op in history.ops()] == ["ok", "info"]
+    second.write_text(line(type="ready")
+                      + line(type="invoke", op=0, process="client1#1", key="transfer@t2", f="RequestTransfer",
+                             value={"id": "b"}, time=5.0)
+                      + line(type="fail", op=0, output=None, error="Overdrawn: no", time=6.0))
+    history, taken, unknown = history_from_journals([first, second])
+    assert (taken, unknown) == (2, [])
+    assert [op.outcome for op in history.ops()] == ["ok", "info", "fail"]
