@@ -218,6 +218,7 @@ class EsDriver:
             kind = "fail"
         except BaseException:
             self.history.info(op, trio.current_time(), "process killed")
+            self.counts["command:killed"] += 1
             self.note("app:killed", cmd=label)
             raise
         else:

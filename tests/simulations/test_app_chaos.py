@@ -63,8 +63,11 @@ def test_the_notebook_and_its_index_survive():
 
 
 def test_an_eventsourcing_application_runs_through_the_persistence_module():
+    """The library's synchronous code runs in greenlets of the simulation's thread, so the
+    run is as replayable as any other."""
     result = run("examples.es_bank:app", 1)
     assert result.valid, result.failures()
+    assert run("examples.es_bank:app", 1).digest == result.digest
     assert result.counts["command:ok"] >= 5
     stored = result.final.extra["stored"]
     assert len(stored) >= 4 + 2 * 5  # four accounts opened, two events per transfer
@@ -112,3 +115,64 @@ def test_a_killed_workers_journal_gives_its_successor_the_unanswered_commands(tm
     history, taken, unknown = history_from_journals([first, second])
     assert (taken, unknown) == (2, [])
     assert [op.outcome for op in history.ops()] == ["ok", "info", "fail"]
+
+
+def _events(*deposits: tuple[str, int, str]):
+    """Recorded `Deposited` events, one per (account, amount, causing command id)."""
+    from datetime import UTC, datetime
+    from uuid import UUID, uuid5
+
+    from eventstore.events import RecordedEvent
+
+    versions: dict[str, int] = {}
+    out = []
+    for position, (account, amount, command) in enumerate(deposits):
+        versions[account] = versions.get(account, -1) + 1
+        cause = UUID(command)
+        out.append(RecordedEvent(f"account@{account}", versions[account], uuid5(cause, "0"), "Deposited",
+                                 {"amount": amount, "transfer": "t"}, None, cause, cause,
+                                 datetime.fromtimestamp(0, UTC), position * 1000))
+    return out
+
+
+A, B = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
+
+
+def test_the_projection_check_names_a_save_that_counted_an_event_twice():
+    from types import SimpleNamespace
+
+    from examples.bank import BALANCES
+    from simulations.app_checks import projections
+    from simulations.app_spec import FinalState
+
+    final = FinalState(_events(("ann", 5, A), ("ann", 7, B)))
+    save = lambda version, state, checkpoint, events: SimpleNamespace(  # noqa: E731
+        version=version, state=state, checkpoint=checkpoint, events=events, generation=0)
+    good = [save(0, {"ann": 5}, 0, 1), save(1, {"ann": 12}, 1000, 2)]
+    app = SimpleNamespace(projections=[BALANCES])
+    assert projections(app, final, {"balances": good}).valid
+    twice = [save(0, {"ann": 5}, 0, 1), save(1, {"ann": 17}, 1000, 2)]  # the first event folded again
+    result = projections(app, final, {"balances": twice})
+    assert [a.kind for a in result.anomalies] == ["wrong-projection-state"]
+    assert "save v1" in result.anomalies[0].message
+
+
+def test_exactly_once_names_a_command_applied_twice_and_one_lost():
+    from simulations.app_checks import exactly_once
+    from simulations.app_spec import FinalState
+    from simulations.history import History
+
+    history = History()
+    for command in (A, B):
+        op = history.invoke("client0#1", "account@ann", "Deposit", {"id": command}, 1.0)
+        history.ok(op, {"changed": True}, 2.0)
+    doubled = _events(("ann", 5, A))
+    final = FinalState(doubled + [dataclasses_replace(doubled[0], version=1, position=1000)])
+    result = exactly_once(history, final)
+    assert sorted(a.kind for a in result.anomalies) == ["applied-twice", "lost-command"]
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
