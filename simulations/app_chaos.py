@@ -34,7 +34,6 @@ import trio
 
 from eventstore.cqrs import (
     Command,
-    ConcurrencyConflict,
     DomainError,
     ProcessRunner,
     ProjectionAgent,
@@ -193,7 +192,7 @@ class AppDriver:
         self._pids += 1
         return f"{process}#{self._pids}"
 
-    async def open_db(self, client: Any, process: str) -> Database:
+    async def open_db(self, client: Any) -> Database:
         return await self.store(client).add_database(self.info)
 
     # ------------------------------------------------------------------ setup
@@ -203,7 +202,7 @@ class AppDriver:
         for _ in range(20):
             try:
                 async with self.target.client(keys=self.keys["owner"], timeout=20.0) as client:
-                    db = await self.open_db(client, "owner")
+                    db = await self.open_db(client)
                     handler = self.app.handler(Repository(db))
                     pid = self.new_pid("setup")
                     for command in self.app.setup:
@@ -230,7 +229,7 @@ class AppDriver:
         except DomainError as exc:
             self.history.fail(op, f"{type(exc).__name__}: {exc}", trio.current_time())
             outcome = "fail"
-        except (Exception, ConcurrencyConflict) as exc:  # noqa: BLE001 - the outcome is unknown
+        except Exception as exc:  # noqa: BLE001 - a network failure, ConcurrencyConflict...: the outcome is unknown
             self.history.info(op, trio.current_time(), f"{type(exc).__name__}: {exc}")
             outcome = "info"
         except BaseException:
@@ -257,7 +256,7 @@ class AppDriver:
         retry: list[tuple[Command, int]] = []
 
         async def body(client: Any) -> None:
-            db = await self.open_db(client, name)
+            db = await self.open_db(client)
             handler = self.app.handler(Repository(db))
             pid = self.new_pid(name)
             while not self.workload.stopping:
@@ -288,7 +287,7 @@ class AppDriver:
                 try:
                     async with self.target.client(keys=self.keys[name], timeout=20.0) as client:
                         kill_at_request(client, rng.randint(*KILL_REQUESTS), scope, after_reply=rng.random() < 0.5)
-                        db = await self.open_db(client, name)
+                        db = await self.open_db(client)
                         await make(db, rng)
                 except* (E.SafeError, EventStoreError, trio.TooSlowError) as group:
                     self.counts[f"{name}:errors"] += 1
@@ -332,7 +331,7 @@ class AppDriver:
         for _ in range(FINAL_ATTEMPTS):
             try:
                 async with self.target.client(keys=self.keys["final"], timeout=20.0) as client:
-                    db = await self.open_db(client, "final")
+                    db = await self.open_db(client)
                     return await self._finish(db)
             except* (E.SafeError, EventStoreError, trio.TooSlowError) as group:
                 last = group.exceptions[0]
@@ -433,19 +432,17 @@ async def _play(app: ChaosApp, scenario: Scenario, seed: int) -> AppRunResult:
         await driver.setup()
         nemesis = Nemesis(sim, sub_rng(seed, "nemesis"), scenario.faults, scenario.nemesis, workload)
         until = sim.now + scenario.duration
-        async with trio.open_nursery() as everything:
-            async with trio.open_nursery() as processes:
-                driver.start(processes)
-                async with trio.open_nursery() as chaos:
-                    chaos.start_soon(nemesis.run, until)
-                    await trio.sleep_until(until)
-                    chaos.cancel_scope.cancel()
-                workload.stopping = True
-                processes.cancel_scope.cancel()  # the app's processes stop where they are
-            await nemesis.heal_all()
-            await trio.sleep(scenario.quiet)
-            final, raw = await driver.finish()
-            everything.cancel_scope.cancel()
+        async with trio.open_nursery() as processes:
+            driver.start(processes)
+            async with trio.open_nursery() as chaos:
+                chaos.start_soon(nemesis.run, until)
+                await trio.sleep_until(until)
+                chaos.cancel_scope.cancel()
+            workload.stopping = True
+            processes.cancel_scope.cancel()  # the app's processes stop where they are
+        await nemesis.heal_all()
+        await trio.sleep(scenario.quiet)
+        final, raw = await driver.finish()
         report = judge_app(app, driver.history, final, raw)
         return AppRunResult(
             app=app.name, app_spec="", seed=seed, mode="sim", scenario=scenario.name, nodes=scenario.nodes,

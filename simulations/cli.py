@@ -141,6 +141,8 @@ def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int |
     if scenario == "app":
         from .app_cli import run_app
 
+        if breaks or report_dir or trace or driver != "host":
+            raise click.UsageError("--break, --report, --trace and --driver are not for `chaos run app`")
         run_app(app_spec=app_spec, commands=app_commands, invariants=app_invariants, faults=app_faults,
                 seeds=parse_seeds(seed, seeds), nodes=nodes, duration=duration, quiet=quiet, mode=mode, jobs=jobs,
                 cluster_path=cluster_path, as_json=as_json)

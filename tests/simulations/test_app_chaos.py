@@ -80,6 +80,7 @@ def test_an_eventsourcing_application_runs_through_the_persistence_module():
     (["run", "app", "--app", "examples.bank"], "module:name"),
     (["run", "app", "--app", "examples.bank:nothing"], "has no"),
     (["run", "calm", "--app", "examples.bank:app"], "are for `chaos run app`"),
+    (["run", "app", "--app", "examples.bank:app", "--break", "skip_version_check"], "not for `chaos run app`"),
 ])
 def test_bad_app_arguments_are_one_line_errors(args, message):
     out = CliRunner().invoke(chaos, args)
