@@ -199,14 +199,15 @@ class AppDriver:
 
     async def setup(self) -> None:
         """Make the database and run the app's setup commands, in order, before any fault."""
+        # Ids drawn once: a setup retried after a network failure sends the same commands.
+        commands = [dataclasses.replace(c, id=seeded_id(self._ids)) for c in self.app.setup]
         for _ in range(20):
             try:
                 async with self.target.client(keys=self.keys["owner"], timeout=20.0) as client:
                     db = await self.open_db(client)
                     handler = self.app.handler(Repository(db))
                     pid = self.new_pid("setup")
-                    for command in self.app.setup:
-                        command = dataclasses.replace(command, id=seeded_id(self._ids))
+                    for command in commands:
                         while await self.execute(handler, command, pid) == "info":
                             await trio.sleep(1.0)
                     return
