@@ -126,11 +126,29 @@ def _one_seed(job: dict[str, Any]) -> dict[str, Any]:
               help="host: every node under its own NodeHost task; stepped: cores driven by the network loop (faster).")
 @click.option("--cluster", "--data-dir", "cluster_path", type=click.Path(), metavar="DIR",
               help="cluster mode: the cluster's dir or its cluster.json [default: a new one in a temp dir].")
+@click.option("--app", "app_spec", metavar="MODULE:FACTORY", help="`chaos run app`: your app (docs/app-chaos.md).")
+@click.option("--commands", "app_commands", metavar="MODULE:GENERATOR", help="`chaos run app`: the command generator.")
+@click.option("--invariant", "app_invariants", multiple=True, metavar="MODULE:FUNCTION",
+              help="`chaos run app`: an invariant over the final state (repeatable).")
+@click.option("--faults", "app_faults", metavar="SCENARIO", help="`chaos run app`: take this scenario's faults.")
 @json_option
 def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int | None, duration: float | None,
                 quiet: float | None, mode: str, report_dir: str | None, breaks: tuple[str, ...], jobs: int, trace: bool,
-                driver: str, cluster_path: str | None, as_json: bool) -> None:
-    """Play SCENARIO and check every invariant; exit 0 only if all held."""
+                driver: str, cluster_path: str | None, app_spec: str | None, app_commands: str | None,
+                app_invariants: tuple[str, ...], app_faults: str | None, as_json: bool) -> None:
+    """Play SCENARIO and check every invariant; exit 0 only if all held. SCENARIO `app`
+    runs your own event-sourced app (--app) under the faults instead."""
+    if scenario == "app":
+        from .app_cli import run_app
+
+        if breaks or report_dir or trace or driver != "host":
+            raise click.UsageError("--break, --report, --trace and --driver are not for `chaos run app`")
+        run_app(app_spec=app_spec, commands=app_commands, invariants=app_invariants, faults=app_faults,
+                seeds=parse_seeds(seed, seeds), nodes=nodes, duration=duration, quiet=quiet, mode=mode, jobs=jobs,
+                cluster_path=cluster_path, as_json=as_json)
+        return
+    if app_spec or app_commands or app_invariants or app_faults:
+        raise click.UsageError("--app, --commands, --invariant and --faults are for `chaos run app`")
     try:
         base = get_scenario(scenario)
     except KeyError as exc:

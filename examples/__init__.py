@@ -1,0 +1,1 @@
+"""Apps to run under `safenet chaos run app` (docs/app-chaos.md)."""
