@@ -121,7 +121,8 @@ def _tracking_data(tracking: Tracking) -> EventData:
     return EventData(TRACKING_EVENT, b"\x00", {"tracking": [tracking.application_name, tracking.notification_id]})
 
 
-def _decode(event: RecordedEvent) -> tuple[StoredEvent | None, Tracking | None]:
+def decode_record(event: RecordedEvent) -> tuple[StoredEvent | None, Tracking | None]:
+    """The library's stored event and/or tracking record that one of our events carries."""
     meta = event.metadata
     if not isinstance(meta, dict):
         raise DataError(f"{event.stream}#{event.version} was not written by the eventsourcing module")
@@ -146,7 +147,8 @@ def _stream_id(originator_id: UUID | str) -> str:
     return "sha3-" + sha3_256(text.encode()).hex()
 
 
-def _app_name(name: str) -> str:
+def app_name(name: str) -> str:
+    """The name an application's streams carry (`events@<this>`)."""
     return _stream_id(name or "application")
 
 
@@ -224,7 +226,7 @@ class _Sequence:
             return self.index
         try:
             async for event in db.iter_stream(self.stream, self.index.version + 1):
-                self.index.add(event.version, *_decode(event))
+                self.index.add(event.version, *decode_record(event))
         except StreamNotFound:
             pass
         return self.index
@@ -436,7 +438,7 @@ class Factory(InfrastructureFactory[SafeTrackingRecorder]):
         super().__init__(env)
         self.bridge, self._release = acquire_bridge(self.env)
         self.database = self.env.get(SAFENET_DATABASE) or DEFAULT_DATABASE
-        self.app = _app_name(self.env.name)
+        self.app = app_name(self.env.name)
         self.bridge.run(_open_database, self.bridge.store, self.database)
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:

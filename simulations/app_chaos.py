@@ -264,9 +264,11 @@ class AppDriver:
                 if retry:
                     command, tries = retry.pop()
                 else:
-                    command, tries = self.next_command(), 0
-                    if command is None:
+                    fresh = self.next_command()
+                    if fresh is None:
                         await trio.sleep_forever()
+                        return
+                    command, tries = fresh, 0
                 outcome = await self.execute(handler, command, pid)
                 if outcome == "info":
                     pid = self.new_pid(name)

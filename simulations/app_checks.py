@@ -145,7 +145,7 @@ def process_managers(app: Any, final: FinalState, steps: dict[str, list[Recorded
         for event in steps.get(manager.name, []):
             data = event.data if isinstance(event.data, dict) else {}
             if event.type == "Step":
-                trigger = data.get("trigger")
+                trigger = str(data.get("trigger"))
                 if trigger in seen_triggers:
                     anomalies.append(Anomaly("reacted-twice", manager.name,
                                              f"event {str(trigger)[:8]} has Steps v{seen_triggers[trigger]} and "

@@ -53,6 +53,7 @@ from eventsourcing.persistence import (
 from eventstore import eventsourcing_module as module
 from eventstore.errors import CorruptData, EventStoreError, InvalidEvent, StreamNotFound
 from eventstore.store import EventStore
+from eventstore.trio_bridge import CALL_TIMEOUT, TrioBridge
 from node import errors as E
 from node.keys import Keypair
 
@@ -88,11 +89,11 @@ class _Call:
     args: tuple[Any, ...]
 
 
-class GreenletBridge(module.TrioBridge):
+class GreenletBridge(TrioBridge):
     """A bridge for library code running in a greenlet of the trio thread (`in_greenlet`):
     each store call switches to the trio task, which runs it and switches back."""
 
-    def __init__(self, store: EventStore, *, timeout: float = module.CALL_TIMEOUT) -> None:
+    def __init__(self, store: EventStore, *, timeout: float = CALL_TIMEOUT) -> None:
         super().__init__(store, None, timeout=timeout)  # type: ignore[arg-type]
         self.dead = False
 
@@ -189,7 +190,7 @@ class EsDriver:
         bridge, env = await self._bridge(client)
         assert self.app.application is not None
         application = await in_greenlet(bridge, self.app.application, env)
-        self.sequence_stream = f"events@{module._app_name(application.name)}"
+        self.sequence_stream = f"events@{module.app_name(application.name)}"
         return bridge, application
 
     async def execute(self, bridge: GreenletBridge, application: Any, command: Any, pid: str) -> str:
@@ -279,7 +280,7 @@ class EsDriver:
                         raw = []
                     stored = []
                     for event in raw:
-                        decoded, _tracking = module._decode(event)
+                        decoded, _tracking = module.decode_record(event)
                         if decoded is not None:
                             stored.append((str(decoded.originator_id), decoded.originator_version, decoded.topic))
                     state = await in_greenlet(bridge, self.app.state, application) if self.app.state else None
