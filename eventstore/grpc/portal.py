@@ -42,6 +42,7 @@ class StorePortal:
         self.db: Database | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="eventstore-trio", daemon=True)
@@ -68,9 +69,12 @@ class StorePortal:
             store = EventStore(client)
             self.db = await _open_or_create(store, self.database_name)
             self._stop = trio.Event()
-            self._token = trio.lowlevel.current_trio_token()
-            self._ready.set()
-            await self._stop.wait()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._token = trio.lowlevel.current_trio_token()
+                self._ready.set()
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
 
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None) -> T:
         """Run `fn(*args)` in the store's trio run and return its result (or raise its
@@ -91,6 +95,16 @@ class StorePortal:
             raise PortalClosed("the event store stopped") from None
         except BaseExceptionGroup as group:
             raise leaf(group) from None
+
+    def spawn(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        """Start `fn()` as a task of the store's trio run, living until it returns or the
+        portal stops (a subscription's feed)."""
+
+        async def start() -> None:
+            assert self._nursery is not None
+            self._nursery.start_soon(fn)
+
+        self.call(start)
 
     def stop(self) -> None:
         token, stop = self._token, self._stop

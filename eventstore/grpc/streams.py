@@ -9,6 +9,7 @@ between checks that the client is still there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from ..errors import StreamNotFound, WrongExpectedVersion
 from ..events import END, RecordedEvent, position, split_position
 from ..subscriptions import Subscription
 from . import mapping as M
-from .portal import StorePortal
+from .portal import PortalClosed, StorePortal
 from .protocol import shared_pb2, streams_pb2, streams_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -266,27 +267,36 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
             else:
                 checkpoint = None
             subscription = db.subscribe_to_all(checkpoint)
-        yield ReadResp(confirmation=ReadResp.SubscriptionConfirmation(subscription_id=str(uuid.uuid4())))
+        feed = Feed(subscription)
+        self.portal.spawn(feed.run)
+        try:
+            yield ReadResp(confirmation=ReadResp.SubscriptionConfirmation(subscription_id=str(uuid.uuid4())))
+            yield from self._follow(context, feed, kind, checkpoint, wanted, window, structured)
+        finally:
+            with contextlib.suppress(PortalClosed):
+                self.portal.call(feed.close)
+
+    def _follow(self, context: grpc.ServicerContext, feed: Feed, kind: str, last: int | None,
+                wanted: Callable[[RecordedEvent], bool] | None, window: int,
+                structured: bool) -> Iterator[ReadResp]:
+        """Relay the feed; `last` is the checkpoint of the last event relayed (or skipped by
+        the filter), reported in checkpoints and in the caught-up message."""
         caught_up = False
         scanned = 0
         while context.is_active():
-            try:
-                events, now_caught_up, ended = self.portal.call(_pull, subscription, POLL)
-            except (E.NetworkError, trio.TooSlowError) as exc:
-                # The store did not advance past anything it could not read: try again.
-                log.warning("subscription: the network failed a read (%s); retrying", exc)
-                continue
+            events, now_caught_up, ended = self.portal.call(feed.pull, POLL)
             for event in events:
                 scanned += 1
+                last = event.version if kind == "stream" else event.position
                 if wanted is None or wanted(event):
                     yield ReadResp(event=M.recorded_event(event, structured))
                 elif kind == "all" and window and scanned % window == 0:
                     yield _checkpoint(event.position)
             if now_caught_up and not caught_up:
                 caught_up = True
-                if kind == "all" and wanted is not None and subscription.checkpoint is not None:
-                    yield _checkpoint(subscription.checkpoint)
-                yield _caught_up(kind, subscription.checkpoint)
+                if kind == "all" and wanted is not None and last is not None:
+                    yield _checkpoint(last)
+                yield _caught_up(kind, last)
             if ended:
                 return  # a stream ending in a tombstone
 
@@ -314,23 +324,54 @@ def _caught_up(kind: str, checkpoint: int | None) -> ReadResp:
 # ----------------------------------------------------------------------------- trio side
 
 
-async def _pull(subscription: Subscription, wait: float) -> tuple[list[RecordedEvent], bool, bool]:
-    """What the subscription has for us: the next event (waiting up to `wait` seconds), then
-    whatever else is already at hand; whether it has caught up; whether it has ended.
-    Stopping it between events loses nothing: it moves its checkpoint only as it hands an
-    event over."""
-    out: list[RecordedEvent] = []
-    try:
-        with trio.move_on_after(wait):
-            out.append(await subscription.__anext__())
+class Feed:
+    """A catch-up subscription running as a task of the store's trio run, handing its
+    events to the gRPC handler through a bounded channel (a slow client holds the
+    subscription back rather than piling events up).
+
+    The subscription is never cancelled in the middle of a read: a read cut short could
+    have moved the subscription past events it had not handed over yet. The handler's
+    waiting is done on the channel instead, where a cancelled receive takes nothing. A
+    network failure under a read (a node down) is retried after a pause: the subscription
+    had not moved, so nothing is skipped and nothing is delivered twice.
+    """
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self.send, self.receive = trio.open_memory_channel[RecordedEvent](2 * PAGE)
+        self.scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        with self.scope:
+            async with self.send:
+                while True:
+                    try:
+                        event = await self.subscription.__anext__()
+                    except StopAsyncIteration:
+                        return  # a stream ending in a tombstone: the channel closes
+                    except E.NetworkError as exc:
+                        log.warning("subscription: a read failed (%s); retrying", exc)
+                        await trio.sleep(self.subscription.db.store.poll_interval)
+                        continue
+                    await self.send.send(event)
+
+    async def pull(self, wait: float) -> tuple[list[RecordedEvent], bool, bool]:
+        """What has arrived (waiting up to `wait` seconds for the first event), whether the
+        subscription has reached the live part, and whether it has ended."""
+        out: list[RecordedEvent] = []
+        try:
+            with trio.move_on_after(wait):
+                out.append(await self.receive.receive())
             while len(out) < PAGE:
-                with trio.move_on_after(0):
-                    out.append(await subscription.__anext__())
-                    continue
-                break
-    except StopAsyncIteration:
-        return out, subscription.caught_up, True
-    return out, subscription.caught_up, False
+                out.append(self.receive.receive_nowait())
+        except trio.WouldBlock:
+            pass
+        except trio.EndOfChannel:
+            return out, self.subscription.caught_up, True
+        return out, self.subscription.caught_up and len(out) < PAGE, False
+
+    async def close(self) -> None:
+        self.scope.cancel()
 
 
 async def _stream_end(db: Database, stream: str) -> int | None:
