@@ -256,3 +256,78 @@ def test_bad_requests_are_refused_with_the_protocols_errors(client):
         list(client.read_all(filter_include=["(unclosed"]))
     with pytest.raises(NotFoundError):  # nothing was written by either
         client.get_stream(s)
+
+
+# ----------------------------------------------------------------------------- hostile requests
+
+
+def test_hostile_requests_get_errors_and_the_gateway_keeps_serving(served, client):
+    """Raw gRPC, as an attacker would send it: garbage bodies, an append without options,
+    names that are not UTF-8 or far too long, ids that are not ids, 2,000-event batches,
+    the largest numbers the protocol can carry."""
+    import grpc
+
+    from eventstore.grpc.protocol import shared_pb2, streams_pb2, streams_pb2_grpc
+
+    def code_of(call) -> grpc.StatusCode:
+        try:
+            result = call()
+            if hasattr(result, "__iter__") and not hasattr(result, "ByteSize"):
+                list(result)
+        except grpc.RpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    Ident = shared_pb2.StreamIdentifier
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+        stub = streams_pb2_grpc.StreamsStub(channel)
+        garbage = channel.unary_stream("/event_store.client.streams.Streams/Read",
+                                       request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        assert code_of(lambda: garbage(b"\xff" * 64, timeout=10)) != grpc.StatusCode.OK
+
+        def append(*requests):
+            return lambda: stub.Append(iter(requests), timeout=10)
+
+        def options(stream: bytes, revision: int | None = None) -> streams_pb2.AppendReq:
+            o = streams_pb2.AppendReq.Options(stream_identifier=Ident(stream_name=stream))
+            if revision is None:
+                o.any.SetInParent()
+            else:
+                o.revision = revision
+            return streams_pb2.AppendReq(options=o)
+
+        def message(event_id: str = str(uuid.uuid4()), event_type: str = "T") -> streams_pb2.AppendReq:
+            return streams_pb2.AppendReq(proposed_message=streams_pb2.AppendReq.ProposedMessage(
+                id=shared_pb2.UUID(string=event_id), metadata={"type": event_type}, data=b"x"))
+
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+        assert code_of(append(message())) == invalid  # no options first
+        assert code_of(append(options(b"\xff\xfe"), message())) == invalid  # not UTF-8
+        assert code_of(append(options(b"s" * 100_000), message())) == invalid  # a name far too long
+        assert code_of(append(options(b"ok-name"), message(event_id="not-a-uuid"))) == invalid
+        assert code_of(append(options(b"ok-name"), message(event_type=""))) == invalid
+        assert code_of(append(options(b"ok-name"))) == invalid  # no events at all
+        wrong = stub.Append(iter([options(b"ok-name", 2**64 - 1), message()]), timeout=10)
+        assert wrong.WhichOneof("result") == "wrong_expected_version"
+
+        batch = streams_pb2.BatchAppendReq(
+            correlation_id=shared_pb2.UUID(string=str(uuid.uuid4())), is_final=True,
+            options=streams_pb2.BatchAppendReq.Options(stream_identifier=Ident(stream_name=b"big")),
+            proposed_messages=[streams_pb2.BatchAppendReq.ProposedMessage(
+                id=shared_pb2.UUID(string=str(uuid.uuid4())), metadata={"type": "T"}, data=b"") for _ in range(2000)])
+        batch.options.any.SetInParent()
+        [reply] = list(stub.BatchAppend(iter([batch]), timeout=30))
+        assert reply.WhichOneof("result") == "error" and reply.error.code == invalid.value[0]
+
+        huge = streams_pb2.ReadReq(options=streams_pb2.ReadReq.Options(
+            stream=streams_pb2.ReadReq.Options.StreamOptions(stream_identifier=Ident(stream_name=b"ok-name"),
+                                                             revision=2**64 - 1),
+            count=2**64 - 1, read_direction=streams_pb2.ReadReq.Options.Backwards))
+        huge.options.no_filter.SetInParent()
+        assert code_of(lambda: stub.Read(huge, timeout=10)) == grpc.StatusCode.OK
+    # None of it was written, and the gateway still serves.
+    for refused in ("ok-name", "big"):
+        with pytest.raises(NotFoundError):
+            client.get_stream(refused)
+    client.append_to_stream("ok-name", current_version=StreamState.NO_STREAM, events=[new()])
+    assert len(client.get_stream("ok-name")) == 1
