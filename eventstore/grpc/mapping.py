@@ -27,7 +27,16 @@ import grpc
 from node import errors as E
 
 from ..errors import InvalidEvent, StreamDeleted, StreamNotFound, WrongExpectedVersion
-from ..events import ANY, NO_STREAM, STREAM_EXISTS, EventData, RecordedEvent
+from ..events import (
+    ANY,
+    METADATA_EVENT,
+    METADATA_STREAM_PREFIX,
+    NO_STREAM,
+    STREAM_EXISTS,
+    EventData,
+    RecordedEvent,
+    StreamMetadata,
+)
 from .protocol import shared_pb2, status_pb2, streams_pb2
 
 JSON_TYPE = "application/json"
@@ -161,6 +170,39 @@ def event_data(event_id: shared_pb2.UUID, metadata: Any, custom_metadata: bytes,
     )
 
 
+# KurrentDB's stream metadata keys and the store's StreamMetadata fields.
+_METADATA_KEYS = {"$maxCount": "max_count", "$maxAge": "max_age", "$tb": "truncate_before"}
+
+
+def is_metadata_write(stream: str, events: list[EventData]) -> bool:
+    return stream.startswith(METADATA_STREAM_PREFIX) and bool(events) and all(
+        e.type == METADATA_EVENT for e in events)
+
+
+def metadata_from_protocol(data: Any) -> StreamMetadata:
+    """A `$metadata` event's JSON as KurrentDB writes it (`$maxCount`, `$maxAge`, `$tb`,
+    anything else the application's own) as the store's StreamMetadata."""
+    if isinstance(data, bytes):  # JSON not in the compact form (see the module's docstring)
+        try:
+            data = json.loads(data)
+        except ValueError:
+            raise InvalidEvent("stream metadata is a JSON object") from None
+    if not isinstance(data, dict):
+        raise InvalidEvent("stream metadata is a JSON object")
+    known = {field: data[key] for key, field in _METADATA_KEYS.items() if data.get(key) is not None}
+    custom = {k: v for k, v in data.items() if k not in _METADATA_KEYS}
+    return StreamMetadata(**known, custom=custom or None)
+
+
+def metadata_to_protocol(data: Any) -> Any:
+    """The store's `$metadata` payload in KurrentDB's form (the inverse of the above)."""
+    if not isinstance(data, dict):
+        return data
+    meta = StreamMetadata.from_json(data)
+    out = {key: getattr(meta, field) for key, field in _METADATA_KEYS.items() if getattr(meta, field) is not None}
+    return {**out, **(meta.custom or {})}
+
+
 def _payload_bytes(value: Any) -> tuple[bytes, str]:
     if isinstance(value, bytes):
         return value, BYTES_TYPE
@@ -168,7 +210,10 @@ def _payload_bytes(value: Any) -> tuple[bytes, str]:
 
 
 def recorded_event(event: RecordedEvent, structured_ids: bool) -> streams_pb2.ReadResp.ReadEvent:
-    data, content_type = _payload_bytes(event.data)
+    value = event.data
+    if event.type == METADATA_EVENT and event.stream.startswith(METADATA_STREAM_PREFIX):
+        value = metadata_to_protocol(value)
+    data, content_type = _payload_bytes(value)
     custom = b"" if event.metadata is None else _payload_bytes(event.metadata)[0]
     ticks = int(event.timestamp.timestamp() * 1_000_000) * 10  # 100 ns since the Unix epoch
     commit = to_commit(event.position)

@@ -23,7 +23,7 @@ from node import errors as E
 
 from ..database import Database
 from ..errors import StreamNotFound, WrongExpectedVersion
-from ..events import END, RecordedEvent, position, split_position
+from ..events import END, METADATA_STREAM_PREFIX, AppendResult, EventData, RecordedEvent, position, split_position
 from ..subscriptions import Subscription
 from . import mapping as M
 from .portal import PortalClosed, StorePortal
@@ -71,7 +71,7 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
                                    r.proposed_message.custom_metadata, r.proposed_message.data)
                       for r in request_iterator]
             try:
-                result = self._call(context, self.db.append, stream, events, expected)
+                result = self._call(context, _append, self.db, stream, events, expected)
             except WrongExpectedVersion as error:
                 return M.append_wrong_version(error)
             commit = M.to_commit(result.log_position)
@@ -113,7 +113,7 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
             timeout = _timeout(context)
             if options.WhichOneof("deadline_option") == "deadline":
                 timeout = min(timeout or 1e9, options.deadline.ToTimedelta().total_seconds())
-            result = self.portal.call(self.db.append, stream, events, expected, timeout=timeout)
+            result = self.portal.call(_append, self.db, stream, events, expected, timeout=timeout)
         except Exception as exc:
             reply.error.CopyFrom(M.batch_error(exc))
             return reply
@@ -372,6 +372,15 @@ class Feed:
 
     async def close(self) -> None:
         self.scope.cancel()
+
+
+async def _append(db: Database, stream: str, events: list[EventData], expected: int) -> AppendResult:
+    """An append; or, for `$metadata` events to a `$$stream`, setting that stream's
+    metadata (the store keeps it in the same place, in its own format)."""
+    if M.is_metadata_write(stream, events):
+        meta = M.metadata_from_protocol(events[-1].data)
+        return await db.set_stream_metadata(stream[len(METADATA_STREAM_PREFIX):], meta, expected)
+    return await db.append(stream, events, expected)
 
 
 async def _stream_end(db: Database, stream: str) -> int | None:

@@ -331,3 +331,17 @@ def test_hostile_requests_get_errors_and_the_gateway_keeps_serving(served, clien
             client.get_stream(refused)
     client.append_to_stream("ok-name", current_version=StreamState.NO_STREAM, events=[new()])
     assert len(client.get_stream("ok-name")) == 1
+
+
+def test_stream_metadata_in_kurrentdbs_form_applies_to_reads(client):
+    s = name("meta")
+    client.append_to_stream(s, current_version=StreamState.NO_STREAM, events=[new(n=n) for n in range(5)])
+    assert client.get_stream_metadata(s) == ({}, StreamState.NO_STREAM)
+    client.set_stream_metadata(s, metadata={"$maxCount": 2, "owner": "ops"}, current_version=StreamState.NO_STREAM)
+    assert [json.loads(e.data)["n"] for e in client.get_stream(s)] == [3, 4]
+    metadata, version = client.get_stream_metadata(s)
+    assert (metadata, version) == ({"$maxCount": 2, "owner": "ops"}, 0)
+    client.set_stream_metadata(s, metadata={"$tb": 4}, current_version=0)
+    assert [json.loads(e.data)["n"] for e in client.get_stream(s)] == [4]
+    with pytest.raises(WrongCurrentVersionError):
+        client.set_stream_metadata(s, metadata={}, current_version=0)
