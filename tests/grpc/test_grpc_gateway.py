@@ -345,3 +345,22 @@ def test_stream_metadata_in_kurrentdbs_form_applies_to_reads(client):
     assert [json.loads(e.data)["n"] for e in client.get_stream(s)] == [4]
     with pytest.raises(WrongCurrentVersionError):
         client.set_stream_metadata(s, metadata={}, current_version=0)
+
+
+def test_tls_with_a_generated_certificate(mock_file, tmp_path, client):
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    s = name("tls")
+    with gateway(["--mock", str(mock_file), "--tls-cert", str(cert), "--tls-key", str(key)], "kdb") as secure:
+        # With TLS the Python client insists on credentials; the gateway ignores them.
+        uri = f"kurrentdb://any:thing@127.0.0.1:{secure.port}"
+        with KurrentDBClient(uri=uri, root_certificates=cert.read_text()) as over_tls:
+            over_tls.append_to_stream(s, current_version=StreamState.NO_STREAM, events=[new(n=1)])
+    assert [json.loads(e.data)["n"] for e in client.get_stream(s)] == [1]
