@@ -11,6 +11,7 @@ from concurrent import futures
 import grpc
 
 from . import mapping as M
+from . import persistent
 from .portal import StorePortal
 from .protocol import (
     gossip_pb2,
@@ -27,6 +28,8 @@ PROTOCOL_VERSION = "24.10.0"
 MAX_WORKERS = 64  # concurrent calls; each live subscription holds one
 
 STREAMS = "event_store.client.streams.streams"
+PERSISTENT = "event_store.client.persistent_subscriptions.persistentsubscriptions"
+PERSISTENT_METHODS = ("create", "update", "delete", "read", "getinfo", "list", "replayparked")
 SUPPORTED = [
     ("read", STREAMS, ["position", "events"]),
     ("append", STREAMS, []),
@@ -86,6 +89,12 @@ class Gateway:
         streams_pb2_grpc.add_StreamsServicer_to_server(StreamsService(portal), self.server)
         gossip_pb2_grpc.add_GossipServicer_to_server(GossipService(host, self.port), self.server)
         serverfeatures_pb2_grpc.add_ServerFeaturesServicer_to_server(FeaturesService(), self.server)
+        if persistent.available():
+            from .protocol import persistent_pb2_grpc
+
+            persistent_pb2_grpc.add_PersistentSubscriptionsServicer_to_server(
+                persistent.PersistentService(portal), self.server)
+            SUPPORTED.extend((m, PERSISTENT, []) for m in PERSISTENT_METHODS)
 
     def start(self) -> Gateway:
         self.server.start()

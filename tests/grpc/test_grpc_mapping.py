@@ -31,6 +31,7 @@ def through_the_store(event_bytes: bytes, content_type: str, custom: bytes, even
     return RecordedEvent("s", 0, data.id, data.type, back[0], back[1], None, None, datetime.now(UTC), 0)
 
 
+@settings(deadline=None)  # timing under a loaded CI machine is not what is tested
 @given(st.binary(max_size=200), st.sampled_from(["application/json", "application/octet-stream", "text/x"]),
        st.binary(max_size=50), st.uuids())
 def test_any_bytes_read_back_as_written(payload, content_type, custom, event_id):
@@ -39,7 +40,7 @@ def test_any_bytes_read_back_as_written(payload, content_type, custom, event_id)
     assert read.event.id.string == str(event_id)
 
 
-@settings(max_examples=60)
+@settings(max_examples=40, deadline=None)
 @given(json_values, st.booleans())
 def test_compact_json_keeps_its_content_type_and_other_json_its_bytes(value, ascii_escapes):
     raw = json.dumps(value, separators=(",", ":"), ensure_ascii=ascii_escapes).encode()
@@ -50,12 +51,14 @@ def test_compact_json_keeps_its_content_type_and_other_json_its_bytes(value, asc
         assert read.event.metadata["content-type"] == "application/json"
 
 
+@settings(deadline=None)  # timing under a loaded CI machine is not what is tested
 @given(st.uuids())
 def test_structured_ids_round_trip(value):
     assert M.uuid_from_proto(M.uuid_to_proto(value, structured=True)) == value
     assert M.uuid_from_proto(M.uuid_to_proto(value, structured=False)) == value
 
 
+@settings(deadline=None)  # timing under a loaded CI machine is not what is tested
 @given(st.integers(min_value=0, max_value=2**53))
 def test_no_event_sits_at_the_start_position(store_position):
     assert M.to_commit(store_position) >= 1
