@@ -78,3 +78,20 @@ def test_a_group_on_all_from_the_end_gets_only_new_events(client):
     subscription.ack(event)
     subscription.stop()
     assert numbers([event]) == [7]
+
+
+def test_a_group_on_a_category(client):
+    category = f"cat{uuid.uuid4().hex[:8]}"
+    group = "by-category"
+    client.create_subscription_to_stream(group, f"$ce-{category}", from_end=False)
+    client.append_to_stream(f"{category}@1", current_version=StreamState.NO_STREAM, events=[new(1)])
+    client.append_to_stream(f"{category}@2", current_version=StreamState.NO_STREAM, events=[new(2)])
+    subscription = client.read_subscription_to_stream(group, f"$ce-{category}")
+    got = []
+    for event in subscription:
+        subscription.ack(event)
+        got.append(event)
+        if len(got) == 2:
+            break
+    subscription.stop()
+    assert sorted(numbers(got)) == [1, 2] and {e.stream_name for e in got} == {f"{category}@1", f"{category}@2"}
