@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import click
 
-from node.clikit import cluster_option, json_option, mock_option
+from node.clikit import cluster_option, fail, json_option, mock_option
 
 
 @click.command(name="serve")
@@ -32,6 +33,8 @@ def serve(port: int, host: str, database: str, tls_cert: Path | None, tls_key: P
     kurrentdb://HOST:PORT?tls=false. Runs until interrupted."""
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    # grpc's C core logs failures on stderr itself; the command says them in its own line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from .portal import StorePortal  # grpc is imported only by this command
     from .server import Gateway
 
@@ -39,6 +42,9 @@ def serve(port: int, host: str, database: str, tls_cert: Path | None, tls_key: P
     portal = StorePortal(cluster, mock, database).start()
     try:
         gateway = Gateway(portal, host, port, tls).start()
+    except OSError as exc:
+        portal.stop()
+        fail(str(exc))
     except BaseException:
         portal.stop()
         raise

@@ -75,15 +75,21 @@ class Gateway:
         self.portal = portal
         self.host = host
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-                                  maximum_concurrent_rpcs=max_workers * 4)
+                                  maximum_concurrent_rpcs=max_workers * 4,
+                                  # grpcio shares ports by default: a second server on a
+                                  # port in use would quietly take half of its calls.
+                                  options=[("grpc.so_reuseport", 0)])
         address = f"{host}:{port}"
-        if tls is None:
-            self.port = self.server.add_insecure_port(address)
-        else:
-            key, chain = tls
-            self.port = self.server.add_secure_port(address, grpc.ssl_server_credentials([(key, chain)]))
+        try:
+            if tls is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                key, chain = tls
+                self.port = self.server.add_secure_port(address, grpc.ssl_server_credentials([(key, chain)]))
+        except RuntimeError:  # grpcio's way of saying the bind failed
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise OSError(f"cannot listen on {address} (in use, or not an address of this machine?)")
         from .protocol import streams_pb2_grpc
 
         streams_pb2_grpc.add_StreamsServicer_to_server(StreamsService(portal), self.server)

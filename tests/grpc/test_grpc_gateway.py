@@ -364,3 +364,14 @@ def test_tls_with_a_generated_certificate(mock_file, tmp_path, client):
         with KurrentDBClient(uri=uri, root_certificates=cert.read_text()) as over_tls:
             over_tls.append_to_stream(s, current_version=StreamState.NO_STREAM, events=[new(n=1)])
     assert [json.loads(e.data)["n"] for e in client.get_stream(s)] == [1]
+
+
+def test_a_port_in_use_is_a_one_line_error(mock_file, served):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "from node.cli import main; main()", "es", "serve", "--port",
+                           str(served.port), "--mock", str(mock_file)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"safenet: error: cannot listen on 127.0.0.1:{served.port} (in use, or not an address of this machine?)"]
