@@ -2,10 +2,13 @@
 
     .venv/bin/python -m eventstore.grpc.regen        (needs grpcio-tools, a dev dependency)
 
-The .proto files describe KurrentDB's public client protocol (the Streams, Gossip,
-ServerFeatures and PersistentSubscriptions services and their messages), written out from
-the published protocol. The generated modules are committed, so running the gateway needs
-only grpcio and protobuf.
+The .proto files describe KurrentDB's public client protocol (the Streams, Gossip and
+PersistentSubscriptions services, their shared messages, google.rpc.Status). The
+kurrentdbclient package ships only generated modules of them, no .proto sources, so these
+were printed from the file descriptors those modules embed (the protocol's own message,
+field and service definitions), with imports pointed at this directory;
+serverfeatures.proto, which that package lacks, was written by hand. The generated
+modules are committed, so running the gateway needs only grpcio and protobuf.
 
 One change is made to protoc's output: every module registers its descriptors in a pool of
 its own (`protocol/_pool.py`) instead of protobuf's process-wide default pool. The message
