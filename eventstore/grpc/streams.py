@@ -3,8 +3,9 @@
 Each handler runs in a thread of grpcio's pool and does its store work through the portal
 (eventstore/grpc/portal.py), a page at a time, so a long read streams out as it is read and
 a cancelled call stops within a page. A catch-up subscription is the store's own catch-up
-loop; the handler asks it for what has arrived, waiting at most a second each time, and in
-between checks that the client is still there.
+loop, run as a task in the store's trio run (`Feed`); the handler takes what it has handed
+over, waiting at most a second each time, and in between checks that the client is still
+there.
 """
 
 from __future__ import annotations
