@@ -207,7 +207,7 @@ class PersistentService(persistent_pb2_grpc.PersistentSubscriptionsServicer):
     @property
     def subs(self) -> Any:
         assert self.portal.db is not None
-        return self.portal.db.persistent
+        return self.portal.db.persistent  # type: ignore[attr-defined]  # eventstore.persistent (kurrent branch)
 
     def _unary(self, context: grpc.ServicerContext, fn: Any, *args: Any) -> Any:
         try:

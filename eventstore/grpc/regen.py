@@ -32,7 +32,8 @@ def main() -> int:
 
     protos = sorted(str(p.relative_to(ROOT)) for p in HERE.glob("*.proto"))
     include = str(Path(protoc.__file__).resolve().parent / "_proto")
-    code = protoc.main(["protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={ROOT}", f"--grpc_python_out={ROOT}",
+    code = protoc.main(["protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={ROOT}", f"--pyi_out={ROOT}",
+                        f"--grpc_python_out={ROOT}",
                         *protos])
     if code:
         return code
