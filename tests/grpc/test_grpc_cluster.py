@@ -9,18 +9,40 @@ import threading
 import uuid
 
 import pytest
+import trio
 from gateway_testing import gateway
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.exceptions import KurrentDBClientError, NotFoundError, WrongCurrentVersionError
+
+from client.network import NetworkClient
+from eventstore.api import EventStore
+from node.keys import Keypair
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
-def served(cluster8, tmp_path_factory: pytest.TempPathFactory):
-    key = tmp_path_factory.mktemp("grpc-cluster") / "client.key"
-    with gateway(["--cluster", str(cluster8.lc.file)], "kdb", env={"SAFENET_CLIENT_KEY": str(key)}) as running:
+def key_file(tmp_path_factory: pytest.TempPathFactory):
+    return tmp_path_factory.mktemp("grpc-cluster") / "client.key"
+
+
+@pytest.fixture(scope="module")
+def served(cluster8, key_file):
+    with gateway(["--cluster", str(cluster8.lc.file)], "kdb", env={"SAFENET_CLIENT_KEY": str(key_file)}) as running:
         yield running
+
+
+def holders_of_stream(lc, key_file, stream: str) -> list[str]:
+    """The close group (node ids) of the stream's first segment: the MD that the stream
+    subscription polls and the appends write."""
+
+    async def find() -> list[str]:
+        async with NetworkClient.open(lc.load().addresses, Keypair.load_or_create(key_file)) as network:
+            db = await EventStore(network).database("kdb").open()
+            address = db.layout.stream_segment(stream, 0)
+        return (await lc.locate(address.name))["close_group"]
+
+    return trio.run(find)
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +84,12 @@ def append_until_acknowledged(client: KurrentDBClient, stream: str, version: int
     raise AssertionError(f"event {version} was never acknowledged")
 
 
-def test_a_node_killed_during_subscriptions_neither_ends_them_nor_loses_an_event(healthy_cluster, client):
+def test_a_node_killed_during_subscriptions_neither_ends_them_nor_loses_an_event(healthy_cluster, client, key_file):
     lc = healthy_cluster.lc
     s = f"live-{uuid.uuid4().hex[:8]}"
+    group = holders_of_stream(lc, key_file, s)
+    # The closest holder of what is followed: the member that writes to it go to first.
+    victim = next(n for n in lc.load().nodes if n.id == group[0])
     total = 10
     to_stream = client.subscribe_to_stream(s)
     to_all = client.subscribe_to_all(commit_position=client.get_commit_position(), filter_by_stream_name=True,
@@ -83,7 +108,6 @@ def test_a_node_killed_during_subscriptions_neither_ends_them_nor_loses_an_event
         t.start()
     for n in range(total):
         if n == total // 2:
-            victim = lc.load().nodes[1]
             assert lc.kill(victim.index)
         append_until_acknowledged(client, s, n, new(n))
     for t in threads:
