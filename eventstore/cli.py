@@ -272,3 +272,8 @@ async def log_command(store: EventStore, as_json: bool, database: str, from_posi
     events = await (await _open(store, database)).read_all(from_position, count)
     _events(events, as_json)
 
+
+
+from .grpc.cli import serve  # noqa: E402  (the gRPC gateway, docs/grpc.md; imports grpc only when run)
+
+es.add_command(serve)
