@@ -13,6 +13,7 @@ exactly. Every command prints JSON with `--json` (progress lines go to stderr ei
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -29,7 +30,7 @@ from node.exitcodes import FAILED, OK
 
 from .cli_check import check_command
 from .run import BREAKS
-from .scenarios import SCENARIOS, Scenario, get_scenario
+from .scenarios import SCENARIOS, Scenario
 
 
 def _echo_json(obj: Any) -> None:
@@ -95,9 +96,11 @@ def _one_seed(job: dict[str, Any]) -> dict[str, Any]:
     """Run one seed (in a worker process for multi-seed runs); returns its summary."""
     from .report import write_run_report
     from .run import run_sim
+    from .scenario_file import resolve
 
-    scenario = get_scenario(job["scenario"]).with_(**job["overrides"])
-    result = run_sim(scenario, job["seed"], breaks=job["breaks"], keep_messages=job["trace"], driver=job["driver"])
+    scenario = resolve(job["scenario"]).with_(**job["overrides"])
+    result = run_sim(scenario, job["seed"], breaks=job["breaks"], keep_messages=job["trace"], driver=job["driver"],
+                     keep_faults=job.get("keep_faults"))
     summary = result.summary()
     report_dir = job["report"]
     if report_dir is not None and (job["single"] or not result.valid):
@@ -122,19 +125,39 @@ def _one_seed(job: dict[str, Any]) -> dict[str, Any]:
 @click.option("--jobs", "-j", type=click.IntRange(min=0), default=0,
               help="Worker processes for --seeds (default: one per CPU).")
 @click.option("--trace", is_flag=True, help="Keep every message line in the report (trace.txt).")
-@click.option("--driver", type=click.Choice(["host", "stepped"]), default="host", show_default=True,
+@click.option("--driver", type=click.Choice(["host", "stepped"]), default="stepped", show_default=True,
               help="host: every node under its own NodeHost task; stepped: cores driven by the network loop (faster).")
 @click.option("--cluster", "--data-dir", "cluster_path", type=click.Path(), metavar="DIR",
               help="cluster mode: the cluster's dir or its cluster.json [default: a new one in a temp dir].")
+@click.option("--dask", "dask_address", metavar="ADDRESS",
+              help="Run --seeds on the Dask cluster at ADDRESS ('local': start one here with -j workers).")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Stream each seed's result into DIR; a re-run skips seeds already there [--dask default: "
+                   "chaos-sweep-SCENARIO].")
+@click.option("--keep-faults", "keep_faults", metavar="LIST",
+              help="Inject only these of the nemesis's faults, by number (e.g. 3,7-9; 'none'): what "
+                   "`chaos shrink` prints.")
+@click.option("--no-churn", is_flag=True, help="Leave out the scenario's churn.")
+@click.option("--faults", "fault_menu", metavar="LIST",
+              help="Replace the scenario's faults: name[=weight],... (e.g. kill=2,partition-halves,clock-skew; "
+                   "'none'); `chaos list` names them.")
+@click.option("--fault-interval", type=click.FloatRange(min=0, min_open=True),
+              help="Mean seconds between two faults (default: the scenario's).")
 @json_option
 def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int | None, duration: float | None,
                 quiet: float | None, mode: str, report_dir: str | None, breaks: tuple[str, ...], jobs: int, trace: bool,
-                driver: str, cluster_path: str | None, as_json: bool) -> None:
-    """Play SCENARIO and check every invariant; exit 0 only if all held."""
+                driver: str, cluster_path: str | None, dask_address: str | None, results_dir: str | None,
+                keep_faults: str | None, no_churn: bool, fault_menu: str | None, fault_interval: float | None,
+                as_json: bool) -> None:
+    """Play SCENARIO (a name, or a scenario file ending in .toml) and check every invariant;
+    exit 0 only if all held."""
+    from .scenario_file import ScenarioError, parse_faults, resolve
+
     try:
-        base = get_scenario(scenario)
-    except KeyError as exc:
-        raise click.BadParameter(str(exc.args[0]), param_hint="SCENARIO") from None
+        base = resolve(scenario)
+        menu = None if fault_menu is None else parse_faults(fault_menu)
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults" if "fault" in str(exc) else "SCENARIO") from None
     if mode == "cluster":
         if seeds is not None or breaks:
             raise click.UsageError("--seeds and --break are for --mode sim (a cluster run takes one --seed)")
@@ -148,6 +171,8 @@ def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int |
         sys.exit(OK if summary["valid"] else FAILED)
     if cluster_path is not None:
         raise click.UsageError("--cluster is for --mode cluster")
+    if (dask_address is not None or results_dir is not None) and (report_dir is not None or trace):
+        raise click.UsageError("--dask and --results write their own summary; leave out --report and --trace")
     overrides: dict[str, Any] = {}
     if nodes is not None:
         overrides["nodes"] = nodes
@@ -155,9 +180,19 @@ def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int |
         overrides["duration"] = duration
     if quiet is not None:
         overrides["quiet"] = quiet
+    if no_churn:
+        overrides["churn"] = None
+    if menu is not None:
+        overrides["faults"] = menu
+    if fault_interval is not None:
+        overrides["nemesis"] = dataclasses.replace(base.nemesis, interval=fault_interval)
+    keep = _keep_faults(keep_faults)
     chosen = parse_seeds(seed, seeds)
+    if dask_address is not None or results_dir is not None:
+        _sweep(base, chosen, overrides, breaks, driver, jobs, dask_address,
+               results_dir or f"chaos-sweep-{base.name}", as_json, keep)
     jobs_list = [{"scenario": base.name, "seed": s, "overrides": overrides, "breaks": breaks, "trace": trace,
-                  "driver": driver,
+                  "driver": driver, "keep_faults": keep,
                   "report": report_dir, "single": len(chosen) == 1} for s in chosen]
     workers = jobs or os.cpu_count() or 1
     workers = max(1, min(workers, len(chosen)))
@@ -210,6 +245,106 @@ def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int |
         click.echo(click.style(f"FAILED seed {summary['seed']}", fg="red") + f": {'; '.join(summary['failures'])}")
         click.echo(f"  replay: {summary['replay']}")
     sys.exit(FAILED if failed else OK)
+
+
+def _keep_faults(text: str | None) -> frozenset[int] | None:
+    from .run import parse_numbers
+
+    if text is None:
+        return None
+    try:
+        return parse_numbers(text)
+    except ValueError:
+        raise click.BadParameter(f"a list of fault numbers such as 3,7-9 (or 'none'), got {text!r}",
+                                 param_hint="--keep-faults") from None
+
+
+@chaos.command("shrink")
+@click.argument("scenario")
+@click.option("--seed", type=int, required=True, help="The failing seed.")
+@click.option("--nodes", type=click.IntRange(min=1), help="Nodes (default: the scenario's).")
+@click.option("--duration", type=click.FloatRange(min=0), help="Seconds of faults of the failing run.")
+@click.option("--quiet", type=click.FloatRange(min=0), help="Quiet seconds of the failing run.")
+@click.option("--break", "breaks", multiple=True, type=click.Choice(BREAKS),
+              help="As the failing run had (repeatable).")
+@click.option("--driver", type=click.Choice(["host", "stepped"]), default="stepped", show_default=True)
+@click.option("--no-churn", is_flag=True, help="The failing run had no churn.")
+@click.option("--faults", "fault_menu", metavar="LIST", help="The failing run's --faults.")
+@click.option("--fault-interval", type=click.FloatRange(min=0, min_open=True), help="The failing run's.")
+@click.option("--max-runs", type=click.IntRange(min=2), default=60, show_default=True,
+              help="At most this many runs while shrinking.")
+@json_option
+def shrink_command(scenario: str, seed: int, nodes: int | None, duration: float | None, quiet: float | None,
+                   breaks: tuple[str, ...], driver: str, no_churn: bool, fault_menu: str | None,
+                   fault_interval: float | None, max_runs: int, as_json: bool) -> None:
+    """Shrink a failing run of SCENARIO to the fewest faults and shortest attack that still fail;
+    print the replay command of the result. Exits 0 when it shrank a failing run."""
+    from .scenario_file import ScenarioError, parse_faults, resolve
+    from .shrink import ShrinkError, shrink
+
+    try:
+        base = resolve(scenario)
+        menu = None if fault_menu is None else parse_faults(fault_menu)
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults" if "fault" in str(exc) else "SCENARIO") from None
+    changes: dict[str, Any] = {k: v for k, v in (("nodes", nodes), ("duration", duration), ("quiet", quiet))
+                               if v is not None}
+    if no_churn:
+        changes["churn"] = None
+    if menu is not None:
+        changes["faults"] = menu
+    if fault_interval is not None:
+        changes["nemesis"] = dataclasses.replace(base.nemesis, interval=fault_interval)
+    try:
+        shrunk = shrink(base.with_(**changes), seed, breaks=breaks, driver=driver, max_runs=max_runs,
+                        log=lambda text: click.echo(text, err=True))
+    except ShrinkError as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = shrunk.summary()
+    if as_json:
+        _echo_json(summary)
+        sys.exit(OK)
+    before, after = summary["original"], summary["shrunk"]
+    click.echo(click.style(f"{scenario} seed {seed}: {before['faults']} faults over {before['duration']:g} s "
+                           f"-> {after['faults']} over {after['duration']:g} s"
+                           + ("" if after["churn"] or not before["churn"] else ", no churn")
+                           + f" ({shrunk.runs} runs)", bold=True))
+    for fault in after["injected"]:
+        click.echo(f"  fault {fault['i']:>3} at {fault['time']:8.2f} s: {fault['fault']}")
+    click.echo(f"  still fails: {'; '.join(after['failures'])}")
+    click.echo(f"  digest {after['digest']}")
+    click.echo(f"  replay: {after['replay']}")
+    sys.exit(OK)
+
+
+def _sweep(scenario: Scenario, seeds: list[int], overrides: dict[str, Any], breaks: tuple[str, ...], driver: str,
+           jobs: int, dask_address: str | None, results_dir: str, as_json: bool,
+           keep: frozenset[int] | None) -> None:
+    """`chaos run --dask/--results`: stream seeds into a directory (simulations.sweep); exits."""
+    from .scenario_file import is_file
+    from .sweep import SweepError, make_job, sweep
+
+    # A scenario file is sent whole: a Dask worker on another machine does not have it.
+    named: Scenario | str = scenario if is_file(scenario.name) else scenario.name
+    job_list = [make_job(named, s, breaks=breaks, driver=driver, overrides=overrides, keep_faults=keep)
+                for s in seeds]
+    workers = max(1, min(jobs or os.cpu_count() or 1, len(seeds)))
+    try:
+        body = sweep(job_list, results_dir, workers=workers, dask=dask_address,
+                     echo=lambda text: click.echo(text, err=as_json),
+                     title=f"chaos run {scenario.name}, seeds {seeds[0]}..{seeds[-1]}")
+    except SweepError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _echo_json(body)
+    else:
+        rate = f" ({body['rate']:.2f} seeds/s)" if body["rate"] else ""
+        click.echo(f"\n{body['runs']} of {len(seeds)} seeds done, {body['ran']} run now in {body['wall_s']:.1f} s"
+                   f"{rate} on {body['workers']}: {body['passed']} passed, {len(body['failed'])} failed")
+        for failed in body["failed"]:
+            click.echo(click.style(f"FAILED seed {failed}", fg="red") + f"  replay: {body['replays'][str(failed)]}")
+        click.echo(f"summary: {Path(body['directory']) / 'summary.md'}")
+    sys.exit(FAILED if body["failed"] or body["missing"] else OK)
 
 
 def _run_on_cluster(scenario: Scenario, seed: int, *, nodes: int | None, duration: float | None,
