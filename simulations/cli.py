@@ -29,6 +29,7 @@ from node.clusterfile import cluster_dir
 from node.exitcodes import FAILED, OK
 
 from .cli_check import check_command
+from .faults import FAULTS
 from .run import BREAKS
 from .scenarios import SCENARIOS, Scenario
 
@@ -62,7 +63,7 @@ def list_scenarios(as_json: bool) -> None:
                                    "quiet": s.quiet, "register_clients": s.workload.processes,
                                    "chunk_clients": s.workload.chunk_processes, "injects": s.injects()}
                                   for s in SCENARIOS.values()],
-                    "breaks": list(BREAKS)})
+                    "breaks": list(BREAKS), "faults": {name: summary for name, (summary, _) in FAULTS.items()}})
         return
     for scenario in SCENARIOS.values():
         click.echo(click.style(scenario.name, bold=True) + f" — {scenario.summary}")
@@ -71,6 +72,9 @@ def list_scenarios(as_json: bool) -> None:
                    f"{scenario.workload.chunk_processes} chunk client(s)")
         for item in scenario.injects() or ["nothing"]:
             click.echo(f"    - {item}")
+    click.echo("\nFaults (--faults name[=weight],...; or a scenario file):")
+    for name, (summary, _) in FAULTS.items():
+        click.echo(f"    {name:<18} {summary}")
     click.echo("\nBreaks (--break, test-only: the network breaks its contract on purpose): " + ", ".join(BREAKS))
 
 

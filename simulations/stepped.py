@@ -7,9 +7,13 @@ the same contract - hand each message of the batch to the core, fire the timers 
 due, sync the store, and only then send what the batch produced (group commit). Only the
 core's public driving interface is used (`start`, `handle`, `tick`, `next_deadline`).
 
-This is a second *driver*, not a second node: the node is the core, and the trio host stays
-the default (`Simulator(driver="host")`). `safenet sim scale` and `--driver stepped` use this
-one; a test checks both drivers reach the same verdicts.
+This is a second *driver*, not a second node: the node is the core. `run_sim`, `chaos run`
+and `sim scale` use it by default; `--driver host` (and `Simulator(driver="host")`) runs the
+real `NodeHost` instead, and tests run both.
+
+The driver also stands for the node's machine: its clock can drift (`set_rate`: the core is
+handed the drifted time, and its next deadline is mapped back to network time), and its disk
+can be slow (`sync_delay`: what a turn produced leaves when the sync covering it returns).
 """
 
 from __future__ import annotations
