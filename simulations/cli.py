@@ -238,17 +238,32 @@ def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int |
         _echo_json(runs[0] if len(chosen) == 1 else {
             "scenario": base.name, "seeds": [chosen[0], chosen[-1]], "runs": runs, "passed": len(chosen) - len(failed),
             "failed": [r["seed"] for r in sorted(failed, key=lambda r: r["seed"])], "wall_s": round(wall, 3),
-            "workers": workers, "report": None if batch_report is None else str(batch_report)})
+            "seeds_per_s": round(len(chosen) / wall, 3), "cpu_per_seed_s": _cpu_per_seed(results),
+            "load": _load(), "workers": workers, "report": None if batch_report is None else str(batch_report)})
         sys.exit(FAILED if failed else OK)
     if batch_report is not None:
         click.echo(f"report: {batch_report}")
     if len(chosen) > 1:
-        click.echo(f"\n{len(chosen)} runs in {wall:.1f} s wall ({len(chosen) / wall:.2f} seeds/s, {workers} workers): "
+        click.echo(f"\n{len(chosen)} runs in {wall:.1f} s wall ({len(chosen) / wall:.2f} seeds/s, {workers} workers; "
+                   f"{_cpu_per_seed(results)} s CPU a seed; load {_load()}): "
                    f"{len(chosen) - len(failed)} passed, {len(failed)} failed")
     for summary in sorted(failed, key=lambda s: s["seed"]):
         click.echo(click.style(f"FAILED seed {summary['seed']}", fg="red") + f": {'; '.join(summary['failures'])}")
         click.echo(f"  replay: {summary['replay']}")
     sys.exit(FAILED if failed else OK)
+
+
+def _cpu_per_seed(results: list[dict[str, Any]]) -> float | None:
+    cpu = [r["cpu_s"] for r in results if r.get("cpu_s")]
+    return round(sum(cpu) / len(cpu), 3) if cpu else None
+
+
+def _load() -> str:
+    """The load average (1, 5, 15 min): speed figures on a shared machine mean little without it."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _keep_faults(text: str | None) -> frozenset[int] | None:
@@ -339,10 +354,11 @@ def _sweep(scenario: Scenario, seeds: list[int], overrides: dict[str, Any], brea
                      title=f"chaos run {scenario.name}, seeds {seeds[0]}..{seeds[-1]}")
     except SweepError as exc:
         raise click.ClickException(str(exc)) from None
+    body["load"] = _load()
     if as_json:
         _echo_json(body)
     else:
-        rate = f" ({body['rate']:.2f} seeds/s)" if body["rate"] else ""
+        rate = f" ({body['rate']:.2f} seeds/s; load {body['load']})" if body["rate"] else ""
         click.echo(f"\n{body['runs']} of {len(seeds)} seeds done, {body['ran']} run now in {body['wall_s']:.1f} s"
                    f"{rate} on {body['workers']}: {body['passed']} passed, {len(body['failed'])} failed")
         for failed in body["failed"]:
@@ -504,5 +520,6 @@ def scale_command(nodes: int, duration: float, seed: int, session_mean: float, d
     else:
         _print_single(summary)
         click.echo(f"  churn: {result.churn}; lookups: {result.lookups}; peak RSS {summary['peak_rss_mb']} MB; "
-                   f"wall {result.wall:.1f} s, CPU {result.cpu:.1f} s for {result.virtual:.0f} simulated s")
+                   f"wall {result.wall:.1f} s, CPU {result.cpu:.1f} s for {result.virtual:.0f} simulated s; "
+                   f"load {_load()}")
     sys.exit(OK if result.valid else FAILED)

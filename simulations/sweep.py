@@ -245,14 +245,17 @@ class Progress:
 
 def summarize(sweep: SweepDir, seeds: list[int], *, title: str, wall: float, workers: str) -> Summary:
     """Write summary.json, summary.md and outcomes.png for `seeds` (those that are done)."""
-    rows = [{k: s.get(k) for k in ("seed", "status", "valid", "failures", "digest", "replay", "wall_s", "messages")}
+    rows = [{k: s.get(k) for k in ("seed", "status", "valid", "failures", "digest", "replay", "wall_s", "cpu_s",
+                                   "messages")}
             for s in sweep.summaries(seeds)]
+    cpu = [r["cpu_s"] for r in rows if r.get("cpu_s")]
     statuses = Counter(r["status"] for r in rows)
     checks: Counter[str] = Counter(f.split(":")[0] for r in rows for f in r["failures"])
     failed = [r for r in rows if not r["valid"]]
     body = {"title": title, "seeds": [seeds[0], seeds[-1]] if seeds else [], "runs": len(rows),
             "missing": len(seeds) - len(rows), "passed": len(rows) - len(failed), "failed": [r["seed"] for r in failed],
             "outcomes": dict(statuses), "failed_checks": dict(checks.most_common()), "wall_s": round(wall, 3),
+            "cpu_per_seed_s": round(sum(cpu) / len(cpu), 3) if cpu else None,
             "workers": workers, "digests": {str(r["seed"]): r["digest"] for r in rows},
             "verdicts": {str(r["seed"]): r["status"] for r in rows},
             "replays": {str(r["seed"]): r["replay"] for r in failed}}
