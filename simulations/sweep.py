@@ -179,8 +179,13 @@ def run_dask(jobs: list[Job], address: str, workers: int,
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise SweepError("--dask needs Dask: pip install 'safenet-testbed[dask]'") from None
+    import dask
+
     cluster = None
     if address == "local":
+        # The worker's sampling profiler wakes every 10 ms in a thread of the process that runs
+        # the simulation, and a sweep has no use for it: a local cluster runs without.
+        dask.config.set({"distributed.worker.profile.enabled": False})
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=logging.ERROR)
         client = Client(cluster)
