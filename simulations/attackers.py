@@ -50,12 +50,11 @@ from node.errors import ProtocolError
 from node.keys import Keypair
 from node.paxos import AcceptorRecord, Ballot, Register, item_key
 from node.rules import MDataState
-from node.store import MemoryStore
 from node.wire import new_message
 from node.xorname import XorName, sha3_256
 
 from .network import Delivery, SimEndpoint
-from .simulator import SimNode, Simulator
+from .simulator import SimNode, SimStore, Simulator
 from .workloads import MD_TAG, Workload
 
 ATTACKS: dict[str, str] = {
@@ -127,7 +126,7 @@ class Attackers:
                 keys = self._grind(lambda n: self._rank(n, names[self.member_md]) < self.sim.config.replication - 1)
                 attacker = Attacker(kind, label, keys)
                 slot = len(self.sim.nodes)
-                attacker.node = SimNode(slot, keys, MemoryStore(), f"sim:{slot}", wrapper=self._capturing(attacker))
+                attacker.node = SimNode(slot, keys, SimStore(), f"sim:{slot}", wrapper=self._capturing(attacker))
                 self.sim.nodes.append(attacker.node)
                 await self.sim.start(attacker.node)
                 attacker.label = attacker.node.label

@@ -13,6 +13,7 @@ exactly. Every command prints JSON with `--json` (progress lines go to stderr ei
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -22,14 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from node.clikit import CONTEXT, SafenetGroup, json_option
 from node.clusterfile import cluster_dir
 from node.exitcodes import FAILED, OK
 
 from .cli_check import check_command
+from .faults import FAULTS
 from .run import BREAKS
-from .scenarios import SCENARIOS, Scenario, get_scenario
+from .scenarios import SCENARIOS, Scenario
 
 
 def _echo_json(obj: Any) -> None:
@@ -61,7 +64,7 @@ def list_scenarios(as_json: bool) -> None:
                                    "quiet": s.quiet, "register_clients": s.workload.processes,
                                    "chunk_clients": s.workload.chunk_processes, "injects": s.injects()}
                                   for s in SCENARIOS.values()],
-                    "breaks": list(BREAKS)})
+                    "breaks": list(BREAKS), "faults": {name: summary for name, (summary, _) in FAULTS.items()}})
         return
     for scenario in SCENARIOS.values():
         click.echo(click.style(scenario.name, bold=True) + f" — {scenario.summary}")
@@ -70,6 +73,9 @@ def list_scenarios(as_json: bool) -> None:
                    f"{scenario.workload.chunk_processes} chunk client(s)")
         for item in scenario.injects() or ["nothing"]:
             click.echo(f"    - {item}")
+    click.echo("\nFaults (--faults name[=weight],...; or a scenario file):")
+    for name, (summary, _) in FAULTS.items():
+        click.echo(f"    {name:<18} {summary}")
     click.echo("\nBreaks (--break, test-only: the network breaks its contract on purpose): " + ", ".join(BREAKS))
 
 
@@ -95,9 +101,11 @@ def _one_seed(job: dict[str, Any]) -> dict[str, Any]:
     """Run one seed (in a worker process for multi-seed runs); returns its summary."""
     from .report import write_run_report
     from .run import run_sim
+    from .scenario_file import resolve
 
-    scenario = get_scenario(job["scenario"]).with_(**job["overrides"])
-    result = run_sim(scenario, job["seed"], breaks=job["breaks"], keep_messages=job["trace"], driver=job["driver"])
+    scenario = resolve(job["scenario"]).with_(**job["overrides"])
+    result = run_sim(scenario, job["seed"], breaks=job["breaks"], keep_messages=job["trace"], driver=job["driver"],
+                     keep_faults=job.get("keep_faults"))
     summary = result.summary()
     report_dir = job["report"]
     if report_dir is not None and (job["single"] or not result.valid):
@@ -122,7 +130,7 @@ def _one_seed(job: dict[str, Any]) -> dict[str, Any]:
 @click.option("--jobs", "-j", type=click.IntRange(min=0), default=0,
               help="Worker processes for --seeds (default: one per CPU).")
 @click.option("--trace", is_flag=True, help="Keep every message line in the report (trace.txt).")
-@click.option("--driver", type=click.Choice(["host", "stepped"]), default="host", show_default=True,
+@click.option("--driver", type=click.Choice(["host", "stepped"]), default="stepped", show_default=True,
               help="host: every node under its own NodeHost task; stepped: cores driven by the network loop (faster).")
 @click.option("--cluster", "--data-dir", "cluster_path", type=click.Path(), metavar="DIR",
               help="cluster mode: the cluster's dir or its cluster.json [default: a new one in a temp dir].")
@@ -130,29 +138,51 @@ def _one_seed(job: dict[str, Any]) -> dict[str, Any]:
 @click.option("--commands", "app_commands", metavar="MODULE:GENERATOR", help="`chaos run app`: the command generator.")
 @click.option("--invariant", "app_invariants", multiple=True, metavar="MODULE:FUNCTION",
               help="`chaos run app`: an invariant over the final state (repeatable).")
-@click.option("--faults", "app_faults", metavar="SCENARIO", help="`chaos run app`: take this scenario's faults.")
+@click.option("--dask", "dask_address", metavar="ADDRESS",
+              help="Run --seeds on the Dask cluster at ADDRESS ('local': start one here with -j workers).")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Stream each seed's result into DIR; a re-run skips seeds already there [--dask default: "
+                   "chaos-sweep-SCENARIO].")
+@click.option("--keep-faults", "keep_faults", metavar="LIST",
+              help="Inject only these of the nemesis's faults, by number (e.g. 3,7-9; 'none'): what "
+                   "`chaos shrink` prints.")
+@click.option("--no-churn", is_flag=True, help="Leave out the scenario's churn.")
+@click.option("--faults", "fault_menu", metavar="LIST",
+              help="Replace the scenario's faults: name[=weight],... (e.g. kill=2,partition-halves,clock-skew; "
+                   "'none'); `chaos list` names them. For `chaos run app`: a SCENARIO whose faults to use.")
+@click.option("--fault-interval", type=click.FloatRange(min=0, min_open=True),
+              help="Mean seconds between two faults (default: the scenario's).")
 @json_option
 def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int | None, duration: float | None,
                 quiet: float | None, mode: str, report_dir: str | None, breaks: tuple[str, ...], jobs: int, trace: bool,
                 driver: str, cluster_path: str | None, app_spec: str | None, app_commands: str | None,
-                app_invariants: tuple[str, ...], app_faults: str | None, as_json: bool) -> None:
-    """Play SCENARIO and check every invariant; exit 0 only if all held. SCENARIO `app`
-    runs your own event-sourced app (--app) under the faults instead."""
+                app_invariants: tuple[str, ...], dask_address: str | None, results_dir: str | None,
+                keep_faults: str | None, no_churn: bool, fault_menu: str | None, fault_interval: float | None,
+                as_json: bool) -> None:
+    """Play SCENARIO (a name, or a scenario file ending in .toml) and check every invariant;
+    exit 0 only if all held. SCENARIO `app` runs your own event-sourced app (--app) under the
+    faults instead."""
     if scenario == "app":
         from .app_cli import run_app
 
-        if breaks or report_dir or trace or driver != "host":
-            raise click.UsageError("--break, --report, --trace and --driver are not for `chaos run app`")
-        run_app(app_spec=app_spec, commands=app_commands, invariants=app_invariants, faults=app_faults,
+        explicit_driver = click.get_current_context().get_parameter_source("driver") != ParameterSource.DEFAULT
+        if breaks or report_dir or trace or explicit_driver or dask_address or results_dir or keep_faults \
+                or no_churn or fault_interval is not None:
+            raise click.UsageError("--break, --report, --trace, --driver, --dask, --results, --keep-faults, "
+                                   "--no-churn and --fault-interval are not for `chaos run app`")
+        run_app(app_spec=app_spec, commands=app_commands, invariants=app_invariants, faults=fault_menu,
                 seeds=parse_seeds(seed, seeds), nodes=nodes, duration=duration, quiet=quiet, mode=mode, jobs=jobs,
                 cluster_path=cluster_path, as_json=as_json)
         return
-    if app_spec or app_commands or app_invariants or app_faults:
-        raise click.UsageError("--app, --commands, --invariant and --faults are for `chaos run app`")
+    if app_spec or app_commands or app_invariants:
+        raise click.UsageError("--app, --commands and --invariant are for `chaos run app`")
+    from .scenario_file import ScenarioError, parse_faults, resolve
+
     try:
-        base = get_scenario(scenario)
-    except KeyError as exc:
-        raise click.BadParameter(str(exc.args[0]), param_hint="SCENARIO") from None
+        base = resolve(scenario)
+        menu = None if fault_menu is None else parse_faults(fault_menu)
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults" if "fault" in str(exc) else "SCENARIO") from None
     if mode == "cluster":
         if seeds is not None or breaks:
             raise click.UsageError("--seeds and --break are for --mode sim (a cluster run takes one --seed)")
@@ -166,6 +196,8 @@ def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int |
         sys.exit(OK if summary["valid"] else FAILED)
     if cluster_path is not None:
         raise click.UsageError("--cluster is for --mode cluster")
+    if (dask_address is not None or results_dir is not None) and (report_dir is not None or trace):
+        raise click.UsageError("--dask and --results write their own summary; leave out --report and --trace")
     overrides: dict[str, Any] = {}
     if nodes is not None:
         overrides["nodes"] = nodes
@@ -173,9 +205,19 @@ def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int |
         overrides["duration"] = duration
     if quiet is not None:
         overrides["quiet"] = quiet
+    if no_churn:
+        overrides["churn"] = None
+    if menu is not None:
+        overrides["faults"] = menu
+    if fault_interval is not None:
+        overrides["nemesis"] = dataclasses.replace(base.nemesis, interval=fault_interval)
+    keep = _keep_faults(keep_faults)
     chosen = parse_seeds(seed, seeds)
+    if dask_address is not None or results_dir is not None:
+        _sweep(base, chosen, overrides, breaks, driver, jobs, dask_address,
+               results_dir or f"chaos-sweep-{base.name}", as_json, keep)
     jobs_list = [{"scenario": base.name, "seed": s, "overrides": overrides, "breaks": breaks, "trace": trace,
-                  "driver": driver,
+                  "driver": driver, "keep_faults": keep,
                   "report": report_dir, "single": len(chosen) == 1} for s in chosen]
     workers = jobs or os.cpu_count() or 1
     workers = max(1, min(workers, len(chosen)))
@@ -217,17 +259,133 @@ def run_command(scenario: str, seed: int | None, seeds: str | None, nodes: int |
         _echo_json(runs[0] if len(chosen) == 1 else {
             "scenario": base.name, "seeds": [chosen[0], chosen[-1]], "runs": runs, "passed": len(chosen) - len(failed),
             "failed": [r["seed"] for r in sorted(failed, key=lambda r: r["seed"])], "wall_s": round(wall, 3),
-            "workers": workers, "report": None if batch_report is None else str(batch_report)})
+            "seeds_per_s": round(len(chosen) / wall, 3), "cpu_per_seed_s": _cpu_per_seed(results),
+            "load": _load(), "workers": workers, "report": None if batch_report is None else str(batch_report)})
         sys.exit(FAILED if failed else OK)
     if batch_report is not None:
         click.echo(f"report: {batch_report}")
     if len(chosen) > 1:
-        click.echo(f"\n{len(chosen)} runs in {wall:.1f} s wall ({len(chosen) / wall:.2f} seeds/s, {workers} workers): "
+        click.echo(f"\n{len(chosen)} runs in {wall:.1f} s wall ({len(chosen) / wall:.2f} seeds/s, {workers} workers; "
+                   f"{_cpu_per_seed(results)} s CPU a seed; load {_load()}): "
                    f"{len(chosen) - len(failed)} passed, {len(failed)} failed")
     for summary in sorted(failed, key=lambda s: s["seed"]):
         click.echo(click.style(f"FAILED seed {summary['seed']}", fg="red") + f": {'; '.join(summary['failures'])}")
         click.echo(f"  replay: {summary['replay']}")
     sys.exit(FAILED if failed else OK)
+
+
+def _cpu_per_seed(results: list[dict[str, Any]]) -> float | None:
+    cpu = [r["cpu_s"] for r in results if r.get("cpu_s")]
+    return round(sum(cpu) / len(cpu), 3) if cpu else None
+
+
+def _load() -> str:
+    """The load average (1, 5, 15 min): speed figures on a shared machine mean little without it."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def _keep_faults(text: str | None) -> frozenset[int] | None:
+    from .run import parse_numbers
+
+    if text is None:
+        return None
+    try:
+        return parse_numbers(text)
+    except ValueError:
+        raise click.BadParameter(f"a list of fault numbers such as 3,7-9 (or 'none'), got {text!r}",
+                                 param_hint="--keep-faults") from None
+
+
+@chaos.command("shrink")
+@click.argument("scenario")
+@click.option("--seed", type=int, required=True, help="The failing seed.")
+@click.option("--nodes", type=click.IntRange(min=1), help="Nodes (default: the scenario's).")
+@click.option("--duration", type=click.FloatRange(min=0), help="Seconds of faults of the failing run.")
+@click.option("--quiet", type=click.FloatRange(min=0), help="Quiet seconds of the failing run.")
+@click.option("--break", "breaks", multiple=True, type=click.Choice(BREAKS),
+              help="As the failing run had (repeatable).")
+@click.option("--driver", type=click.Choice(["host", "stepped"]), default="stepped", show_default=True)
+@click.option("--no-churn", is_flag=True, help="The failing run had no churn.")
+@click.option("--faults", "fault_menu", metavar="LIST", help="The failing run's --faults.")
+@click.option("--fault-interval", type=click.FloatRange(min=0, min_open=True), help="The failing run's.")
+@click.option("--max-runs", type=click.IntRange(min=2), default=60, show_default=True,
+              help="At most this many runs while shrinking.")
+@json_option
+def shrink_command(scenario: str, seed: int, nodes: int | None, duration: float | None, quiet: float | None,
+                   breaks: tuple[str, ...], driver: str, no_churn: bool, fault_menu: str | None,
+                   fault_interval: float | None, max_runs: int, as_json: bool) -> None:
+    """Shrink a failing run of SCENARIO to the fewest faults and shortest attack that still fail;
+    print the replay command of the result. Exits 0 when it shrank a failing run."""
+    from .scenario_file import ScenarioError, parse_faults, resolve
+    from .shrink import ShrinkError, shrink
+
+    try:
+        base = resolve(scenario)
+        menu = None if fault_menu is None else parse_faults(fault_menu)
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults" if "fault" in str(exc) else "SCENARIO") from None
+    changes: dict[str, Any] = {k: v for k, v in (("nodes", nodes), ("duration", duration), ("quiet", quiet))
+                               if v is not None}
+    if no_churn:
+        changes["churn"] = None
+    if menu is not None:
+        changes["faults"] = menu
+    if fault_interval is not None:
+        changes["nemesis"] = dataclasses.replace(base.nemesis, interval=fault_interval)
+    try:
+        shrunk = shrink(base.with_(**changes), seed, breaks=breaks, driver=driver, max_runs=max_runs,
+                        log=lambda text: click.echo(text, err=True))
+    except ShrinkError as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = shrunk.summary()
+    if as_json:
+        _echo_json(summary)
+        sys.exit(OK)
+    before, after = summary["original"], summary["shrunk"]
+    click.echo(click.style(f"{scenario} seed {seed}: {before['faults']} faults over {before['duration']:g} s "
+                           f"-> {after['faults']} over {after['duration']:g} s"
+                           + ("" if after["churn"] or not before["churn"] else ", no churn")
+                           + f" ({shrunk.runs} runs)", bold=True))
+    for fault in after["injected"]:
+        click.echo(f"  fault {fault['i']:>3} at {fault['time']:8.2f} s: {fault['fault']}")
+    click.echo(f"  still fails: {'; '.join(after['failures'])}")
+    click.echo(f"  digest {after['digest']}")
+    click.echo(f"  replay: {after['replay']}")
+    sys.exit(OK)
+
+
+def _sweep(scenario: Scenario, seeds: list[int], overrides: dict[str, Any], breaks: tuple[str, ...], driver: str,
+           jobs: int, dask_address: str | None, results_dir: str, as_json: bool,
+           keep: frozenset[int] | None) -> None:
+    """`chaos run --dask/--results`: stream seeds into a directory (simulations.sweep); exits."""
+    from .scenario_file import is_file
+    from .sweep import SweepError, make_job, sweep
+
+    # A scenario file is sent whole: a Dask worker on another machine does not have it.
+    named: Scenario | str = scenario if is_file(scenario.name) else scenario.name
+    job_list = [make_job(named, s, breaks=breaks, driver=driver, overrides=overrides, keep_faults=keep)
+                for s in seeds]
+    workers = max(1, min(jobs or os.cpu_count() or 1, len(seeds)))
+    try:
+        body = sweep(job_list, results_dir, workers=workers, dask=dask_address,
+                     echo=lambda text: click.echo(text, err=as_json),
+                     title=f"chaos run {scenario.name}, seeds {seeds[0]}..{seeds[-1]}")
+    except SweepError as exc:
+        raise click.ClickException(str(exc)) from None
+    body["load"] = _load()
+    if as_json:
+        _echo_json(body)
+    else:
+        rate = f" ({body['rate']:.2f} seeds/s; load {body['load']})" if body["rate"] else ""
+        click.echo(f"\n{body['runs']} of {len(seeds)} seeds done, {body['ran']} run now in {body['wall_s']:.1f} s"
+                   f"{rate} on {body['workers']}: {body['passed']} passed, {len(body['failed'])} failed")
+        for failed in body["failed"]:
+            click.echo(click.style(f"FAILED seed {failed}", fg="red") + f"  replay: {body['replays'][str(failed)]}")
+        click.echo(f"summary: {Path(body['directory']) / 'summary.md'}")
+    sys.exit(FAILED if body["failed"] or body["missing"] else OK)
 
 
 def _run_on_cluster(scenario: Scenario, seed: int, *, nodes: int | None, duration: float | None,
@@ -383,5 +541,6 @@ def scale_command(nodes: int, duration: float, seed: int, session_mean: float, d
     else:
         _print_single(summary)
         click.echo(f"  churn: {result.churn}; lookups: {result.lookups}; peak RSS {summary['peak_rss_mb']} MB; "
-                   f"wall {result.wall:.1f} s, CPU {result.cpu:.1f} s for {result.virtual:.0f} simulated s")
+                   f"wall {result.wall:.1f} s, CPU {result.cpu:.1f} s for {result.virtual:.0f} simulated s; "
+                   f"load {_load()}")
     sys.exit(OK if result.valid else FAILED)

@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 
-from .simulator import SimNode, Simulator
+from .simulator import SIM_EPOCH, SimNode, Simulator
 from .workloads import Workload
 
 
@@ -71,18 +71,30 @@ def fault(name: str, summary: str) -> Callable[[FaultFn], FaultFn]:
 
 
 class Nemesis:
-    """Draws faults from a weighted menu and heals each after its duration."""
+    """Draws faults from a weighted menu and heals each after its duration.
+
+    The schedule (when, which fault, how long) comes from the nemesis's generator; each
+    fault's own choices (which node, which halves) from a generator of its own, seeded from
+    the schedule. So the faults are numbered by the schedule (`details["i"]`), and leaving
+    some out (`keep`, used by `simulations.shrink`) leaves every other fault's time, kind,
+    duration and draws as they were.
+    """
 
     def __init__(self, sim: Simulator, rng: random.Random, menu: dict[str, float],
-                 config: NemesisConfig | None = None, workload: Workload | None = None) -> None:
+                 config: NemesisConfig | None = None, workload: Workload | None = None,
+                 keep: frozenset[int] | None = None) -> None:
         unknown = set(menu) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
         self.sim = sim
-        self.rng = rng
+        self.schedule = rng
+        self.rng = rng  # the current fault's generator while it is being injected
         self.menu = {k: v for k, v in menu.items() if v > 0}
         self.config = config or NemesisConfig()
         self.workload = workload
+        self.keep = keep  # fault numbers to inject (None: all)
+        self.drawn = 0
+        self.injected: list[int] = []  # the numbers of the faults that took effect
         self.active: list[Active] = []
         # (time, slot, name at the time) of data-destroying faults. The name is the place in
         # the XOR space the loss happened; the slot's next node may join somewhere else.
@@ -104,19 +116,29 @@ class Nemesis:
             return
         names = sorted(self.menu)
         weights = [self.menu[n] for n in names]
+        schedule = self.schedule
         async with trio.open_nursery() as nursery:
             while True:
-                await trio.sleep(self.rng.expovariate(1.0 / self.config.interval))
+                await trio.sleep(schedule.expovariate(1.0 / self.config.interval))
                 if trio.current_time() >= until:
                     break
-                name = self.rng.choices(names, weights)[0]
+                name = schedule.choices(names, weights)[0]
+                own = random.Random(schedule.getrandbits(64))
+                lasts = schedule.uniform(*self.config.duration)
+                number = self.drawn
+                self.drawn += 1
+                if self.keep is not None and number not in self.keep:
+                    continue
+                self.rng = own
                 active = await FAULTS[name][1](self)
                 if active is None:
                     continue
+                self.injected.append(number)
+                active.details["i"] = number
                 self.counts[name] = self.counts.get(name, 0) + 1
                 self.active.append(active)
                 self.sim.trace.event(trio.current_time(), "fault", name, **active.details)
-                nursery.start_soon(self._heal_after, active, self.rng.uniform(*self.config.duration))
+                nursery.start_soon(self._heal_after, active, lasts)
             nursery.cancel_scope.cancel()
 
     async def _heal_after(self, active: Active, delay: float) -> None:
@@ -479,6 +501,97 @@ async def swizzle(nem: Nemesis) -> Active | None:
         nem.release("swizzle")
 
     return Active("swizzle", {"nodes": ",".join(map(str, chosen))}, undo, trio.current_time())
+
+
+# ====================================================================== machines: clocks and disks
+#
+# These act on a node's `SteppedHost` (the default driver), which owns the node's view of
+# time and its disk latency; under the NodeHost driver they find nothing to do. They are in
+# no named scenario: ask for them with --faults or a scenario file.
+
+
+def _stepped(nem: Nemesis) -> list[SimNode]:
+    return [n for n in nem.nodes_up() if n.endpoint is not None and n.endpoint.stepper is not None]
+
+
+def _machine_fault(nem: Nemesis, name: str, group: str, apply: Callable[[Any], None],
+                   reset: Callable[[Any], None], details: dict[str, Any], node: SimNode) -> Active:
+    assert node.endpoint is not None and node.endpoint.stepper is not None
+    apply(node.endpoint.stepper)
+
+    async def undo() -> None:
+        # The node may have restarted since: the machine's fault ends for whoever runs there.
+        if node.endpoint is not None and node.endpoint.stepper is not None:
+            reset(node.endpoint.stepper)
+        nem.release(f"{group}:{node.slot}")
+
+    return Active(name, {"node": node.label, **details}, undo, trio.current_time())
+
+
+def _pick_machine(nem: Nemesis, name: str) -> SimNode | None:
+    candidates = [n for n in _stepped(nem) if f"{name}:{n.slot}" not in nem._exclusive]
+    if not candidates:
+        return None
+    node = nem.rng.choice(candidates)
+    nem.exclusive(f"{name}:{node.slot}")
+    return node
+
+
+@fault("clock-skew", "one node's time of day is off by up to 30 s, ahead or behind (request expiry)")
+async def clock_skew(nem: Nemesis) -> Active | None:
+    node = _pick_machine(nem, "clock-skew")
+    if node is None:
+        return None
+    skew = nem.rng.choice([-1, 1]) * nem.rng.choice([0.5, 2.0, 10.0, 30.0])
+
+    def skewed(stepper: Any) -> None:
+        stepper.core.wall_offset = SIM_EPOCH + skew
+
+    def right(stepper: Any) -> None:
+        stepper.core.wall_offset = SIM_EPOCH
+
+    return _machine_fault(nem, "clock-skew", "clock-skew", skewed, right, {"skew": skew}, node)
+
+
+@fault("clock-drift", "one node's clock runs fast or slow by 1 % to 50 % (its timers and time of day)")
+async def clock_drift(nem: Nemesis) -> Active | None:
+    node = _pick_machine(nem, "clock-drift")
+    if node is None:
+        return None
+    rate = 1.0 + nem.rng.choice([-1, 1]) * nem.rng.choice([0.01, 0.1, 0.5])
+    return _machine_fault(nem, "clock-drift", "clock-drift", lambda s: s.set_rate(trio.current_time(), rate),
+                          lambda s: s.set_rate(trio.current_time()), {"rate": rate}, node)
+
+
+@fault("disk-full", "one node's disk is full: every write of new data fails (ENOSPC)")
+async def disk_full(nem: Nemesis) -> Active | None:
+    node = _pick_machine(nem, "disk-full")
+    if node is None:
+        return None
+
+    def fill(stepper: Any) -> None:
+        stepper.core.store.full = True
+
+    def free(stepper: Any) -> None:
+        stepper.core.store.full = False
+
+    return _machine_fault(nem, "disk-full", "disk-full", fill, free, {}, node)
+
+
+@fault("slow-disk", "one node's disk syncs slowly (50 ms to 1 s): its replies wait for the sync")
+async def slow_disk(nem: Nemesis) -> Active | None:
+    node = _pick_machine(nem, "slow-disk")
+    if node is None:
+        return None
+    latency = nem.rng.choice([0.05, 0.2, 1.0])
+
+    def slow(stepper: Any) -> None:
+        stepper.sync_delay = latency
+
+    def fast(stepper: Any) -> None:
+        stepper.sync_delay = 0.0
+
+    return _machine_fault(nem, "slow-disk", "slow-disk", slow, fast, {"sync": latency}, node)
 
 
 # ====================================================================== churn

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 import trio
+import trio.testing
 
 from node.peer import Peer
 from node.transport import HandshakeError, Unreachable
@@ -219,6 +220,11 @@ def _decode(body: bytes) -> dict[str, Any]:
     return msg
 
 
+# At most this many wake-ups in a row by jumping the clock; then one real sleep lets trio
+# attend to everything else (a cancellation, say) even if nothing else is due.
+_MAX_JUMPS = 256
+
+
 class SimNetwork:
     """Delivers messages between endpoints with the seeded link model. Run `run` in a nursery."""
 
@@ -232,7 +238,7 @@ class SimNetwork:
         self.clogged: dict[tuple[int, int], list[tuple[SimEndpoint, SimEndpoint, bytes, str]]] = {}
         self.max_frame = DEFAULT_MAX_FRAME
         self._ticks = 1.0 / tick
-        self._by_name: dict[XorName, SimEndpoint] = {}
+        self._by_name: dict[bytes, SimEndpoint] = {}  # an XorName hashes and compares as its bytes
         self._by_address: dict[str, SimEndpoint] = {}
         self._last: dict[tuple[int, int], float] = {}  # FIFO: last delivery time per endpoint pair
         self._heap: list[tuple[float, int, SimEndpoint, SimEndpoint, bytes, str]] = []
@@ -242,6 +248,8 @@ class SimNetwork:
         self._due: dict[int, SteppedHost] = {}
         self.bytes_sent = 0
         self._uids = 0
+        self.now = trio.current_time
+        self.jumps = 0  # wake-ups that moved the clock themselves instead of sleeping (see _jump)
 
     def new_uid(self) -> int:
         self._uids += 1
@@ -278,29 +286,32 @@ class SimNetwork:
         if len(body) > self.max_frame:
             raise FrameTooLarge(len(body), self.max_frame)
         kind = msg["k"]
-        now = trio.current_time()
-        dst = self._by_name.get(XorName(to_name)) if to_name is not None else None
+        # An XorName hashes and compares as its bytes: no need to build one to look it up.
+        dst = self._by_name.get(to_name) if to_name is not None else None
         if dst is None and to_name is None and to_address is not None:
             dst = self._by_address.get(to_address)
         if dst is None or src.closed:
-            self.trace.drop(now, kind, src.label, "?" if dst is None else dst.label, "no-route")
+            self.trace.drop(self.now(), kind, src.label, "?" if dst is None else dst.label, "no-route")
             return False
         src.counters["sent"] += 1
         self.bytes_sent += len(body)
-        if not self.reachable(src, dst):
-            self.trace.drop(now, kind, src.label, dst.label, "partition")
+        both_nodes = src.role == "node" and dst.role == "node"
+        if both_nodes and self.blocked and (src.slot, dst.slot) in self.blocked:
+            self.trace.drop(self.now(), kind, src.label, dst.label, "partition")
             return True
-        model = self.model(src, dst)
+        model = self.model(src, dst) if self.slot_links else self.link
         if model.loss and self.rng.random() < model.loss:
-            self.trace.drop(now, kind, src.label, dst.label, "loss")
+            self.trace.drop(self.now(), kind, src.label, dst.label, "loss")
             return True
-        held = self.clogged.get((src.slot, dst.slot)) if src.role == dst.role == "node" else None
-        if held is not None:
-            held.append((src, dst, body, kind))  # released, in order, when the path unclogs
-            return True
-        copies = 2 if model.duplicate and self.rng.random() < model.duplicate else 1
-        for _ in range(copies):
+        if both_nodes and self.clogged:
+            held = self.clogged.get((src.slot, dst.slot))
+            if held is not None:
+                held.append((src, dst, body, kind))  # released, in order, when the path unclogs
+                return True
+        now = self.now()
+        if model.duplicate and self.rng.random() < model.duplicate:
             self._schedule(src, dst, body, kind, now, model)
+        self._schedule(src, dst, body, kind, now, model)
         return True
 
     def model(self, src: SimEndpoint, dst: SimEndpoint) -> LinkModel:
@@ -315,12 +326,16 @@ class SimNetwork:
         if model.reorder and rng.random() < model.reorder:
             when += rng.expovariate(1.0 / model.reorder_delay)
         else:
-            when = max(when, self._last.get(pair, 0.0))  # a connection keeps its order
+            last = self._last.get(pair, 0.0)
+            if when < last:
+                when = last  # a connection keeps its order
             self._last[pair] = when
         when = math.ceil(when * self._ticks) / self._ticks
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, src, dst, body, kind))
-        self._wake(when)
+        scope = self._scope  # _wake, inlined
+        if scope is not None and when < scope.deadline:
+            scope.deadline = when
 
     # ------------------------------------------------------------------ clogged paths
 
@@ -345,6 +360,10 @@ class SimNetwork:
         task_status.started()
         heap, timers, due = self._heap, self._timers, self._due
         trace = self.trace
+        clock = trio.lowlevel.current_clock()
+        # Only a stopped virtual clock may be moved by hand (`_jump`).
+        jumpable = clock if isinstance(clock, trio.testing.MockClock) and clock.rate == 0 else None
+        jumps = 0
         while True:
             now = trio.current_time()
             while (heap and heap[0][0] <= now) or (timers and timers[0][0] <= now) or due:
@@ -355,26 +374,54 @@ class SimNetwork:
                         continue
                     trace.message(when, kind, src.label, dst.label)
                     dst.counters["received"] += 1
-                    delivery = Delivery(src.peer, _decode(body))
-                    if dst.stepper is not None:
-                        dst.stepper.inbox.append(delivery)
-                        due.setdefault(dst.stepper.uid, dst.stepper)
+                    stepper = dst.stepper
+                    if stepper is not None:
+                        stepper.inbox.append(Delivery(src.peer, _decode(body)))
+                        if stepper.uid not in due:
+                            due[stepper.uid] = stepper
                     else:
-                        dst.deliver(delivery)
+                        dst.deliver(Delivery(src.peer, _decode(body)))
                 while timers and timers[0][0] <= now:
                     when, _, stepper = heapq.heappop(timers)
                     if when == stepper.timer_at:  # else superseded by a later set_timer
                         stepper.timer_at = math.inf
-                        due.setdefault(stepper.uid, stepper)
+                        if stepper.uid not in due:
+                            due[stepper.uid] = stepper
                 # Steppers run in the order they became due; what they send is due later.
                 for stepper in list(due.values()):
                     stepper.step(now)
                 due.clear()
             deadline = min(heap[0][0] if heap else math.inf, timers[0][0] if timers else math.inf)
+            if jumpable is not None and jumps < _MAX_JUMPS and self._jump(jumpable, now, deadline):
+                jumps += 1
+                continue
+            jumps = 0
             with trio.CancelScope(deadline=deadline) as scope:
                 self._scope = scope
                 await trio.sleep_forever()
             self._scope = None
+
+    def _jump(self, clock: trio.testing.MockClock, now: float, deadline: float) -> bool:
+        """Move the virtual clock to `deadline` ourselves, when sleeping would do just that.
+
+        A sleep costs a cancel scope, a trip through trio's scheduler and an exception. When
+        no other task can run and no other task's deadline comes before ours, the sleep would
+        end with the clock at `deadline` and only this task woken, so jump and carry on. The
+        choice depends only on the run's state, so a seed still replays exactly. (trio draws
+        its scheduling shuffle once per batch of woken tasks; skipping batches gives other
+        digests than the sleeping loop did, the same on every replay.)
+        """
+        if not math.isfinite(deadline):
+            return False
+        stats = trio.lowlevel.current_statistics()
+        if stats.tasks_runnable or now + stats.seconds_to_next_deadline <= deadline:
+            return False
+        clock.jump(deadline - now)
+        now = trio.current_time()
+        if now < deadline:  # rounding; a second jump lands exactly (deadline - now is exact when close)
+            clock.jump(deadline - now)
+        self.jumps += 1
+        return True
 
     def set_timer(self, stepper: SteppedHost, when: float) -> None:
         """A stepped node's next timer deadline (replacing any earlier one)."""

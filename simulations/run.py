@@ -95,8 +95,11 @@ class RunResult:
     trace_lines: list[str] | None = None
     topology: dict[str, list[str]] = field(default_factory=dict)  # node -> contacts, at the end
     mode: str = "sim"
-    driver: str = "host"
+    driver: str = "stepped"
     quiet: float | None = None  # set when it differs from the scenario's own
+    keep_faults: frozenset[int] | None = None  # only these of the nemesis's faults (simulations.shrink)
+    injected: list[tuple[int, float, str]] = field(default_factory=list)  # (number, time, fault) that took effect
+    replay_args: list[str] = field(default_factory=list)  # how the scenario differs from the named one
 
     @property
     def valid(self) -> bool:
@@ -110,10 +113,13 @@ class RunResult:
         parts = [f"safenet chaos run {self.scenario} --seed {self.seed} --nodes {self.nodes}",
                  f"--duration {self.duration:g}", "--mode sim"]
         parts += [f"--break {b}" for b in self.breaks]
-        if self.driver != "host":
+        if self.driver != "stepped":
             parts.append(f"--driver {self.driver}")
         if self.quiet is not None:
             parts.append(f"--quiet {self.quiet:g}")
+        parts += self.replay_args
+        if self.keep_faults is not None:
+            parts.append(f"--keep-faults {format_numbers(self.keep_faults)}")
         return " ".join(parts)
 
     def failures(self) -> list[str]:
@@ -138,6 +144,35 @@ class RunResult:
         }
 
 
+def format_numbers(numbers: frozenset[int] | set[int] | list[int]) -> str:
+    """1,2,3,7 as "1-3,7" (and the empty set as "none"), for --keep-faults."""
+    ordered = sorted(numbers)
+    if not ordered:
+        return "none"
+    runs: list[list[int]] = []
+    for n in ordered:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def parse_numbers(text: str) -> frozenset[int]:
+    """The inverse of `format_numbers`; ValueError for anything else."""
+    text = text.strip()
+    if text == "none":
+        return frozenset()
+    out: set[int] = set()
+    for part in text.split(","):
+        first, sep, last = part.strip().partition("-")
+        a, b = int(first), int(last) if sep else int(first)
+        if a < 0 or b < a or b - a > 1_000_000:
+            raise ValueError(f"not a range of fault numbers: {part!r}")
+        out.update(range(a, b + 1))
+    return frozenset(out)
+
+
 def run_sim(
     scenario: Scenario,
     seed: int,
@@ -147,10 +182,11 @@ def run_sim(
     keep_histories: bool = True,
     config: NodeConfig | None = None,
     tick: float = 0.005,
-    driver: str = "host",
+    driver: str = "stepped",
     inspect: Callable[[Simulator, Workload], None] | None = None,
     progress: Callable[[float, Simulator], None] | None = None,
     max_steps: int = 2_000_000,
+    keep_faults: frozenset[int] | None = None,
 ) -> RunResult:
     """Play `scenario` (its `nodes` and `duration` included) for `seed`; see the module doc."""
     unknown = set(breaks) - set(BREAKS)
@@ -159,8 +195,10 @@ def run_sim(
     wall, cpu = time.perf_counter(), time.process_time()
     with es_breaks_applied(breaks):
         result = run_seeded(_play, scenario, seed, tuple(breaks), keep_messages, config, tick, driver, inspect,
-                            progress, max_steps, seed=seed)
+                            progress, max_steps, keep_faults, seed=seed)
     result.driver = driver
+    result.keep_faults = keep_faults
+    result.replay_args += _replay_args(scenario)
     from .scenarios import SCENARIOS
 
     named = SCENARIOS.get(scenario.name)
@@ -172,10 +210,34 @@ def run_sim(
     return result
 
 
+def _replay_args(scenario: Scenario) -> list[str]:
+    """What the replay command must add for `scenario` to be what the command line makes."""
+    from .scenario_file import ScenarioError, format_faults, is_file, load
+    from .scenarios import SCENARIOS
+
+    try:
+        named = load(scenario.name) if is_file(scenario.name) else SCENARIOS.get(scenario.name)
+    except ScenarioError:
+        named = None
+    if named is None:
+        return []
+    out = []
+    if named.quiet != scenario.quiet and is_file(scenario.name):
+        out.append(f"--quiet {scenario.quiet:g}")  # named scenarios say it through RunResult.quiet
+    if named.churn is not None and scenario.churn is None:
+        out.append("--no-churn")
+    if named.faults != scenario.faults:
+        out.append(f"--faults {format_faults(scenario.faults)}")
+    if named.nemesis.interval != scenario.nemesis.interval:
+        out.append(f"--fault-interval {scenario.nemesis.interval:g}")
+    return out
+
+
 async def _play(scenario: Scenario, seed: int, breaks: tuple[str, ...], keep_messages: bool,
                 config: NodeConfig | None, tick: float, driver: str,
                 inspect: Callable[[Simulator, Workload], None] | None,
-                progress: Callable[[float, Simulator], None] | None, max_steps: int) -> RunResult:
+                progress: Callable[[float, Simulator], None] | None, max_steps: int,
+                keep_faults: frozenset[int] | None) -> RunResult:
     trace = Trace(keep_messages=keep_messages)
     base = config or NodeConfig()
     config = replace(base, breaks=frozenset(breaks) | base.breaks)
@@ -204,7 +266,7 @@ async def _play(scenario: Scenario, seed: int, breaks: tuple[str, ...], keep_mes
             attackers = Attackers(sim, workload, sub_rng(seed, "attackers"), scenario.attacks, scenario.attackers,
                                   counts=Counter())
             await attackers.setup()
-        nemesis = Nemesis(sim, sub_rng(seed, "nemesis"), scenario.faults, scenario.nemesis, workload)
+        nemesis = Nemesis(sim, sub_rng(seed, "nemesis"), scenario.faults, scenario.nemesis, workload, keep_faults)
         churn = Churn(sim, sub_rng(seed, "churn"), scenario.churn, nemesis) if scenario.churn else None
         samples: list[Sample] = []
         until = sim.now + scenario.duration
@@ -274,6 +336,8 @@ async def _play(scenario: Scenario, seed: int, breaks: tuple[str, ...], keep_mes
             population=churn.population if churn else [],
             history=workload.history, chunks=workload.chunks, trace_lines=trace.lines,
             streams=workload.streams if es is not None else None,
+            injected=[(e.details["i"], e.time, e.what) for e in trace.events
+                      if e.kind == "fault" and "i" in e.details],
         )
 
 

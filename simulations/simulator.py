@@ -22,6 +22,7 @@ counts as crashed; the run goes on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import random
 import traceback
 from collections import Counter
@@ -56,13 +57,42 @@ def sim_wall_clock() -> float:
     return SIM_EPOCH + trio.current_time()
 
 
+class SimStore(MemoryStore):
+    """A node's simulated disk; it can also fill up (the `disk-full` fault).
+
+    While `full`, every write of new data fails as a write to a full disk does (OSError
+    ENOSPC); reads and deletes still work. The node core has no full-disk handling of its
+    own, so what it does with the error is what the fault finds out.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+
+    def _refuse(self) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    def put_chunk(self, name: bytes, value: bytes) -> None:
+        self._refuse()
+        super().put_chunk(name, value)
+
+    def put_record(self, ns: str, key: bytes, value: bytes) -> None:
+        self._refuse()
+        super().put_record(ns, key, value)
+
+    def wipe(self) -> None:
+        self.full = False  # a new disk
+        super().wipe()
+
+
 @dataclass
 class SimNode:
     """One node slot: a disk, and the current incarnation running on it (if any)."""
 
     slot: int
     keys: Keypair
-    store: MemoryStore
+    store: SimStore
     address: str
     incarnation: int = 0
     state: str = "new"  # "up", "paused", "down"
@@ -164,7 +194,7 @@ class Simulator:
 
     async def add_node(self, wrapper: EndpointWrapper | None = None) -> SimNode:
         slot = len(self.nodes)
-        node = SimNode(slot, Keypair.generate(self._keys_rng), MemoryStore(), f"sim:{slot}", wrapper=wrapper)
+        node = SimNode(slot, Keypair.generate(self._keys_rng), SimStore(), f"sim:{slot}", wrapper=wrapper)
         self.nodes.append(node)
         await self.start(node)
         return node

@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+_FLUSH = 4096  # lines hashed at once
+
 
 @dataclass(frozen=True, slots=True)
 class TraceEvent:
@@ -33,22 +35,35 @@ class Trace:
 
     def __init__(self, *, keep_messages: bool = False) -> None:
         self._hash = hashlib.blake2b(digest_size=16)
+        # Lines wait here and are hashed a few thousand at a time: BLAKE2b of the joined text
+        # is the digest of the lines one by one, at a fraction of the calls.
+        self._pending: list[str] = []
         self.delivered = 0
         self.kinds: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
         self.events: list[TraceEvent] = []
-        self.lines: list[str] | None = [] if keep_messages else None
+        self._lines: list[str] | None = [] if keep_messages else None
 
     def _line(self, line: str) -> None:
-        self._hash.update(line.encode())
-        self._hash.update(b"\n")
-        if self.lines is not None:
-            self.lines.append(line)
+        pending = self._pending
+        pending.append(line)
+        if len(pending) >= _FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._hash.update(("\n".join(self._pending) + "\n").encode())
+            if self._lines is not None:
+                self._lines.extend(self._pending)
+            self._pending = []
 
     def message(self, time: float, kind: str, src: str, dst: str) -> None:
         self.delivered += 1
         self.kinds[kind] += 1
-        self._line(f"{time!r} m {kind} {src} {dst}")
+        pending = self._pending
+        pending.append(f"{time!r} m {kind} {src} {dst}")
+        if len(pending) >= _FLUSH:
+            self._flush()
 
     def drop(self, time: float, kind: str, src: str, dst: str, why: str) -> None:
         self.drops[why] += 1
@@ -59,5 +74,12 @@ class Trace:
         shown = " ".join(f"{k}={details[k]}" for k in sorted(details))
         self._line(f"{time!r} {kind} {what} {shown}")
 
+    @property
+    def lines(self) -> list[str] | None:
+        """Every line so far, when kept (`keep_messages`)."""
+        self._flush()
+        return self._lines
+
     def digest(self) -> str:
+        self._flush()
         return self._hash.hexdigest()

@@ -465,7 +465,7 @@ def test_a_retry_acknowledged_after_the_first_attempt_was_read() -> None:
     # An append acknowledged before its stream write shows as a lost append, or as a cycle
     # in the stream's order (a reader saw the acknowledged event missing, then present).
     ("es_ack_before_stream_write", 1, ("lost-append", "G-single-realtime", "G-single", "G2-realtime", "G1c")),
-    ("es_log_skips_pending", 2, "log-gap"),
+    ("es_log_skips_pending", 3, "log-gap"),  # seed 2 has shown no log-gap since digests changed (issue 18)
     ("es_log_slot_reused", 1, "slot-shared"),
     ("es_subscription_one_past", 1, "resumed-past-checkpoint"),
     ("es_subscription_one_before", 1, "resumed-before-checkpoint"),

@@ -18,12 +18,22 @@ from simulations.network import Delivery
 from simulations.simulator import Simulator
 from simulations.workloads import Workload, WorkloadConfig
 
+# Faults of a node's machine (clock, disk): they act on the stepped driver.
+MACHINE = {"clock-skew", "clock-drift", "slow-disk", "disk-full"}
+
 
 def _effect(sim: Simulator) -> dict:
     net = sim.network
+    machines = []
+    for node in sim.nodes:
+        stepper = node.endpoint.stepper if node.endpoint is not None else None
+        if stepper is not None and not stepper.dead:
+            rate = stepper.clock[2] if stepper.clock is not None else 1.0
+            machines.append((rate, stepper.sync_delay, node.store.full, stepper.core.wall_offset))
     return {
         "blocked": len(net.blocked), "clogged": len(net.clogged), "down": sum(n.state == "down" for n in sim.nodes),
         "paused": sum(n.state == "paused" for n in sim.nodes), "link": net.link, "slow": len(net.slot_links),
+        "machines": machines,
     }
 
 
@@ -42,7 +52,7 @@ def _rotten(store) -> int:
 @pytest.mark.parametrize("name", sorted(FAULTS))
 def test_each_fault_takes_effect_and_heals(name: str) -> None:
     async def main() -> None:
-        async with Simulator.open(5) as sim:
+        async with Simulator.open(5, driver="stepped" if name in MACHINE else "host") as sim:
             await sim.add_nodes(6)
             workload = Workload(sim, WorkloadConfig(processes=1, chunk_processes=0), 5)
             await workload.setup()
