@@ -66,6 +66,7 @@ from .events import (
     metadata_stream,
     position,
 )
+from .persistent import PersistentSubscriptions
 from .reads import DatabaseReads
 from .records import BLOB, INLINE, PACKED, Body, Intent, make_packs
 from .safe import gather
@@ -76,6 +77,14 @@ __all__ = ["BLOB_MIN", "INLINE_MAX", "Database", "DatabaseInfo", "RepairReport"]
 
 class Database(DatabaseReads):
     """One event-store database. Get it from `EventStore.database(name)`."""
+
+    @property
+    def persistent(self) -> PersistentSubscriptions:
+        """The database's persistent subscription groups (eventstore.persistent)."""
+        found = self.__dict__.get("_persistent")
+        if found is None:
+            found = self.__dict__["_persistent"] = PersistentSubscriptions(self)
+        return found
 
     # ------------------------------------------------------------------ appending
 

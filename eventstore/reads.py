@@ -19,12 +19,12 @@ from .events import (
     CORRECTION,
     END,
     MAX_APPEND_EVENTS,
+    METADATA_STREAM_PREFIX,
     RecordedEvent,
     StreamMetadata,
     category_of,
     check_stream_name,
     decode_payload,
-    is_system,
     metadata_stream,
     position,
     timestamp_from_us,
@@ -159,7 +159,7 @@ class DatabaseReads(DatabaseCore):
         # The stream's end and its metadata at once (two independent chains of reads); the
         # end's segment is listed whole, as the read walks it anyway.
         kept: dict[int, dict[int, StreamEntry]] = {}
-        metadata = None if is_system(stream) else partial(self._metadata, stream)
+        metadata = None if stream.startswith(METADATA_STREAM_PREFIX) else partial(self._metadata, stream)
         calls: list[Callable[[], Awaitable[Any]]] = [partial(self.streams_.tail, stream, keep=kept),
                                                      metadata or _no_metadata]
         tail: Tail
