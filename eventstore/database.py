@@ -336,12 +336,27 @@ class Database(DatabaseReads):
 
         The original stays in the stream: `read_stream(..., resolve_corrections=False)`
         shows it and the correction; a normal read shows it with the corrected payload.
+
+        The correction takes the stream's next version (it is a record of the stream: the
+        version an append expects counts it), but it is not an event for the stream's read
+        rules: `max_count` counts events only, and an event's age is its own. Raises
+        StreamDeleted after a hard delete, StreamNotFound after a soft delete, InvalidEvent
+        for an event below `truncate_before` or a system event.
         """
         check_stream_name(stream)
         await self._open()
-        target = await self.streams_.entry(stream, version) if version >= 0 else None
+        tail = await self.streams_.tail(stream)
+        self._remember(stream, tail)
+        if tail.deleted:
+            raise StreamDeleted(stream)
+        target = await self.streams_.entry(stream, version) if 0 <= version <= tail.version else None
         if target is None:
             raise InvalidEvent(f"stream {stream!r} has no event {version} to correct")
+        truncated = (await self._metadata(stream)).truncate_before or 0
+        if version < truncated:
+            if truncated > tail.version:
+                raise StreamNotFound(stream)  # soft-deleted: there is nothing to correct
+            raise InvalidEvent(f"event {version} of {stream!r} is truncated (truncate_before {truncated})")
         original = self.streams_.body(target)
         if is_system(original.type):
             raise InvalidEvent(f"event {version} of {stream!r} is a system event ({original.type})")

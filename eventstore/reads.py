@@ -170,7 +170,24 @@ class DatabaseReads(DatabaseCore):
             raise StreamNotFound(stream)
         if tail.deleted:
             raise StreamDeleted(stream)
-        lowest = max(meta.truncate_before or 0, tail.version - meta.max_count + 1 if meta.max_count else 0)
+        segment_of = self.streams_.segment_of
+        listings: dict[int, dict[int, StreamEntry]] = dict(kept)
+
+        async def entry_at(version: int) -> StreamEntry:
+            segment = segment_of(version)
+            if segment not in listings:
+                listings[segment] = await self.streams_.segment(stream, segment)
+            found = listings[segment].get(version)
+            if found is None:
+                raise CorruptData(f"stream {stream!r} lacks version {version} below its end")
+            return found
+
+        lowest = meta.truncate_before or 0
+        if meta.max_count and lowest <= tail.version:
+            # `max_count` counts events, not corrections (which take versions too): walk back
+            # from the end to the max_count-th event. The window starts there; a correction
+            # after it corrects an event in the window or one that is hidden anyway.
+            lowest = max(lowest, await self._count_back(stream, tail.version, meta.max_count, lowest, entry_at))
         if lowest > tail.version:
             raise StreamNotFound(stream)  # soft-deleted, or truncated to nothing
         oldest_us = None if meta.max_age is None else self._now_us() - int(meta.max_age * 1_000_000)
@@ -183,21 +200,11 @@ class DatabaseReads(DatabaseCore):
             window = (start, min(tail.version, start + count - 1) if count is not None else tail.version)
         # List every segment the read will walk at once, in parallel: the window, and up to
         # the stream's end when corrections are resolved (a correction follows its target).
-        segment_of = self.streams_.segment_of
-        listings: dict[int, dict[int, StreamEntry]] = {}
         if window[0] <= window[1]:
-            listings = await self.streams_.segments(
-                stream, segment_of(window[0]), segment_of(tail.version if resolve_corrections else window[1]), kept
-            )
-
-        async def entry_at(version: int) -> StreamEntry:
-            segment = self.streams_.segment_of(version)
-            if segment not in listings:
-                listings[segment] = await self.streams_.segment(stream, segment)
-            found = listings[segment].get(version)
-            if found is None:
-                raise CorruptData(f"stream {stream!r} lacks version {version} below its end")
-            return found
+            listings.update(await self.streams_.segments(
+                stream, segment_of(window[0]), segment_of(tail.version if resolve_corrections else window[1]),
+                listings,
+            ))
 
         versions: Iterable[int] = range(first, lowest - 1, -1) if backward else range(start, tail.version + 1)
         chosen: list[tuple[int, StreamEntry, Body]] = []
@@ -222,6 +229,22 @@ class DatabaseReads(DatabaseCore):
                     corrections[body.corrects] = (version, body)
         items = [(v, position(e.slot, e.index), b) for v, e, b in chosen]
         return await self._events(stream, items, corrections)
+
+    async def _count_back(
+        self, stream: str, last: int, count: int, floor: int, entry_at: Callable[[int], Awaitable[StreamEntry]]
+    ) -> int:
+        """The version of the `count`-th event (not counting corrections) back from `last`,
+        or `floor` if there are fewer above it."""
+        segments = self.streams_
+        seen = 0
+        version = last
+        while version >= floor:
+            if segments.body(await entry_at(version)).type != CORRECTION:
+                seen += 1
+                if seen == count:
+                    return version
+            version -= 1
+        return floor
 
     def iter_stream(
         self, stream: str, from_version: int = 0, *, backward: bool = False, page_size: int = 256,
