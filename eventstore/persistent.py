@@ -69,6 +69,7 @@ from .persistent_model import (
     REGISTRY,
     ConsumerInfo,
     GroupInfo,
+    InFlight,
     NackAction,
     ParkedEvent,
     PersistentEvent,
@@ -83,9 +84,11 @@ from .persistent_model import (
 if TYPE_CHECKING:
     from .database import Database
 
-__all__ = ["ALL", "CATEGORY_PREFIX", "ConsumerInfo", "GroupInfo", "NackAction", "ParkedEvent", "PersistentEvent",
-           "PersistentSettings", "PersistentSubscription", "PersistentSubscriptions", "StartFrom", "ledger_stream",
-           "parked_stream"]
+__all__ = [
+    "ALL", "CATEGORY_PREFIX", "ConsumerInfo", "GroupInfo", "InFlight", "NackAction", "ParkedEvent", "PersistentEvent",
+    "PersistentSettings", "PersistentSubscription", "PersistentSubscriptions", "StartFrom", "ledger_stream",
+    "parked_stream",
+]
 
 
 class PersistentSubscriptions:
@@ -224,6 +227,13 @@ class PersistentSubscriptions:
         state = await _Ledger(self.db, await self._group(stream, group)).refresh()
         events = await _fetch(self.db, [ref for ref, _w, _n in state.parked])
         return [ParkedEvent(e, why, n) for e, (_r, why, n) in zip(events, state.parked, strict=True)]
+
+    async def in_flight(self, stream: str, group: str) -> builtins.list[InFlight]:
+        """The events consumers hold now, in source order."""
+        await self.db.open()
+        state = await _Ledger(self.db, await self._group(stream, group)).refresh()
+        return [InFlight(*h.ref, h.consumer, h.deadline, h.retries)
+                for h in sorted(state.held.values(), key=lambda h: h.ref[2])]
 
     async def replay_parked(self, stream: str, group: str, stop_at: int | None = None) -> int:
         """Queue the parked events (the first `stop_at` of them, if given) for delivery

@@ -105,6 +105,18 @@ class ParkedEvent:
 
 
 @dataclass(frozen=True)
+class InFlight:
+    """An event a consumer holds: handed out, not yet acked or nacked."""
+
+    stream: str
+    version: int
+    position: int
+    consumer: str
+    deadline: float  # store clock: after it, another consumer may take the event
+    retry_count: int
+
+
+@dataclass(frozen=True)
 class ConsumerInfo:
     name: str  # as given to `subscribe`, with a suffix that tells two processes apart
     in_flight: int  # events it holds now
