@@ -121,6 +121,7 @@ class DatabaseCore:
         self._recent: OrderedDict[Any, tuple[str, tuple[Any, ...], AppendResult]] = OrderedDict()
         self._registered: set[str] = set()
         self._known_categories: set[str] = set()
+        self.last_category_read = ""  # how the last read_category read: links of $ce-, or the log
 
     # ------------------------------------------------------------------ set-up
 

@@ -138,6 +138,7 @@ class PersistentSubscription:
         self._ready: deque[PersistentEvent] = deque()
         self._mine: dict[uuid.UUID, int] = {}  # event id -> position, of what we hold
         self._scan: int | None = None  # our own cursor past system events nobody claims
+        self._cursor: tuple[int | None, Cursor] | None = None  # (from where, the source cursor)
         self._checked = 0.0
 
     async def __aenter__(self) -> PersistentSubscription:
@@ -217,8 +218,14 @@ class PersistentSubscription:
             scan = state.cursor
             if self._scan is not None and (scan is None or self._scan > scan):
                 scan = self._scan
-            cursor = _source_cursor(self.db, ledger.group.stream, scan)
+            if self._cursor is None or self._cursor[0] != scan:
+                # A fresh cursor, unless the last one stopped here: that one remembers since
+                # when an append in its way is pending, and finishes it after the grace period.
+                self._cursor = (scan, _source_cursor(self.db, ledger.group.stream, scan))
+            cursor = self._cursor[1]
             got = await cursor.read(settings.read_batch_size)
+            if got:
+                self._cursor = None
             for event in got:
                 if len(new) >= want:
                     break

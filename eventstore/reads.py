@@ -6,6 +6,7 @@ the catch-up subscriptions. Appends live in `database.py`; both share `dbcore.Da
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import replace
 from functools import partial
 from typing import Any, cast
 
@@ -144,8 +145,13 @@ class DatabaseReads(DatabaseCore):
         backward: bool = False,
         count: int | None = None,
         resolve_corrections: bool = True,
+        resolve_links: bool = False,
     ) -> list[RecordedEvent]:
         """Events of `stream` from `from_version` on (or back from it; END is the last).
+
+        With `resolve_links`, a link event (`$>`, as in `$ce-<category>` and `$et-<type>`)
+        reads as the event it points at, as recorded, with `link` set; a link to an event
+        of a hard-deleted stream, or one below its truncate_before, is left out.
 
         The stream's metadata applies (max count, max age, truncate-before). Restructure
         events are applied: an event they correct reads with the corrected payload, and the
@@ -228,7 +234,47 @@ class DatabaseReads(DatabaseCore):
                 if body.corrects is not None:
                     corrections[body.corrects] = (version, body)
         items = [(v, position(e.slot, e.index), b) for v, e, b in chosen]
-        return await self._events(stream, items, corrections)
+        out = await self._events(stream, items, corrections)
+        return await self._resolve_links(out, hide_deleted=True) if resolve_links else out
+
+    async def _resolve_links(self, events: list[RecordedEvent], *, hide_deleted: bool) -> list[RecordedEvent]:
+        """Link events replaced by what they point at (see `read_stream`), fetched at once."""
+        from .system_projections import LINK, parse_link
+
+        targets = {i: parse_link(e.data) for i, e in enumerate(events) if e.type == LINK}
+        if not targets:
+            return events
+        hidden: dict[str, int] = {}  # stream -> versions below this are not shown
+        if hide_deleted:
+            async def rules(name: str) -> None:
+                tail = await self.streams_.tail(name)
+                below = (await self._metadata(name)).truncate_before or 0
+                hidden[name] = tail.version + 2 if tail.deleted else below
+
+            names = {t[0] for t in targets.values() if t is not None}
+            await gather([partial(rules, n) for n in names], limit=FETCH_CONCURRENCY)
+        found: dict[int, StreamEntry | None] = {}
+
+        async def entry(i: int, name: str, version: int) -> None:
+            found[i] = await self.streams_.entry(name, version)
+
+        await gather([partial(entry, i, *t) for i, t in targets.items() if t is not None], limit=FETCH_CONCURRENCY)
+        rows = []
+        for i, target in targets.items():
+            e = found.get(i)
+            if target is None or e is None or target[1] < hidden.get(target[0], 0):
+                continue
+            rows.append((target[0], target[1], position(e.slot, e.index), self.streams_.body(e)))
+        resolved = iter(await self._events(None, rows) if rows else [])
+        kept = {i for i, t in targets.items() if t is not None and found.get(i) is not None
+                and t[1] >= hidden.get(t[0], 0)}
+        out = []
+        for i, event in enumerate(events):
+            if i not in targets:
+                out.append(event)
+            elif i in kept:
+                out.append(replace(next(resolved), link=event))
+        return out
 
     async def _count_back(
         self, stream: str, last: int, count: int, floor: int, entry_at: Callable[[int], Awaitable[StreamEntry]]
@@ -378,9 +424,34 @@ class DatabaseReads(DatabaseCore):
     async def read_category(
         self, category: str, from_position: int = 0, count: int | None = None
     ) -> list[RecordedEvent]:
-        """Every event of the category's streams, in log order."""
+        """Every event of the category's streams, in log order.
+
+        Once the system projections have run (`SystemProjections`), this reads the links of
+        `$ce-<category>` and scans only the log after the projection's checkpoint; before,
+        it scans the whole log. `last_category_read` says which it did."""
+        from .system_projections import CATEGORY_PREFIX, saved_checkpoint
+
         await self._open()
-        return await LogCursor(self, from_position, lambda s: category_of(s) == category).read_all(count)
+        checkpoint = await saved_checkpoint(self)
+        if checkpoint is None:
+            self.last_category_read = "scanned the log (the $by_category projection has not run)"
+            return await LogCursor(self, from_position, lambda s: category_of(s) == category).read_all(count)
+        try:
+            links = await self.read_stream(CATEGORY_PREFIX + category, resolve_corrections=False)
+        except StreamNotFound:
+            links = []
+        last = max([checkpoint, *(int(e.metadata["position"]) for e in links[-1:] if isinstance(e.metadata, dict))])
+        wanted = [e for e in links if isinstance(e.metadata, dict) and int(e.metadata["position"]) >= from_position]
+        if count is not None:
+            wanted = wanted[:count]
+        out = await self._resolve_links(wanted, hide_deleted=False)
+        rest = None if count is None else count - len(out)
+        if rest is None or rest > 0:
+            start = max(from_position, last + 1)
+            out += await LogCursor(self, start, lambda s: category_of(s) == category).read_all(rest)
+        self.last_category_read = (f"read {len(wanted)} links of {CATEGORY_PREFIX}{category}, then the log "
+                                   f"after position {last}")
+        return out
 
     def subscribe_to_all(self, from_checkpoint: int | None = None) -> Subscription:
         """Catch-up subscription to the database log: every event after `from_checkpoint`
