@@ -35,6 +35,7 @@ from .cli_persistent import persistent
 from .database import Database
 from .events import CORRECTION, END, EventData, RecordedEvent, StreamMetadata
 from .store import EventStore
+from .system_projections import SystemProjections
 
 
 def _names(names: list[str], as_json: bool) -> None:
@@ -168,13 +169,14 @@ def _appended(stream: str, event: EventData, version: int, log_position: int, as
 @click.option("--backward", is_flag=True, help="Newest first.")
 @click.option("--count", type=click.IntRange(min=0), help="At most this many events.")
 @click.option("--raw", is_flag=True, help="As written: restructure events shown, not applied.")
+@click.option("--resolve-links", is_flag=True, help="Read link events ($ce-, $et-, $streams) as what they point at.")
 @_connection
 async def read(store: EventStore, as_json: bool, database: str, stream: str, from_version: int | None,
-               backward: bool, count: int | None, raw: bool) -> None:
+               backward: bool, count: int | None, raw: bool, resolve_links: bool) -> None:
     """Read STREAM's events."""
     start = from_version if from_version is not None else (END if backward else 0)
     events = await (await _open(store, database)).read_stream(
-        stream, start, backward=backward, count=count, resolve_corrections=not raw)
+        stream, start, backward=backward, count=count, resolve_corrections=not raw, resolve_links=resolve_links)
     _events(events, as_json)
 
 
@@ -333,8 +335,36 @@ async def metadata_set(store: EventStore, as_json: bool, database: str, stream: 
 @_connection
 async def read_category(store: EventStore, as_json: bool, database: str, category: str, from_position: int,
                         count: int | None) -> None:
-    """Every event of CATEGORY's streams, in log order."""
-    _events(await (await _open(store, database)).read_category(category, from_position, count), as_json)
+    """Every event of CATEGORY's streams, in log order (from $ce-CATEGORY once the system
+    projections run; without --json, standard error says whether it read the links or scanned
+    the log)."""
+    db = await _open(store, database)
+    found = await db.read_category(category, from_position, count)
+    if not as_json:
+        click.echo(f"read-category: {db.last_category_read}", err=True)
+    _events(found, as_json)
+
+
+@es.group(name="projections")
+def projections_group() -> None:
+    """The system projections: $by_category ($ce-), $by_event_type ($et-) and $streams."""
+
+
+@projections_group.command(name="run")
+@click.argument("database")
+@click.option("--once", is_flag=True, help="Link what the log holds now, then stop.")
+@_connection
+async def projections_run(store: EventStore, as_json: bool, database: str, once: bool) -> None:
+    """Keep $ce-<category>, $et-<type> and $streams of DATABASE up to date (Ctrl-C stops;
+    a killed agent loses nothing: the next one goes on where the link streams stand)."""
+    agent = SystemProjections(await _open(store, database))
+    if not once:
+        await agent.run()
+    linked = await agent.catch_up()
+    if as_json:
+        echo_json({"links": linked, "checkpoint": agent.checkpoint})
+    else:
+        click.echo(f"wrote {linked} link{'s' if linked != 1 else ''}; checkpoint {agent.checkpoint}")
 
 
 es.add_command(tail, name="subscribe")

@@ -81,7 +81,7 @@ class SystemProjections:
         return await saved_checkpoint(self.db)
 
     async def catch_up(self) -> int:
-        """Link every event of the log up to its current end; return how many were linked."""
+        """Link every event of the log up to its current end; return how many links it wrote."""
         await self.db.open()
         from .subscriptions import LogCursor
 

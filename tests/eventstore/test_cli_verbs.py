@@ -23,8 +23,8 @@ def run(tmp_path, monkeypatch):
         assert "Traceback" not in result.output
         return result.exit_code, result.output
 
-    run_ = invoke
-    assert run_("db", "create", "shop")[0] == 0
+    invoke.mock = mock  # type: ignore[attr-defined]
+    assert invoke("db", "create", "shop")[0] == 0
     return invoke
 
 
@@ -105,3 +105,22 @@ def test_persistent_groups(run):
     assert run("persistent", "update", "shop", "$ce-order", "billing", "--message-timeout", "5")[0] == 0
     assert run("persistent", "delete", "shop", "$ce-order", "billing")[0] == 0
     assert json.loads(run("persistent", "list", "shop", "--json")[1]) == []
+
+
+def test_system_projections_from_the_command_line(run):
+    for i in range(4):
+        run("append", "shop", f"order@{i % 2}", "--type", "Placed" if i % 3 else "Paid", "--data", json.dumps(i))
+    result = CliRunner().invoke(es, ["read-category", "shop", "order", "--mock", run.mock])
+    assert "scanned the log" in result.stderr
+    code, out = run("projections", "run", "shop", "--once", "--json")
+    assert code == 0 and json.loads(out)["links"] == 4 * 2 + 2  # $ce-, $et- each; $streams for 2 streams
+    code, out = run("read", "shop", "$ce-order", "--resolve-links", "--json")
+    assert [(e["stream"], e["data"]) for e in json.loads(out)] == [
+        ("order@0", 0), ("order@1", 1), ("order@0", 2), ("order@1", 3)]
+    assert json.loads(out)[0]["link"]["stream"] == "$ce-order"
+    code, out = run("read", "shop", "$et-Paid", "--resolve-links", "--json")
+    assert [e["data"] for e in json.loads(out)] == [0, 3]
+    code, out = run("read", "shop", "$streams", "--json")
+    assert [e["data"] for e in json.loads(out)] == ["0@order@0", "0@order@1"]
+    result = CliRunner().invoke(es, ["read-category", "shop", "order", "--mock", run.mock])
+    assert "links of $ce-order" in result.stderr and result.stdout.count("order@") == 4
