@@ -4,6 +4,7 @@ and the one-line errors of the event store's own exceptions."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import msgpack
 import trio
 
+from client.authenticator import AppGrant
 from client.connect import connect
 from node.clikit import CommandError, cluster_option, json_option, leaf, mock_option
 from node.exitcodes import NOT_FOUND, REFUSED
@@ -27,20 +30,47 @@ from .events import ANY, NO_STREAM, STREAM_EXISTS
 from .store import EventStore
 
 F = TypeVar("F", bound=Callable[..., Any])
+APP_ENV = "SAFENET_APP"
+
+app_option = click.option(
+    "--app", "app_file", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="GRANT",
+    help="Act as an app your account authorised: the file `safenet account authorise APP --out GRANT` "
+         f"wrote [default: ${APP_ENV}]. Without it, the tool's own key.")
+
+
+def load_grant(path: str | None) -> AppGrant | None:
+    """The app grant the store acts as (`--app`, else $SAFENET_APP), or None."""
+    path = path or os.environ.get(APP_ENV) or None
+    if path is None:
+        return None
+    try:
+        return AppGrant.from_bytes(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise click.BadParameter(f"no such file: {path}", param_hint="--app") from None
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="--app") from None
+    except (ValueError, TypeError, KeyError, msgpack.ExtraData):
+        raise click.BadParameter(f"{path} is not an app grant (see `safenet account authorise --out`)",
+                                 param_hint="--app") from None
+
 
 def _connection(fn: F) -> F:
-    """--cluster, --mock and --json on a command; run its coroutine under trio with a
+    """--cluster, --mock, --app and --json on a command; run its coroutine under trio with a
     connected store. The store's errors go up to the group, which prints them and exits
     with the code docs/cli.md gives them; a wrong expected version carries its versions
     into the --json form of the error."""
 
     @json_option
+    @app_option
     @mock_option
     @cluster_option
     @wraps(fn)
-    def command(cluster: str | None, mock: str | None, as_json: bool, **kwargs: Any) -> None:
+    def command(cluster: str | None, mock: str | None, app_file: str | None, as_json: bool, **kwargs: Any) -> None:
+        grant = load_grant(app_file)
+
         async def main() -> None:
-            async with connect(cluster, mock) as client:
+            keys, owner = (None, None) if grant is None else (grant.keys, grant.owner)
+            async with connect(cluster, mock, keys, owner) as client:
                 await fn(EventStore(client), as_json, **kwargs)
 
         try:
