@@ -21,83 +21,21 @@ stream), 2 for bad input such as bad JSON or a stream name the store refuses.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
+from dataclasses import replace
 
 import click
-import trio
 
-from client.connect import connect
 from node.clikit import (
     CONTEXT,
-    CommandError,
     SafenetGroup,
-    cluster_option,
-    json_option,
-    leaf,
-    mock_option,
 )
-from node.exitcodes import REFUSED
 
+from .cli_kit import _connection, _parse_expected, echo_json, read_payload
+from .cli_persistent import persistent
 from .database import Database
-from .errors import WrongExpectedVersion
-from .events import ANY, END, NO_STREAM, STREAM_EXISTS, EventData, RecordedEvent
+from .events import CORRECTION, END, EventData, RecordedEvent, StreamMetadata
 from .store import EventStore
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-# ----------------------------------------------------------------------------- plumbing
-
-
-def _connection(fn: F) -> F:
-    """--cluster, --mock and --json on a command; run its coroutine under trio with a
-    connected store. The store's errors go up to the group, which prints them and exits
-    with the code docs/cli.md gives them; a wrong expected version carries its versions
-    into the --json form of the error."""
-
-    @json_option
-    @mock_option
-    @cluster_option
-    @wraps(fn)
-    def command(cluster: str | None, mock: str | None, as_json: bool, **kwargs: Any) -> None:
-        async def main() -> None:
-            async with connect(cluster, mock) as client:
-                await fn(EventStore(client), as_json, **kwargs)
-
-        try:
-            trio.run(main)
-        except Exception as exc:  # a nursery may have wrapped it
-            error = leaf(exc)
-            if isinstance(error, WrongExpectedVersion):
-                raise CommandError(str(error), REFUSED, kind=type(error).__name__,
-                                   extra={"expected": error.expected, "actual": error.actual}) from None
-            raise
-
-    return command  # type: ignore[return-value]
-
-
-def _parse_json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint=what) from None
-
-
-def _parse_expected(text: str) -> int:
-    named = {"any": ANY, "no_stream": NO_STREAM, "no-stream": NO_STREAM,
-             "stream_exists": STREAM_EXISTS, "stream-exists": STREAM_EXISTS}
-    if text.lower() in named:
-        return named[text.lower()]
-    try:
-        value = int(text)
-    except ValueError:
-        raise click.BadParameter("an int, any, no_stream or stream_exists", param_hint="--expected-version") from None
-    if value < 0:
-        raise click.BadParameter("a version is >= 0 (or say any / no_stream / stream_exists)",
-                                 param_hint="--expected-version")
-    return value
+from .system_projections import SystemProjections
 
 
 def _names(names: list[str], as_json: bool) -> None:
@@ -184,28 +122,43 @@ async def streams(store: EventStore, as_json: bool, database: str, category: str
         click.echo(name)
 
 
+DATA_HELP = "The payload: JSON, @FILE (a file's contents) or - (standard input)."
+BYTES_HELP = "Store the payload's bytes as they are, not as JSON."
+METADATA_HELP = "The event's metadata: JSON, @FILE or -."
+
+
 @es.command()
 @click.argument("database")
 @click.argument("stream")
 @click.option("--type", "event_type", required=True, help="The event type.")
-@click.option("--data", required=True, help="The event's payload, as JSON.")
-@click.option("--metadata", help="The event's metadata, as JSON.")
+@click.option("--data", required=True, help=DATA_HELP)
+@click.option("--bytes", "as_bytes", is_flag=True, help=BYTES_HELP)
+@click.option("--metadata", help=METADATA_HELP)
 @click.option("--expected-version", default="any", show_default=True,
               help="A version, or any / no_stream / stream_exists.")
 @_connection
 async def append(store: EventStore, as_json: bool, database: str, stream: str, event_type: str,
-                 data: str, metadata: str | None, expected_version: str) -> None:
+                 data: str, as_bytes: bool, metadata: str | None, expected_version: str) -> None:
     """Append one event to STREAM (exit code 3 on a wrong expected version)."""
-    event = EventData(event_type, _parse_json(data, "--data"),
-                      None if metadata is None else _parse_json(metadata, "--metadata"))
+    _one_stdin(data, metadata)
+    event = EventData(event_type, read_payload(data, "--data", as_bytes),
+                      None if metadata is None else read_payload(metadata, "--metadata", False))
     expected = _parse_expected(expected_version)
     result = await (await _open(store, database)).append(stream, [event], expected_version=expected)
+    _appended(stream, event, result.next_expected_version, result.log_position, as_json)
+
+
+def _one_stdin(*values: str | None) -> None:
+    if sum(1 for v in values if v == "-") > 1:
+        raise click.UsageError("only one option can read standard input (-)")
+
+
+def _appended(stream: str, event: EventData, version: int, log_position: int, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"stream": stream, "id": str(event.id),
-                               "next_expected_version": result.next_expected_version,
-                               "log_position": result.log_position}))
+        echo_json({"stream": stream, "id": str(event.id), "next_expected_version": version,
+                   "log_position": log_position})
     else:
-        click.echo(f"{stream}#{result.next_expected_version} at position {result.log_position}")
+        click.echo(f"{stream}#{version} at position {log_position}")
 
 
 @es.command()
@@ -216,13 +169,14 @@ async def append(store: EventStore, as_json: bool, database: str, stream: str, e
 @click.option("--backward", is_flag=True, help="Newest first.")
 @click.option("--count", type=click.IntRange(min=0), help="At most this many events.")
 @click.option("--raw", is_flag=True, help="As written: restructure events shown, not applied.")
+@click.option("--resolve-links", is_flag=True, help="Read link events ($ce-, $et-, $streams) as what they point at.")
 @_connection
 async def read(store: EventStore, as_json: bool, database: str, stream: str, from_version: int | None,
-               backward: bool, count: int | None, raw: bool) -> None:
+               backward: bool, count: int | None, raw: bool, resolve_links: bool) -> None:
     """Read STREAM's events."""
     start = from_version if from_version is not None else (END if backward else 0)
     events = await (await _open(store, database)).read_stream(
-        stream, start, backward=backward, count=count, resolve_corrections=not raw)
+        stream, start, backward=backward, count=count, resolve_corrections=not raw, resolve_links=resolve_links)
     _events(events, as_json)
 
 
@@ -272,6 +226,149 @@ async def log_command(store: EventStore, as_json: bool, database: str, from_posi
     events = await (await _open(store, database)).read_all(from_position, count)
     _events(events, as_json)
 
+
+# ----------------------------------------------------------------------------- deleting and correcting
+
+
+@es.command()
+@click.argument("database")
+@click.argument("stream")
+@click.option("--hard", is_flag=True, help="A tombstone: the name can never be used again.")
+@click.option("--expected-version", default="any", show_default=True,
+              help="A version, or any / stream_exists.")
+@_connection
+async def delete(store: EventStore, as_json: bool, database: str, stream: str, hard: bool,
+                 expected_version: str) -> None:
+    """Delete STREAM: soft (hidden; a later append continues the numbering) or --hard."""
+    result = await (await _open(store, database)).delete_stream(
+        stream, _parse_expected(expected_version), hard=hard)
+    if as_json:
+        echo_json({"stream": stream, "hard": hard, "log_position": result.log_position})
+    else:
+        click.echo(f"{'hard-' if hard else ''}deleted {stream}")
+
+
+@es.command()
+@click.argument("database")
+@click.argument("stream")
+@click.argument("version", type=click.IntRange(min=0))
+@click.option("--data", required=True, help=DATA_HELP)
+@click.option("--bytes", "as_bytes", is_flag=True, help=BYTES_HELP)
+@click.option("--metadata", help=METADATA_HELP)
+@click.option("--expected-version", default="any", show_default=True,
+              help="The stream's version (the correction is appended after it).")
+@_connection
+async def restructure(store: EventStore, as_json: bool, database: str, stream: str, version: int, data: str,
+                      as_bytes: bool, metadata: str | None, expected_version: str) -> None:
+    """Correct the payload of STREAM's event VERSION (a restructure event is appended;
+    reads show the event with the new payload, `es read --raw` the history)."""
+    _one_stdin(data, metadata)
+    payload = read_payload(data, "--data", as_bytes)
+    meta = None if metadata is None else read_payload(metadata, "--metadata", False)
+    result = await (await _open(store, database)).restructure(
+        stream, version, payload, metadata=meta, expected_version=_parse_expected(expected_version))
+    if as_json:
+        echo_json({"stream": stream, "corrects": version, "type": CORRECTION,
+                   "next_expected_version": result.next_expected_version, "log_position": result.log_position})
+    else:
+        click.echo(f"{stream}#{version} corrected by {stream}#{result.next_expected_version}")
+
+
+@es.group(name="metadata")
+def metadata_group() -> None:
+    """Read and set a stream's metadata (max count, max age, truncate before, custom)."""
+
+
+def _metadata_out(stream: str, meta: StreamMetadata, as_json: bool) -> None:
+    if as_json:
+        echo_json({"stream": stream, **meta.to_json()})
+        return
+    for name, value in meta.to_json().items():
+        click.echo(f"{name}: {'-' if value is None else json.dumps(value)}")
+
+
+@metadata_group.command(name="get")
+@click.argument("database")
+@click.argument("stream")
+@_connection
+async def metadata_get(store: EventStore, as_json: bool, database: str, stream: str) -> None:
+    """Print STREAM's metadata."""
+    _metadata_out(stream, await (await _open(store, database)).get_stream_metadata(stream), as_json)
+
+
+@metadata_group.command(name="set")
+@click.argument("database")
+@click.argument("stream")
+@click.option("--max-count", type=click.IntRange(min=0), help="Keep the last N events (0: no limit).")
+@click.option("--max-age", type=click.FloatRange(min=0), help="Hide events older than S seconds (0: no limit).")
+@click.option("--truncate-before", type=click.IntRange(min=0), help="Hide versions below V.")
+@click.option("--custom", help="The application's own metadata: JSON, @FILE or -.")
+@click.option("--clear", is_flag=True, help="Start from empty metadata, not the current one.")
+@_connection
+async def metadata_set(store: EventStore, as_json: bool, database: str, stream: str, max_count: int | None,
+                       max_age: float | None, truncate_before: int | None, custom: str | None, clear: bool) -> None:
+    """Change STREAM's metadata: the options given replace those values, the rest stay."""
+    db = await _open(store, database)
+    meta = StreamMetadata() if clear else await db.get_stream_metadata(stream)
+    changes: dict[str, object] = {}
+    if max_count is not None:
+        changes["max_count"] = max_count or None
+    if max_age is not None:
+        changes["max_age"] = max_age or None
+    if truncate_before is not None:
+        changes["truncate_before"] = truncate_before
+    if custom is not None:
+        value = read_payload(custom, "--custom", False)
+        if not isinstance(value, dict) and value is not None:
+            raise click.BadParameter("a JSON object", param_hint="--custom")
+        changes["custom"] = value
+    meta = replace(meta, **changes)  # type: ignore[arg-type]
+    await db.set_stream_metadata(stream, meta)
+    _metadata_out(stream, meta, as_json)
+
+
+@es.command(name="read-category")
+@click.argument("database")
+@click.argument("category")
+@click.option("--from", "from_position", type=click.IntRange(min=0), default=0, help="First log position.")
+@click.option("--count", type=click.IntRange(min=0), help="At most this many events.")
+@_connection
+async def read_category(store: EventStore, as_json: bool, database: str, category: str, from_position: int,
+                        count: int | None) -> None:
+    """Every event of CATEGORY's streams, in log order (from $ce-CATEGORY once the system
+    projections run; without --json, standard error says whether it read the links or scanned
+    the log)."""
+    db = await _open(store, database)
+    found = await db.read_category(category, from_position, count)
+    if not as_json:
+        click.echo(f"read-category: {db.last_category_read}", err=True)
+    _events(found, as_json)
+
+
+@es.group(name="projections")
+def projections_group() -> None:
+    """The system projections: $by_category ($ce-), $by_event_type ($et-) and $streams."""
+
+
+@projections_group.command(name="run")
+@click.argument("database")
+@click.option("--once", is_flag=True, help="Link what the log holds now, then stop.")
+@_connection
+async def projections_run(store: EventStore, as_json: bool, database: str, once: bool) -> None:
+    """Keep $ce-<category>, $et-<type> and $streams of DATABASE up to date (Ctrl-C stops;
+    a killed agent loses nothing: the next one goes on where the link streams stand)."""
+    agent = SystemProjections(await _open(store, database))
+    if not once:
+        await agent.run()
+    linked = await agent.catch_up()
+    if as_json:
+        echo_json({"links": linked, "checkpoint": agent.checkpoint})
+    else:
+        click.echo(f"wrote {linked} link{'s' if linked != 1 else ''}; checkpoint {agent.checkpoint}")
+
+
+es.add_command(tail, name="subscribe")
+es.add_command(persistent)
 
 
 from .grpc.cli import serve  # noqa: E402  (the gRPC gateway, docs/grpc.md; imports grpc only when run)

@@ -76,3 +76,35 @@ class CorruptData(EventStoreError):
 def _version_name(version: int) -> str:
     names = {-1: "NO_STREAM", -2: "ANY", -4: "STREAM_EXISTS"}
     return names.get(version, str(version))
+
+
+class PersistentSubscriptionExists(EventStoreError):
+    """A persistent subscription group of that name already exists on that stream."""
+
+    def __init__(self, stream: str, group: str) -> None:
+        self.stream = stream
+        self.group = group
+        super().__init__(f"persistent subscription {group!r} on {stream!r} already exists")
+
+
+class PersistentSubscriptionNotFound(EventStoreError):
+    """No persistent subscription group of that name on that stream (or it was deleted)."""
+
+    def __init__(self, stream: str, group: str) -> None:
+        self.stream = stream
+        self.group = group
+        super().__init__(f"persistent subscription {group!r} on {stream!r} not found")
+
+
+class MaximumSubscribersReached(EventStoreError):
+    """The group already has `max_subscriber_count` live consumers."""
+
+    def __init__(self, stream: str, group: str) -> None:
+        self.stream = stream
+        self.group = group
+        super().__init__(f"persistent subscription {group!r} on {stream!r} has its maximum of consumers")
+
+
+class PersistentSubscriptionDropped(EventStoreError):
+    """A consumer's subscription ended: its group was deleted or its settings changed (as
+    EventStoreDB drops its consumers then; subscribe again)."""

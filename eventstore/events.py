@@ -128,7 +128,8 @@ class RecordedEvent:
     """An event as the store holds it. `position` orders it in the database log.
 
     `corrected_by` is the version of the restructure event whose payload replaced the
-    original one in this read (None when the event is read as first written).
+    original one in this read (None when the event is read as first written). `link` is the
+    link event (`$>`) it was reached through, in a read with `resolve_links`.
     """
 
     stream: str
@@ -142,6 +143,7 @@ class RecordedEvent:
     timestamp: datetime
     position: int
     corrected_by: int | None = None
+    link: RecordedEvent | None = None  # the link event this one was read through (resolve_links)
 
     @property
     def category(self) -> str:
@@ -165,6 +167,8 @@ class RecordedEvent:
             "timestamp": self.timestamp.isoformat(),
             "position": self.position,
             "corrected_by": self.corrected_by,
+            **({} if self.link is None else {"link": {"stream": self.link.stream, "version": self.link.version,
+                                                       "position": self.link.position}}),
         }
 
 

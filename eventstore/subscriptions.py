@@ -25,7 +25,7 @@ from .log import Fate
 from .records import Intent
 
 if TYPE_CHECKING:
-    from .database import Database
+    from .reads import DatabaseReads as Database
 
 PAGE = 256
 

@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import trio
@@ -66,7 +66,7 @@ def _source(options: Any, field: str = "stream_option") -> str:
     return M.stream_name(options.stream_identifier)  # the deprecated field of old clients
 
 
-def _start_from(options: Any) -> int | str:
+def _start_from(options: Any) -> Literal["start", "end"] | int:
     """The settings' start: "start", "end", a version, or a store log position for $all."""
     if options.WhichOneof("stream_option") == "all":
         where = options.all.WhichOneof("all_option")

@@ -41,7 +41,7 @@ from node.tools import open_tools
 
 from ..cqrs import Projection
 from ..store import EventStore
-from . import network_pages, projection_pages, store_pages, tail
+from . import network_pages, persistent_pages, projection_pages, store_pages, tail
 from .cluster_control import ClusterControl
 from .context import UiContext
 from .projections import load_projections
@@ -65,6 +65,7 @@ def create_app(ui: UiContext, *, allowed_hosts: list[str] | None = None) -> Star
         *store_pages.ROUTES,
         *tail.ROUTES,
         *projection_pages.ROUTES,
+        *persistent_pages.ROUTES,
         *network_pages.ROUTES,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

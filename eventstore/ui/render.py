@@ -29,6 +29,8 @@ from ..errors import (
     DatabaseNotFound,
     EventStoreError,
     InvalidEvent,
+    PersistentSubscriptionExists,
+    PersistentSubscriptionNotFound,
     StreamDeleted,
     StreamNotFound,
     WrongExpectedVersion,
@@ -142,11 +144,11 @@ def describe(exc: BaseException) -> tuple[int, str]:
     exc = first_leaf(exc)
     if isinstance(exc, WrongExpectedVersion):
         return 409, f"Wrong expected version: {exc}. Nothing was written."
-    if isinstance(exc, DatabaseNotFound | StreamNotFound):
+    if isinstance(exc, DatabaseNotFound | StreamNotFound | PersistentSubscriptionNotFound):
         return 404, f"Not found: {exc}."
     if isinstance(exc, StreamDeleted):
         return 410, f"Deleted: {exc}."
-    if isinstance(exc, DatabaseExists):
+    if isinstance(exc, DatabaseExists | PersistentSubscriptionExists):
         return 409, f"Exists: {exc}."
     if isinstance(exc, InvalidEvent | BadInput):
         return 400, f"Not accepted: {exc}"

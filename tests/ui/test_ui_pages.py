@@ -316,3 +316,26 @@ async def test_served_on_loopback_it_answers_only_to_loopback_names(ui: Ui) -> N
         assert (await http.get("/")).status_code == 200
         rebound = await http.get("/", headers={"Host": "evil.example:8080"})
         assert rebound.status_code == 400
+
+
+async def test_persistent_subscription_pages(ui: Ui) -> None:
+    from eventstore.persistent import NackAction, PersistentSettings
+
+    db = await ui.store.create_database("shop")
+    page = await ui.http.get("/persistent/shop")
+    assert page.status_code == 200 and "No persistent subscription group" in page.text
+    await db.append("job@1", [EventData("Run", {"n": 1}), EventData("Run", {"n": 2})])
+    await db.persistent.create("job@1", "workers", PersistentSettings(start_from="start"))
+    async with db.persistent.subscribe("job@1", "workers", "w", buffer_size=1) as sub:
+        message = await sub.__anext__()
+        await sub.nack(NackAction.PARK, "<b>bad</b>", message)
+    page = await ui.http.get("/persistent/shop")
+    assert "workers" in page.text and "job@1" in page.text
+    page = await ui.http.get("/persistent-group/shop", params={"stream": "job@1", "group": "workers"})
+    no_traceback(page.text)
+    assert page.status_code == 200 and "&lt;b&gt;bad&lt;/b&gt;" in page.text and 'id="parked-count">1<' in page.text
+    missing = await ui.http.get("/persistent-group/shop", params={"stream": "job@1", "group": "nobody"})
+    assert missing.status_code in (400, 404) and "not found" in alert(missing.text)
+    replayed = await ui.http.post("/persistent-replay/shop", data={"stream": "job@1", "group": "workers"},
+                                  headers={"origin": "http://ui"})
+    assert replayed.status_code == 303 and "Replaying+1" in replayed.headers["location"]

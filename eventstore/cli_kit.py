@@ -1,0 +1,140 @@
+"""Plumbing shared by the `safenet es` commands: the connection, payload and JSON parsing,
+and the one-line errors of the event store's own exceptions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgpack
+import trio
+
+from client.authenticator import AppGrant
+from client.connect import connect
+from node.clikit import CommandError, cluster_option, json_option, leaf, mock_option
+from node.exitcodes import NOT_FOUND, REFUSED
+
+from .errors import (
+    MaximumSubscribersReached,
+    PersistentSubscriptionExists,
+    PersistentSubscriptionNotFound,
+    WrongExpectedVersion,
+)
+from .events import ANY, NO_STREAM, STREAM_EXISTS
+from .store import EventStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+APP_ENV = "SAFENET_APP"
+
+app_option = click.option(
+    "--app", "app_file", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="GRANT",
+    help="Act as an app your account authorised: the file `safenet account authorise APP --out GRANT` "
+         f"wrote [default: ${APP_ENV}]. Without it, the tool's own key.")
+
+
+def load_grant(path: str | None) -> AppGrant | None:
+    """The app grant the store acts as (`--app`, else $SAFENET_APP), or None."""
+    path = path or os.environ.get(APP_ENV) or None
+    if path is None:
+        return None
+    try:
+        return AppGrant.from_bytes(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise click.BadParameter(f"no such file: {path}", param_hint="--app") from None
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="--app") from None
+    except (ValueError, TypeError, KeyError, msgpack.ExtraData):
+        raise click.BadParameter(f"{path} is not an app grant (see `safenet account authorise --out`)",
+                                 param_hint="--app") from None
+
+
+def _connection(fn: F) -> F:
+    """--cluster, --mock, --app and --json on a command; run its coroutine under trio with a
+    connected store. The store's errors go up to the group, which prints them and exits
+    with the code docs/cli.md gives them; a wrong expected version carries its versions
+    into the --json form of the error."""
+
+    @json_option
+    @app_option
+    @mock_option
+    @cluster_option
+    @wraps(fn)
+    def command(cluster: str | None, mock: str | None, app_file: str | None, as_json: bool, **kwargs: Any) -> None:
+        grant = load_grant(app_file)
+
+        async def main() -> None:
+            keys, owner = (None, None) if grant is None else (grant.keys, grant.owner)
+            async with connect(cluster, mock, keys, owner) as client:
+                await fn(EventStore(client), as_json, **kwargs)
+
+        try:
+            trio.run(main)
+        except Exception as exc:  # a nursery may have wrapped it
+            error = leaf(exc)
+            if isinstance(error, WrongExpectedVersion):
+                raise CommandError(str(error), REFUSED, kind=type(error).__name__,
+                                   extra={"expected": error.expected, "actual": error.actual}) from None
+            if isinstance(error, PersistentSubscriptionExists | MaximumSubscribersReached):
+                raise CommandError(str(error), REFUSED, kind=type(error).__name__) from None
+            if isinstance(error, PersistentSubscriptionNotFound):
+                raise CommandError(str(error), NOT_FOUND, kind=type(error).__name__) from None
+            raise
+
+    return command  # type: ignore[return-value]
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=what) from None
+
+
+def _parse_expected(text: str) -> int:
+    named = {"any": ANY, "no_stream": NO_STREAM, "no-stream": NO_STREAM,
+             "stream_exists": STREAM_EXISTS, "stream-exists": STREAM_EXISTS}
+    if text.lower() in named:
+        return named[text.lower()]
+    try:
+        value = int(text)
+    except ValueError:
+        raise click.BadParameter("an int, any, no_stream or stream_exists", param_hint="--expected-version") from None
+    if value < 0:
+        raise click.BadParameter("a version is >= 0 (or say any / no_stream / stream_exists)",
+                                 param_hint="--expected-version")
+    return value
+
+
+def read_payload(text: str, what: str, as_bytes: bool) -> Any:
+    """A payload option: inline text, `@FILE` (the file's bytes) or `-` (standard input).
+    JSON unless `as_bytes`, then the bytes as they are (a 10 MB file goes as it is)."""
+    if text == "-":
+        raw = sys.stdin.buffer.read()
+    elif text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise click.BadParameter(f"no such file: {path}", param_hint=what) from None
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint=what) from None
+    else:
+        raw = text.encode()
+    if as_bytes:
+        return raw
+    try:
+        return _parse_json(raw.decode(), what)
+    except UnicodeDecodeError:
+        raise click.BadParameter("not UTF-8 JSON (say --bytes to store the bytes as they are)",
+                                 param_hint=what) from None
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value))
+
