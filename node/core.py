@@ -213,7 +213,6 @@ class NodeCore:
     # ================================================================ plumbing
 
     def take_output(self) -> list[Send]:
-        self.replicator.flush()  # replication's merged accepts and commits (node/replication.py)
         out, self._out = self._out, []
         return out
 

@@ -95,10 +95,18 @@ class Replicator(Acceptor):
         if target == self.core.name:  # our own acceptor: no wire, nothing to merge
             self.core.rpc(target, new_message(ACCEPT, items=[item]), on_reply)
         else:
+            self._flush_soon()
             self._accepts.setdefault(target, []).append((item, on_reply))
 
     def queue_commit(self, target: XorName, item: list[Any]) -> None:
+        self._flush_soon()
         self._commits.setdefault(target, []).append(item)
+
+    def _flush_soon(self) -> None:
+        # A timer due now: the host (and the simulator) run the timers that are due right
+        # after handling a batch of messages, in the same turn, so nothing waits for it.
+        if not self._accepts and not self._commits:
+            self.core.at(self.core.now, self.flush)
 
     def flush(self) -> None:
         """One message per member for everything replication has for it after a batch: the
@@ -106,8 +114,9 @@ class Replicator(Acceptor):
         that ended riding along (a commit for round n of an MD then travels in the frame of
         round n+1's accept, which carries the same certificate). What each acceptor is told,
         and in which order, is as if every item had been a message of its own: only the
-        envelopes are fewer, and envelopes are most of a message's cost on the wire. Called by
-        the core before it hands its output to the host (`NodeCore.take_output`)."""
+        envelopes are fewer, and envelopes are most of a message's cost on the wire. Runs as
+        a timer due at once (`_flush_soon`): the host runs due timers after each batch of
+        messages it hands the core, so this is the end of the batch."""
         accepts, commits = self._accepts, self._commits
         if not accepts and not commits:
             return
