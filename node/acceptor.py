@@ -53,7 +53,7 @@ from .paxos import (
     on_prepare,
 )
 from .proofs import certifies, looks_certified, make_vote
-from .requests import MDataOp, Request, apply_mutation
+from .requests import REQUEST_ID_LEN, MDataOp, Request, apply_mutation
 from .rules import MDataState
 from .xorname import XorName, distance
 
@@ -148,14 +148,16 @@ class Acceptor:
         hash of everything the signature covers, the key and the signature, so a request
         that differs in any of them is checked afresh."""
         op = request.op
-        if not op.MUTATES or op.INTERNAL or request.requester is None or not request.signature:
-            request.verify()
+        if (not op.MUTATES or op.INTERNAL or request.requester is None or not request.signature
+                or len(request.request_id) != REQUEST_ID_LEN):
+            request.verify()  # raises, or passes what needs no signature
             return
-        token = hashlib.blake2b(request.signing_bytes(), digest_size=32, key=bytes(request.requester),
-                                salt=b"", person=b"").digest() + request.signature
+        signed = request.signing_bytes()
+        token = hashlib.blake2b(signed, digest_size=32, key=bytes(request.requester)).digest() + request.signature
         if token in self.verified:
             return
-        request.verify()
+        if not request.requester.verify(signed, request.signature):  # as request.verify(), encoded once
+            raise E.InvalidSignature("the request's signature does not verify")
         if len(self.verified) >= 4096:
             self.verified.clear()
         self.verified.add(token)
