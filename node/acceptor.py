@@ -9,6 +9,7 @@ every other field are bounded as they are read (node/messages.py).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +19,10 @@ from .messages import (
     CERTIFIED,
     CERTIFIED_PARENT,
     CHAIN,
-    COMMIT,
     FULL,
     MAX_BATCH,
     MAX_CHAIN,
+    MAX_COMMITS,
     MAX_ITEMS,
     NEED_STATE,
     NOT_MEMBER,
@@ -52,9 +53,8 @@ from .paxos import (
     on_prepare,
 )
 from .proofs import certifies, looks_certified, make_vote
-from .requests import MDataOp, Request, apply_mutation
+from .requests import REQUEST_ID_LEN, MDataOp, Request, apply_mutation
 from .rules import MDataState
-from .wire import new_message
 from .xorname import XorName, distance
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ class Acceptor:
     steps: dict[bytes, list[Any]]
     chains: dict[bytes, tuple[bytes | Register, list[Any], list[Any]]]
     floors: dict[bytes, int]
+    verified: set[bytes]
     fast: dict[bytes, tuple[Ballot, Register]]
     left_at: dict[bytes, float]
 
@@ -123,7 +124,7 @@ class Acceptor:
         so an outsider cannot simply claim a near one (docs/security.md)."""
         name = key[:32]
         view = self.core.group(name, width * self.core.config.replication + 2)
-        radius = max((distance(n, name) for n in view), default=-1)
+        radius = max((distance(n, name) for n in view), default=-1)  # group() is cached, this is cheap
         record = self.records.get(key)
         named: set[XorName] = set()
         if record is not None and record.value is not None:
@@ -141,6 +142,26 @@ class Acceptor:
         width = 1 if record is not None and record.value is not None else 2
         return self.plausible(key, width)(peer.name)
 
+    def verify(self, request: Request) -> None:
+        """`request.verify()`, once per node: a signed request this node has checked (as it
+        arrived from the client, or in an earlier step) is not checked again. Remembered by a
+        hash of everything the signature covers, the key and the signature, so a request
+        that differs in any of them is checked afresh."""
+        op = request.op
+        if (not op.MUTATES or op.INTERNAL or request.requester is None or not request.signature
+                or len(request.request_id) != REQUEST_ID_LEN):
+            request.verify()  # raises, or passes what needs no signature
+            return
+        signed = request.signing_bytes()
+        token = hashlib.blake2b(signed, digest_size=32, key=bytes(request.requester)).digest() + request.signature
+        if token in self.verified:
+            return
+        if not request.requester.verify(signed, request.signature):  # as request.verify(), encoded once
+            raise E.InvalidSignature("the request's signature does not verify")
+        if len(self.verified) >= 4096:
+            self.verified.clear()
+        self.verified.add(token)
+
     def vote(self, key: bytes, digest: bytes) -> list[bytes]:
         return make_vote(self.core.keys, key, digest)
 
@@ -155,15 +176,21 @@ class Acceptor:
         any of them can then prove it to a proposer (a value known only to a minority of its
         holders, with no certificate, would stall the MD). One message each, no reply."""
         members = {n for group in value.quorums for n in group} - {self.core.name} - set(skip)
+        item = Commit(key, value.digest(), votes).to_wire()
         for name in sorted(members):
-            contact = self.core.contact(name)
-            self.core.send(name, contact.address if contact else None,
-                           new_message(COMMIT, items=[Commit(key, value.digest(), votes).to_wire()]))
+            self.queue_commit(name, item)  # leaves with this batch's output, with any accept to it
+
+    def queue_accept(self, target: XorName, item: list[Any], on_reply: Callable[[dict[str, Any] | None], None]) -> None:
+        raise NotImplementedError  # the Replicator's outbox
+
+    def queue_commit(self, target: XorName, item: list[Any]) -> None:
+        raise NotImplementedError  # the Replicator's outbox
 
     def on_commit(self, peer: Peer, msg: dict[str, Any]) -> None:
         """A proposer says a value was chosen, with its votes. Kept (unverified: whoever uses
-        a certificate checks it) if it is the value we hold."""
-        for item in read_items(msg, Commit, self.ballot, 64):
+        a certificate checks it) if it is the value we hold. (Commits also ride in an accept
+        message to the same member, in its `commits` field: see `on_accept`.)"""
+        for item in read_items(msg, Commit, self.ballot, MAX_COMMITS):
             record = self.records.get(item.key)
             if record is not None and record.digest == item.digest and self.speaks_for(peer, item.key):
                 self.certs[item.key] = (item.digest, item.votes)
@@ -240,7 +267,7 @@ class Acceptor:
         for obj in requests:
             request = Request.from_obj(obj)
             if self.core.config.verify_on_accept or not self.unvalidated:
-                request.verify()
+                self.verify(request)
             op = request.op
             if not isinstance(op, MDataOp) or not op.MUTATES or item_key(op.address) != key:
                 return None  # a request for another MD proves nothing about this one
@@ -294,6 +321,10 @@ class Acceptor:
         self.core.reply(peer, msg, PROMISE, items=out)
 
     def on_accept(self, peer: Peer, msg: dict[str, Any]) -> None:
+        if msg.get("commits") is not None:
+            # Commits the proposer had for us when it sent this: handled first, as they would
+            # be had they come on their own just before it.
+            self.on_commit(peer, {"items": msg["commits"]})
         out = []
         for item in read_items(msg, Accept, self.ballot, MAX_ITEMS):
             key, ballot = item.key, item.ballot

@@ -150,6 +150,8 @@ class NodeCore:
         self._lookups_running = 0
         self._lost: dict[XorName, tuple[Contact, float]] = {}  # evicted contacts, to re-check
         self.membership_epoch = 0  # bumped whenever routing gains or loses a contact
+        self._groups: dict[tuple[bytes, int], tuple[XorName, ...]] = {}  # see group()
+        self._groups_stamp: tuple[int, int] = (-1, 0)
         # The neighbourhood as the last self-lookup left it, and how many refresh ticks to
         # let pass before the next one (see _refresh_neighbours).
         self._neighbours: frozenset[XorName] = frozenset()
@@ -324,7 +326,16 @@ class NodeCore:
     def group(self, name: bytes, count: int | None = None) -> list[XorName]:
         """The `count` (default R) nodes closest to `name` that this node knows, itself included."""
         count = count or self.config.replication
-        return closest(name, [c.name for c in self.routing.closest(name, count)] + [self.name], count)
+        # Remembered until routing gains or loses a contact (every such change bumps the
+        # epoch): replication asks this several times per message it handles.
+        stamp = (self.membership_epoch, len(self.routing))
+        if self._groups_stamp != stamp or len(self._groups) > 4096:
+            self._groups, self._groups_stamp = {}, stamp
+        found = self._groups.get((name, count))
+        if found is None:
+            found = self._groups[(bytes(name), count)] = tuple(
+                closest(name, [c.name for c in self.routing.closest(name, count)] + [self.name], count))
+        return list(found)
 
     def recently_lost(self, name: bytes, count: int) -> list[XorName]:
         """The `count` contacts nearest `name` among those evicted lately and not back."""
@@ -502,7 +513,7 @@ class NodeCore:
 
         started = self.now
         request = Request.from_obj(msg["req"])
-        request.verify()
+        self.replicator.verify(request)  # remembered: our own acceptor will not check it again
         self.check_fresh(request)
         kind = request.op.KIND
         self.metrics.client_requests[kind] += 1

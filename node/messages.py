@@ -53,6 +53,7 @@ CHAIN = 5
 MAX_CHAIN = 16
 ALL_PROOFS = frozenset({CERTIFIED, TWO_STEPS, CERTIFIED_PARENT, CHAIN})
 MAX_ITEMS = 512  # items in one prepare / accept
+MAX_COMMITS = 64  # commit items in one message (a commit, or riding in an accept)
 MAX_BATCH = 1024  # requests in one step
 
 

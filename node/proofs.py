@@ -18,6 +18,7 @@ Everything here is pure: keys, bytes and names in, verdicts out.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +40,13 @@ def make_vote(keys: Keypair, key: bytes, digest: bytes) -> list[bytes]:
     return [bytes(keys.public), keys.sign(vote_bytes(key, digest))]
 
 
+@functools.lru_cache(maxsize=4096)
+def signer_name(pk_raw: bytes) -> XorName:
+    """The name of the node whose public key is `pk_raw` (a hash: remembered, since the same
+    few group members sign every certificate). ValueError if it is no public key."""
+    return PublicKey(pk_raw).name
+
+
 def valid_voters(key: bytes, digest: bytes, votes: Any, eligible: set[XorName]) -> set[XorName]:
     """The names among `eligible` whose votes in `votes` are valid signatures over (key, digest).
 
@@ -56,13 +64,12 @@ def valid_voters(key: bytes, digest: bytes, votes: Any, eligible: set[XorName]) 
         if not isinstance(pk_raw, bytes) or not isinstance(sig, bytes):
             continue
         try:
-            pk = PublicKey(pk_raw)
+            name = signer_name(pk_raw)
         except ValueError:
             continue
-        name = pk.name
         if name in voters or name not in eligible:
             continue
-        if pk.verify(message, sig):
+        if PublicKey(pk_raw).verify(message, sig):
             voters.add(name)
     return voters
 
@@ -83,7 +90,7 @@ def looks_certified(votes: Any, quorums: Sequence[Sequence[XorName]]) -> bool:
     voters: set[XorName] = set()
     for vote in votes[:MAX_VOTES] if isinstance(votes, list) else ():
         if isinstance(vote, list) and len(vote) == 2 and isinstance(vote[0], bytes) and len(vote[0]) == 32:
-            voters.add(PublicKey(vote[0]).name)
+            voters.add(signer_name(vote[0]))
     return has_majorities(voters, quorums)
 
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors as E
 from .messages import (
-    ACCEPT,
     ACCEPTED,
     ALL_PROOFS,
     CERTIFIED,
@@ -511,11 +510,9 @@ class Proposal:
 
     def send_accept(self, token: int, target: XorName, payload: list[Any]) -> None:
         item = Accept(self.key, self.ballot, True, payload)
-        self.core.rpc(
-            target,
-            new_message(ACCEPT, items=[item.to_wire()]),
-            lambda reply: self.on_accepted(token, target, reply),
-        )
+        # Through the replicator's outbox: the accepts of every round this node starts while
+        # handling one batch of messages leave as one message per member (node/replication.py).
+        self.rep.queue_accept(target, item.to_wire(), partial(self.on_accepted, token, target))
 
     def on_accepted(self, token: int, target: XorName, reply: dict[str, Any] | None) -> None:
         if token != self.token or self.phase != "accept":

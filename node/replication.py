@@ -16,6 +16,7 @@ docs/replication.md has the protocol, the membership-change rule and the proof s
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
@@ -25,7 +26,10 @@ from .errors import error_from_wire
 from .mdstore import RecordStore
 from .messages import (
     ACCEPT,
+    ACCEPTED,
     COMMIT,
+    MAX_COMMITS,
+    MAX_ITEMS,
     MD_REQUEST,
     PREPARE,
     READ_REPLY,
@@ -42,6 +46,8 @@ from .xorname import XorName
 
 if TYPE_CHECKING:
     from .core import NodeCore, Peer
+
+Reply = Callable[[dict[str, Any] | None], None]
 
 
 class Replicator(Acceptor):
@@ -71,10 +77,63 @@ class Replicator(Acceptor):
         self.steps: dict[bytes, list[Any]] = {}
         self.chains: dict[bytes, tuple[bytes | Register, list[Any], list[Any]]] = {}  # see Acceptor._extend_chain
         self.floors: dict[bytes, int] = {}  # the highest count of rounds of a certificate we checked
+        # Accept items and commits waiting for the end of the batch the host is handling, per
+        # member: see `flush`.
+        self._accepts: dict[XorName, list[tuple[list[Any], Reply]]] = {}
+        self._commits: dict[XorName, list[list[Any]]] = {}
+        self.verified: set[bytes] = set()  # client signatures this node checked (Acceptor.verify)
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
         return {PREPARE: self.on_prepare, ACCEPT: self.on_accept, SYNC: self.on_sync,
                 MD_REQUEST: self.on_md_request, COMMIT: self.on_commit}
+
+    # ---------------------------------------------------------------- outbox
+
+    def queue_accept(self, target: XorName, item: list[Any], on_reply: Reply) -> None:
+        """Send an accept item to `target` when this batch's output leaves (`flush`); its
+        answer (or None) goes to `on_reply` as an `accepted` reply of that one item."""
+        if target == self.core.name:  # our own acceptor: no wire, nothing to merge
+            self.core.rpc(target, new_message(ACCEPT, items=[item]), on_reply)
+        else:
+            self._flush_soon()
+            self._accepts.setdefault(target, []).append((item, on_reply))
+
+    def queue_commit(self, target: XorName, item: list[Any]) -> None:
+        self._flush_soon()
+        self._commits.setdefault(target, []).append(item)
+
+    def _flush_soon(self) -> None:
+        # A timer due now: the host (and the simulator) run the timers that are due right
+        # after handling a batch of messages, in the same turn, so nothing waits for it.
+        if not self._accepts and not self._commits:
+            self.core.at(self.core.now, self.flush)
+
+    def flush(self) -> None:
+        """One message per member for everything replication has for it after a batch: the
+        accepts of all rounds started meanwhile (of any MDs), with the commits of rounds
+        that ended riding along (a commit for round n of an MD then travels in the frame of
+        round n+1's accept, which carries the same certificate). What each acceptor is told,
+        and in which order, is as if every item had been a message of its own: only the
+        envelopes are fewer, and envelopes are most of a message's cost on the wire. Runs as
+        a timer due at once (`_flush_soon`): the host runs due timers after each batch of
+        messages it hands the core, so this is the end of the batch."""
+        accepts, commits = self._accepts, self._commits
+        if not accepts and not commits:
+            return
+        self._accepts, self._commits = {}, {}
+        for target in list(dict.fromkeys([*commits, *accepts])):
+            riding = commits.get(target, [])
+            pending = accepts.get(target, [])
+            for start in range(0, len(pending), MAX_ITEMS):
+                chunk = pending[start:start + MAX_ITEMS]
+                fields: dict[str, Any] = {"items": [item for item, _ in chunk]}
+                if riding:
+                    fields["commits"], riding = riding[:MAX_COMMITS], riding[MAX_COMMITS:]
+                self.core.rpc(target, new_message(ACCEPT, **fields), partial(_demux, [cb for _, cb in chunk]))
+            for start in range(0, len(riding), MAX_COMMITS):
+                contact = self.core.contact(target)
+                self.core.send(target, contact.address if contact else None,
+                               new_message(COMMIT, items=riding[start:start + MAX_COMMITS]))
 
     # ---------------------------------------------------------------- records
 
@@ -323,3 +382,14 @@ class Replicator(Acceptor):
         for key in reply.get("keys", [])[:budget]:
             if isinstance(key, bytes) and len(key) == 40 and key not in self.proposals:
                 self._enqueue(key, XorName(key[:32]), [], "repair")
+
+
+def _demux(callbacks: list[Reply], reply: dict[str, Any] | None) -> None:
+    """Hand each item of a merged accept's answer to the round that sent it, as an answer of
+    its own. No answer, an error, or a missing item: that round hears None (no answer)."""
+    items = reply.get("items") if reply is not None and reply.get("k") == ACCEPTED else None
+    for index, callback in enumerate(callbacks):
+        if isinstance(items, list) and index < len(items):
+            callback({"k": ACCEPTED, "items": [items[index]]})
+        else:
+            callback(None if reply is None or reply.get("k") == ACCEPTED else reply)
