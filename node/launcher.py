@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import random
 import shutil
@@ -62,6 +63,7 @@ STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 NODE_LOG_FILE = "node.log"
 NODE_KEY_FILE = "node.key"
+FAULTS_FILE = "faults.json"  # the faults in force (node.cluster_faults); gone after `down`
 
 DEFAULT_REPLICATION = 5
 ROUTING_K = 20  # the nodes' Kademlia k (NodeConfig.k): a routing table holds at most this many
@@ -291,6 +293,9 @@ class LocalCluster:
                "--replication", str(info.replication), "--admin-key", info.admin]
         for address in bootstrap:
             cmd += ["--bootstrap", address]
+        rules = self._fault_rules(info, entry)
+        if rules:
+            cmd += ["--fault-rules", rules]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(node_dir / STDOUT_FILE, "ab") as out, open(node_dir / STDERR_FILE, "ab") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -298,6 +303,17 @@ class LocalCluster:
         _CHILDREN[proc.pid] = proc
         entry.pid = proc.pid
         return proc.pid
+
+    def _fault_rules(self, info: ClusterFile, entry: NodeEntry) -> str | None:
+        """The transport rules node `entry` must start with while faults are in force (a node
+        restarted in a partition stays on its side), as JSON; None when there are none."""
+        if not (self.data_dir / FAULTS_FILE).exists():
+            return None
+        from .cluster_faults import ClusterFaults  # it builds on this module
+
+        state = ClusterFaults(self).load()
+        state.paused.discard(entry.index)
+        return None if state.empty() else json.dumps(state.rules_for(entry.index, info))
 
     def _wait_gone(self, entries: list[NodeEntry], timeout: float) -> list[NodeEntry]:
         """Wait until the processes have ended; return those still running at the deadline."""
@@ -359,6 +375,9 @@ class LocalCluster:
             self._terminate(running, timeout)
             for entry in info.nodes:
                 entry.pid = None
+            # Faults lived in the processes (or were signals to them): none outlive `down`.
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / FAULTS_FILE).unlink()
             if purge:
                 self._purge(info)
             else:
@@ -370,7 +389,7 @@ class LocalCluster:
         for entry in info.nodes:
             if entry.path.parent == self.data_dir and entry.path.name.startswith("node-"):
                 shutil.rmtree(entry.path, ignore_errors=True)
-        for name in (CLUSTER_FILE, ADMIN_KEY_FILE, LOCK_FILE):
+        for name in (CLUSTER_FILE, ADMIN_KEY_FILE, LOCK_FILE, FAULTS_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / name).unlink()
 

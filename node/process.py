@@ -69,11 +69,14 @@ async def serve(
     admin_key: bytes | None,
     log_stream: TextIO,
     limits: dict[str, Any] | None = None,
+    fault_rules: dict[str, Any] | None = None,
 ) -> None:
     keys = Keypair.load_or_create(data_dir / KEY_FILE)
     log = JsonLog(log_stream, keys.name.hex())
     store = SqliteStore(data_dir / STORE_FILE)
     fault = FaultRules(rng=random.Random())
+    if fault_rules:
+        fault.configure(fault_rules)
     endpoint = Endpoint(keys, role="node", listen_host=host, listen_port=port, fault=fault,
                         **(limits or {}))
     # The signal receiver spans the whole nursery: were it closed after start-up, SIGTERM
@@ -128,10 +131,13 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope, log: JsonLog) -
 @click.option("--max-buffered-mib", type=click.IntRange(min=1), default=DEFAULT_MAX_BUFFERED >> 20,
               show_default=True, envvar="SAFENET_MAX_BUFFERED_MIB", show_envvar=True,
               help="MiB of unfinished incoming frames all connections may hold together.")
+@click.option("--fault-rules", default=None, metavar="JSON", hidden=True,
+              help="Transport fault rules in force from the start (the launcher restarting a node "
+                   "while `cluster fault` rules are in force).")
 def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...], replication: int,
                 admin_key: str | None, lie: tuple[str, ...], idle_timeout: float,
                 max_connections: int, max_connections_per_source: int,
-                max_buffered_mib: int) -> None:
+                max_buffered_mib: int, fault_rules: str | None) -> None:
     """Run one node until stopped (SIGTERM or Ctrl-C).
 
     The connection limits can also be set through the environment (SAFENET_IDLE_TIMEOUT and
@@ -149,6 +155,15 @@ def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...]
             raise click.BadParameter("not hex", param_hint="--admin-key") from None
         if len(admin) != 32:
             raise click.BadParameter("a name is 64 hex digits", param_hint="--admin-key")
+    rules = None
+    if fault_rules:
+        try:
+            rules = json.loads(fault_rules)
+            if not isinstance(rules, dict):
+                raise ValueError("a JSON object of fault rules")
+            FaultRules().configure(rules)  # checked here, so a bad one is a usage error
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)[:200], param_hint="--fault-rules") from None
     data_dir.mkdir(parents=True, exist_ok=True)
     config = NodeConfig(replication=replication, lie=frozenset(lie))
     limits = {
@@ -161,5 +176,5 @@ def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...]
         with contextlib.suppress(KeyboardInterrupt):  # trio may turn a late SIGINT into this
             trio.run(lambda: serve(data_dir, host=host, port=port, bootstrap=list(bootstrap),
                                    config=config, admin_key=admin, log_stream=log_stream,
-                                   limits=limits))
+                                   limits=limits, fault_rules=rules))
     sys.exit(0)

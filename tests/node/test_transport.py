@@ -747,6 +747,23 @@ def test_fault_rules_configure_like_an_admin_message() -> None:
         assert rules.config() == before
 
 
+def test_fault_rules_slow_links_wait_for_that_peer_only() -> None:
+    a, b = Keypair().name, Keypair().name
+    rules = FaultRules(seed=1)
+    rules.configure({"slow": {a.hex(): 2.5}, "delay": [0.1, 0.2]})
+    assert 2.6 <= rules.outbound(a, new_message("m")) <= 2.7
+    assert 0.1 <= rules.outbound(b, new_message("m")) <= 0.2
+    assert rules.config()["slow"] == {a.hex(): 2.5}
+    before = rules.config()
+    for bad in ({"slow": {a.hex(): -1}}, {"slow": {a.hex(): float("inf")}}, {"slow": [a.hex()]},
+                {"slow": {"zz": 1}}, {"slow": {a.hex(): True}}):
+        with pytest.raises(ValueError):
+            rules.configure(bad)
+        assert rules.config() == before
+    rules.heal()
+    assert "slow" not in rules.config() and rules.outbound(a, new_message("m")) <= 0.2
+
+
 # ------------------------------------------------------------------------ misc API
 
 
