@@ -60,7 +60,9 @@ def status_table(reports: list[NodeReport], paused: set[int] | frozenset[int] = 
         j = report.to_json()
         s = report.status
         alive = "yes" if report.alive else "no"
-        if report.alive and s is None:
+        if report.entry.remote:
+            alive = "remote" if s is not None else "remote (silent)"
+        elif report.alive and s is None:
             alive = "paused" if report.entry.index in paused else "yes (silent)"
         rows.append([
             str(j["index"]), j["id"][:16], j["address"], str(j["pid"] or "-"), alive,
@@ -134,13 +136,16 @@ def cluster() -> None:
 @cluster_dir_option
 @click.option("--base-port", type=click.IntRange(1, 65535), default=None,
               help="Node i listens on BASE_PORT + i [default: free ports are picked].")
+@click.option("--host", default=None, metavar="ADDR",
+              help="The address the nodes listen on, e.g. this machine's LAN address so nodes "
+                   "on other machines can join (new cluster only) [default: 127.0.0.1].")
 @click.option("--replication", "-r", type=click.IntRange(min=1), default=None,
               help=f"R: nodes in each item's close group (new cluster only) [default: {DEFAULT_REPLICATION}].")
 @click.option("--timeout", type=click.FloatRange(min=0), default=START_TIMEOUT, show_default=True,
               help="Seconds to wait for the nodes to be ready and routing to converge.")
 @json_option
-def up(nodes: int | None, data_dir: Path | None, base_port: int | None, replication: int | None,
-       timeout: float, as_json: bool) -> None:
+def up(nodes: int | None, data_dir: Path | None, base_port: int | None, host: str | None,
+       replication: int | None, timeout: float, as_json: bool) -> None:
     """Start a cluster, or restart the stopped nodes of an existing one.
 
     Returns once every node answers, is ready, and knows min(N-1, 20) others; then writes
@@ -153,7 +158,7 @@ def up(nodes: int | None, data_dir: Path | None, base_port: int | None, replicat
                    "use `safenet cluster add` to grow it", err=True)
     t0 = time.monotonic()
     info = run_async(lc.up, nodes, replication=replication, base_port=base_port, timeout=timeout,
-                     progress=_progress_printer())
+                     progress=_progress_printer(), host=host)
     took = time.monotonic() - t0
     reports = run_async(lc.status)
     verb = "restarted" if existed else "started"
@@ -267,6 +272,32 @@ def add(count: int, data_dir: Path | None, timeout: float, as_json: bool) -> Non
         return
     for entry in new:
         click.echo(f"added node {entry.index} {entry.id} at {entry.address}")
+
+
+@cluster.command("add-remote")
+@click.argument("address")
+@cluster_dir_option
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Seconds to wait for the node to answer.")
+@json_option
+def add_remote(address: str, data_dir: Path | None, timeout: float, as_json: bool) -> None:
+    """Record the node answering at ADDRESS (HOST:PORT, on another machine) in cluster.json.
+
+    Start it there first with `safenet node run --listen ... --bootstrap <one of ours>
+    --admin-key <this cluster's admin>`; clients reading cluster.json then use it too, and
+    `status` shows it. It is never signalled from here: kill, stop and start refuse it.
+    """
+    from .transport import parse_address
+
+    try:
+        parse_address(address)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="ADDRESS") from None
+    entry = run_async(_cluster_here(data_dir).add_remote, address, timeout=timeout)
+    if as_json:
+        _echo_json({"added": {"index": entry.index, "id": entry.id, "address": entry.address, "remote": True}})
+        return
+    click.echo(f"added remote node {entry.index} {entry.id} at {entry.address}")
 
 
 @cluster.command()

@@ -262,7 +262,7 @@ class ClusterFaults:
     def _signal(self, index: int, sig: int, *, pause: bool) -> bool:
         with self.lc.locked():
             info = self.lc.load()
-            entry = self.lc.node(info, index)
+            entry = self.lc.local(self.lc.node(info, index), "pause or resume")
             state = self.load()
             if not self.lc.is_alive(entry):
                 state.paused.discard(index)
@@ -312,19 +312,14 @@ class ClusterFaults:
         missed: list[int] = []
 
         async def push(entry: NodeEntry) -> None:
-            # Twice: the reply can be lost to the very loss being set.
-            for _attempt in range(2):
-                try:
-                    await tools.set_fault(entry.address, state.rules_for(entry.index, info), expect=entry.name)
-                    applied.append(entry.index)
-                    return
-                except UNANSWERED:
-                    pass
-            missed.append(entry.index)
+            if await _set(tools, entry, state.rules_for(entry.index, info)) is None:
+                missed.append(entry.index)
+            else:
+                applied.append(entry.index)
 
         async with trio.open_nursery() as nursery:
             for entry in info.nodes:
-                if entry.index not in state.paused and self.lc.is_alive(entry):
+                if entry.index not in state.paused and (entry.remote or self.lc.is_alive(entry)):
                     nursery.start_soon(push, entry)
         return {"faults": state.to_json(), "summary": state.describe(),
                 "applied": sorted(applied), "unanswered": sorted(missed)}
@@ -339,15 +334,12 @@ class ClusterFaults:
         in_force: dict[int, dict[str, Any] | None] = {}
 
         async def ask(entry: NodeEntry) -> None:
-            try:
-                # An empty change answers with the rules in force and changes nothing.
-                in_force[entry.index] = await tools.set_fault(entry.address, {}, expect=entry.name)
-            except UNANSWERED:
-                in_force[entry.index] = None
+            # An empty change answers with the rules in force and changes nothing.
+            in_force[entry.index] = await _set(tools, entry, {})
 
         async with trio.open_nursery() as nursery:
             for entry in info.nodes:
-                if entry.index not in state.paused and self.lc.is_alive(entry):
+                if entry.index not in state.paused and (entry.remote or self.lc.is_alive(entry)):
                     nursery.start_soon(ask, entry)
         by_id = {e.id: e.index for e in info.nodes}
         nodes = []
@@ -364,6 +356,20 @@ class ClusterFaults:
             })
         return {"faults": state.to_json(), "summary": state.describe(), "links_cut": len(state.cuts),
                 "nodes": nodes}
+
+
+ATTEMPTS = 4  # a reply can be lost to the very loss in force on that node
+
+
+async def _set(tools: NodeTools, entry: NodeEntry, rules: dict[str, Any]) -> dict[str, Any] | None:
+    """Set (or, with {}, read) `entry`'s rules; the rules in force, or None if it never answered.
+    Setting the same rules twice is harmless, so a lost reply is simply asked again."""
+    for _attempt in range(ATTEMPTS):
+        try:
+            return await tools.set_fault(entry.address, rules, expect=entry.name)
+        except UNANSWERED:
+            pass
+    return None
 
 
 def _matches(got: dict[str, Any], want: dict[str, Any]) -> bool:

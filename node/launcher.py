@@ -117,25 +117,34 @@ def process_alive(pid: int | None, data_dir: str | None = None) -> bool:
         return True
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def probe_port(taken: set[int], rng: random.Random | None = None) -> int:
-    """A port on 127.0.0.1 that is free now and not in `taken`."""
+def _can_bind(host: str) -> bool:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
+def probe_port(taken: set[int], rng: random.Random | None = None, host: str = "127.0.0.1") -> int:
+    """A port on `host` that is free now and not in `taken`."""
     rng = rng or random.Random()
     low, high = PROBE_PORTS
     start = rng.randrange(low, high)
     for offset in range(high - low):
         port = low + (start - low + offset) % (high - low)
-        if port not in taken and _port_free(port):
+        if port not in taken and _port_free(port, host):
             return port
-    raise ClusterBusy(f"no free port on 127.0.0.1 in {low}-{high}")
+    raise ClusterBusy(f"no free port on {host} in {low}-{high}")
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -194,6 +203,7 @@ class NodeReport:
             "latency": s.get("latency"),
             "transport": s.get("transport"),
             "data_dir": self.entry.data_dir,
+            "remote": self.entry.remote,
         }
 
 
@@ -265,7 +275,15 @@ class LocalCluster:
     # ------------------------------------------------------------------ processes
 
     def is_alive(self, entry: NodeEntry) -> bool:
-        return process_alive(entry.pid, entry.data_dir)
+        """True if `entry`'s process runs on this machine (never, for a remote node)."""
+        return not entry.remote and process_alive(entry.pid, entry.data_dir)
+
+    def local(self, entry: NodeEntry, what: str) -> NodeEntry:
+        """`entry`, or BadClusterRequest when it runs on another machine."""
+        if entry.remote:
+            raise BadClusterRequest(f"node {entry.index} runs on another machine ({entry.address}): "
+                                    f"{what} it there")
+        return entry
 
     def alive(self, info: ClusterFile) -> list[NodeEntry]:
         return [e for e in info.nodes if self.is_alive(e)]
@@ -273,15 +291,16 @@ class LocalCluster:
     def _new_entry(self, info: ClusterFile, index: int) -> NodeEntry:
         node_dir = self.data_dir / f"node-{index}"
         keys = Keypair.load_or_create(node_dir / NODE_KEY_FILE)  # so the id is known before start
+        host = info.host
         if info.base_port is not None:
             port = info.base_port + index
             if not 0 < port < 65536:
                 raise BadClusterRequest(f"--base-port {info.base_port} + {index} is not a port")
-            if not _port_free(port):
-                raise ClusterBusy(f"port {port} on 127.0.0.1 is in use (pick another --base-port)")
+            if not _port_free(port, host):
+                raise ClusterBusy(f"port {port} on {host} is in use (pick another --base-port)")
         else:
-            port = probe_port({e.port for e in info.nodes}, self.rng)
-        return NodeEntry(index, keys.name.hex(), f"127.0.0.1:{port}", None, str(node_dir))
+            port = probe_port({e.port for e in info.nodes}, self.rng, host)
+        return NodeEntry(index, keys.name.hex(), f"{host}:{port}", None, str(node_dir))
 
     def spawn(self, info: ClusterFile, entry: NodeEntry, bootstrap: list[str]) -> int:
         """Start `entry`'s node process in the background (its own session, output to files
@@ -289,7 +308,7 @@ class LocalCluster:
         node_dir = entry.path
         node_dir.mkdir(parents=True, exist_ok=True)
         cmd = [self.python, "-m", "node.cli", "node", "run",
-               "--data-dir", entry.data_dir, "--host", "127.0.0.1", "--port", str(entry.port),
+               "--data-dir", entry.data_dir, "--listen", entry.address,
                "--replication", str(info.replication), "--admin-key", info.admin]
         for address in bootstrap:
             cmd += ["--bootstrap", address]
@@ -334,7 +353,7 @@ class LocalCluster:
         """SIGKILL node `index` (a crash: no clean shutdown). False if it was not running."""
         with self.locked():
             info = self.load()
-            entry = self.node(info, index)
+            entry = self.local(self.node(info, index), "kill")
             if not self.is_alive(entry):
                 return False
             self._signal(entry, signal.SIGKILL)
@@ -349,7 +368,7 @@ class LocalCluster:
         it was not running."""
         with self.locked():
             info = self.load()
-            entry = self.node(info, index)
+            entry = self.local(self.node(info, index), "stop")
             if not self.is_alive(entry):
                 return False
             self._terminate([entry], timeout)
@@ -414,7 +433,7 @@ class LocalCluster:
 
     async def up(self, nodes: int | None = None, *, replication: int | None = None,
                  base_port: int | None = None, timeout: float = START_TIMEOUT,
-                 progress: Progress | None = None) -> ClusterFile:
+                 progress: Progress | None = None, host: str | None = None) -> ClusterFile:
         """Create a cluster of `nodes` nodes, or restart the stopped nodes of the existing
         one; return when every node is ready and routing has converged."""
         with self.locked():
@@ -423,14 +442,15 @@ class LocalCluster:
                 if replication is not None and replication != info.replication:
                     raise BadClusterRequest(f"the cluster in {self.data_dir} has replication "
                                        f"{info.replication}; it cannot change to {replication}")
-                to_start = [e for e in info.nodes if not self.is_alive(e)]
+                to_start = [e for e in info.nodes if not e.remote and not self.is_alive(e)]
             else:
-                info = self._create(nodes, replication, base_port)
+                info = self._create(nodes, replication, base_port, host or "127.0.0.1")
                 to_start = list(info.nodes)
             await self._start(info, to_start, timeout, progress)
             return info
 
-    def _create(self, nodes: int | None, replication: int | None, base_port: int | None) -> ClusterFile:
+    def _create(self, nodes: int | None, replication: int | None, base_port: int | None,
+                host: str = "127.0.0.1") -> ClusterFile:
         count = 8 if nodes is None else nodes
         if count < 1:
             raise BadClusterRequest("a cluster needs at least one node")
@@ -445,10 +465,12 @@ class LocalCluster:
                 raise BadClusterRequest(f"--base-port {base_port} leaves no room for {count} nodes")
             # Check every port before anything is written, so a refusal leaves no half cluster.
             for port in range(base_port, base_port + count):
-                if not _port_free(port):
-                    raise ClusterBusy(f"port {port} on 127.0.0.1 is in use (pick another --base-port)")
+                if not _port_free(port, host):
+                    raise ClusterBusy(f"port {port} on {host} is in use (pick another --base-port)")
+        elif not _can_bind(host):
+            raise BadClusterRequest(f"cannot listen on {host}: not an address of this machine")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        info = ClusterFile([], r, self.admin_keys().name.hex(), base_port)
+        info = ClusterFile([], r, self.admin_keys().name.hex(), base_port, host)
         for index in range(count):
             info.nodes.append(self._new_entry(info, index))
         self.save(info)
@@ -459,7 +481,7 @@ class LocalCluster:
         """Start stopped node `index` with its data and its port; False if it was running."""
         with self.locked():
             info = self.load()
-            entry = self.node(info, index)
+            entry = self.local(self.node(info, index), "start")
             if self.is_alive(entry):
                 return False
             await self._start(info, [entry], timeout, progress)
@@ -578,10 +600,36 @@ class LocalCluster:
             async with open_tools(timeout=3.0) as own:
                 return await self.status(own)
         alive = [self.is_alive(e) for e in info.nodes]
-        targets = [(e.address, e.name) for e, a in zip(info.nodes, alive, strict=True) if a]
+        asked = [a or e.remote for e, a in zip(info.nodes, alive, strict=True)]
+        targets = [(e.address, e.name) for e, a in zip(info.nodes, asked, strict=True) if a]
         answers = iter(await tools.statuses(targets))
-        return [NodeReport(e, a, next(answers) if a else None)
-                for e, a in zip(info.nodes, alive, strict=True)]
+        reports = []
+        for entry, is_alive, ask in zip(info.nodes, alive, asked, strict=True):
+            status = next(answers) if ask else None
+            # A remote node's process is out of sight: it is alive when it answers.
+            reports.append(NodeReport(entry, is_alive or (entry.remote and status is not None), status))
+        return reports
+
+    async def add_remote(self, address: str, *, timeout: float = 10.0) -> NodeEntry:
+        """Record the node answering at `address` (on another machine) in cluster.json, so
+        clients use it and `status` shows it. It must answer `status` within `timeout`."""
+        with self.locked():
+            info = self.load()
+            if any(e.address == address for e in info.nodes):
+                raise BadClusterRequest(f"{address} is already in the cluster")
+            async with open_tools(timeout=timeout) as tools:
+                status = await tools.try_status(address)
+            if status is None:
+                raise ClusterUnavailable(f"no node answered at {address} within {timeout:g}s")
+            node_id = str(status.get("id", ""))
+            if any(e.id == node_id for e in info.nodes):
+                raise BadClusterRequest(f"the node at {address} ({node_id[:16]}) is already in the cluster")
+            entry = NodeEntry(max((e.index for e in info.nodes), default=-1) + 1, node_id, address,
+                              None, "", remote=True)
+            entry.name  # noqa: B018 - a malformed id fails here, before it is recorded
+            info.nodes.append(entry)
+            self.save(info)
+            return entry
 
     async def locate(self, name: str | bytes, tools: NodeTools | None = None) -> dict[str, Any]:
         """The close group of `name` as the network reports it (asked of the live node closest
@@ -593,7 +641,7 @@ class LocalCluster:
             async with open_tools(timeout=3.0) as own:
                 return await self.locate(target, own)
         info = self.load()
-        live = sorted(self.alive(info), key=lambda e: e.name.distance(target))
+        live = sorted([e for e in info.nodes if e.remote or self.is_alive(e)], key=lambda e: e.name.distance(target))
         if not live:
             raise ClusterUnavailable("no node of the cluster is running")
         group: list[XorName] | None = None

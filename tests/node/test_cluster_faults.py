@@ -126,13 +126,13 @@ def test_pause_freezes_the_process_and_resume_thaws_it(healed: LocalCluster) -> 
 
 def test_loss_delay_and_clog_are_in_force_on_the_nodes_named(healed: LocalCluster) -> None:
     lc = healed
-    cli(lc, "fault", "loss", "30", "--nodes", "1,3")
+    cli(lc, "fault", "loss", "5", "--nodes", "1,3")
     cli(lc, "fault", "delay", "40", "--jitter", "10")
     out = cli(lc, "fault", "clog", "0", "4", "--seconds", "2")
-    assert out["faults"]["loss"] == {"1": 0.3, "3": 0.3}
+    assert out["faults"]["loss"] == {"1": 0.05, "3": 0.05}
     assert out["faults"]["delay"]["2"] == [0.03, 0.05]
     assert out["faults"]["clogs"] == [[0, 4, 2.0]]
-    assert out["summary"] == ["link 0-4 clogged (2 s a message)", "loss 30% on nodes 1,3",
+    assert out["summary"] == ["link 0-4 clogged (2 s a message)", "loss 5% on nodes 1,3",
                               "delay 30-50 ms on nodes 0,1,2,3,4"]
     status = cli(lc, "fault", "status")
     assert [n["in_force"] for n in status["nodes"]] == [True] * 5
