@@ -136,6 +136,9 @@ def cluster() -> None:
 @cluster_dir_option
 @click.option("--base-port", type=click.IntRange(1, 65535), default=None,
               help="Node i listens on BASE_PORT + i [default: free ports are picked].")
+@click.option("--netns", "netns_mode", is_flag=True,
+              help="Each node in its own network namespace on a bridge, so `cluster fault` cuts "
+                   "links with nftables in the kernel (Linux, root, `ip` and `nft`; new cluster only).")
 @click.option("--host", default=None, metavar="ADDR",
               help="The address the nodes listen on, e.g. this machine's LAN address so nodes "
                    "on other machines can join (new cluster only) [default: 127.0.0.1].")
@@ -144,7 +147,7 @@ def cluster() -> None:
 @click.option("--timeout", type=click.FloatRange(min=0), default=START_TIMEOUT, show_default=True,
               help="Seconds to wait for the nodes to be ready and routing to converge.")
 @json_option
-def up(nodes: int | None, data_dir: Path | None, base_port: int | None, host: str | None,
+def up(nodes: int | None, data_dir: Path | None, base_port: int | None, netns_mode: bool, host: str | None,
        replication: int | None, timeout: float, as_json: bool) -> None:
     """Start a cluster, or restart the stopped nodes of an existing one.
 
@@ -158,7 +161,7 @@ def up(nodes: int | None, data_dir: Path | None, base_port: int | None, host: st
                    "use `safenet cluster add` to grow it", err=True)
     t0 = time.monotonic()
     info = run_async(lc.up, nodes, replication=replication, base_port=base_port, timeout=timeout,
-                     progress=_progress_printer(), host=host)
+                     progress=_progress_printer(), host=host, netns_mode=netns_mode)
     took = time.monotonic() - t0
     reports = run_async(lc.status)
     verb = "restarted" if existed else "started"

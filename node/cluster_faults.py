@@ -27,11 +27,13 @@ import os
 import signal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from . import netns
 from .clusterfile import BadClusterRequest, ClusterFile, NodeEntry
 from .launcher import FAULTS_FILE, LocalCluster
 from .tools import UNANSWERED, NodeTools, open_tools
@@ -310,9 +312,17 @@ class ClusterFaults:
                 return await self.apply(info, state, own)
         applied: list[int] = []
         missed: list[int] = []
+        layout = self._layout(info)
 
         async def push(entry: NodeEntry) -> None:
-            if await _set(tools, entry, state.rules_for(entry.index, info)) is None:
+            rules = state.rules_for(entry.index, info)
+            if layout is not None and not entry.remote:
+                # Cuts and loss by the kernel in the node's namespace; the rest stays in the
+                # transport (the kernel has no delay here, and a clog is per peer).
+                kernel = _kernel_part(rules, info)
+                await trio.to_thread.run_sync(partial(netns.apply_kernel, layout, entry.index, **kernel))
+                rules = _transport_part(rules)
+            if await _set(tools, entry, rules) is None:
                 missed.append(entry.index)
             else:
                 applied.append(entry.index)
@@ -342,20 +352,52 @@ class ClusterFaults:
                 if entry.index not in state.paused and (entry.remote or self.lc.is_alive(entry)):
                     nursery.start_soon(ask, entry)
         by_id = {e.id: e.index for e in info.nodes}
+        layout = self._layout(info)
+        by_host = {e.address.rpartition(":")[0]: e.index for e in info.nodes}
         nodes = []
         for entry in info.nodes:
             rules = in_force.get(entry.index)
             want = state.rules_for(entry.index, info)
+            kernel = None
+            if layout is not None and not entry.remote and rules is not None:
+                kernel = await trio.to_thread.run_sync(netns.kernel_rules, layout, entry.index)
+                in_force_now = kernel is not None and kernel == _kernel_part(want, info) \
+                    and _matches(rules, _transport_part(want))
+                out = [by_host.get(a, -1) for a in (kernel or {}).get("block_out", [])]
+                into = [by_host.get(a, -1) for a in (kernel or {}).get("block_in", [])]
+            else:
+                in_force_now = None if rules is None else _matches(rules, want)
+                out = None if rules is None else [by_id.get(n, -1) for n in rules.get("block_out", [])]
+                into = None if rules is None else [by_id.get(n, -1) for n in rules.get("block_in", [])]
             nodes.append({
                 "index": entry.index,
                 "paused": entry.index in state.paused,
                 "answering": rules is not None,
-                "in_force": None if rules is None else _matches(rules, want),
-                "blocked_out": None if rules is None else sorted(by_id.get(n, -1) for n in rules.get("block_out", [])),
-                "blocked_in": None if rules is None else sorted(by_id.get(n, -1) for n in rules.get("block_in", [])),
+                "in_force": in_force_now,
+                "blocked_out": None if out is None else sorted(out),
+                "blocked_in": None if into is None else sorted(into),
+                "by": "kernel" if kernel is not None else "transport",
             })
         return {"faults": state.to_json(), "summary": state.describe(), "links_cut": len(state.cuts),
-                "nodes": nodes}
+                "mode": "netns" if layout is not None else "transport", "nodes": nodes}
+
+    def _layout(self, info: ClusterFile) -> netns.Layout | None:
+        if netns.prefix_of(info.host) is None:
+            return None
+        return netns.Layout.load(self.lc.data_dir)
+
+
+def _kernel_part(rules: dict[str, Any], info: ClusterFile) -> dict[str, Any]:
+    """The cuts (as the peers' IP addresses) and the loss, for nftables."""
+    host_of = {e.id: e.address.rpartition(":")[0] for e in info.nodes}
+    return {"block_out": sorted(host_of[n] for n in rules["block_out"] if n in host_of),
+            "block_in": sorted(host_of[n] for n in rules["block_in"] if n in host_of),
+            "loss": round(float(rules["loss"]), 3)}
+
+
+def _transport_part(rules: dict[str, Any]) -> dict[str, Any]:
+    """What stays in the transport in netns mode: delay and clogged links."""
+    return dict(rules, block_out=[], block_in=[], loss=0.0)
 
 
 ATTEMPTS = 4  # a reply can be lost to the very loss in force on that node

@@ -39,6 +39,7 @@ from typing import Any
 import psutil
 import trio
 
+from . import netns
 from .clusterfile import (
     CLUSTER_FILE,
     DEFAULT_DATA_DIR,
@@ -292,6 +293,9 @@ class LocalCluster:
         node_dir = self.data_dir / f"node-{index}"
         keys = Keypair.load_or_create(node_dir / NODE_KEY_FILE)  # so the id is known before start
         host = info.host
+        if netns.prefix_of(host) is not None:
+            address = netns.add_node(self.data_dir, self._layout(info), index)
+            return NodeEntry(index, keys.name.hex(), address, None, str(node_dir))
         if info.base_port is not None:
             port = info.base_port + index
             if not 0 < port < 65536:
@@ -307,7 +311,11 @@ class LocalCluster:
         in its dir); record and return its pid."""
         node_dir = entry.path
         node_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [self.python, "-m", "node.cli", "node", "run",
+        prefix: list[str] = []
+        if netns.prefix_of(info.host) is not None:
+            netns.add_node(self.data_dir, self._layout(info), entry.index)  # again after a `down`
+            prefix = self._layout(info).exec_prefix(entry.index)
+        cmd = [*prefix, self.python, "-m", "node.cli", "node", "run",
                "--data-dir", entry.data_dir, "--listen", entry.address,
                "--replication", str(info.replication), "--admin-key", info.admin]
         for address in bootstrap:
@@ -322,6 +330,11 @@ class LocalCluster:
         _CHILDREN[proc.pid] = proc
         entry.pid = proc.pid
         return proc.pid
+
+    def _layout(self, info: ClusterFile) -> netns.Layout:
+        """The namespaces of a netns cluster (made again, with the recorded subnet, after a
+        `down` removed them)."""
+        return netns.Layout.load(self.data_dir) or netns.create(self.data_dir, netns.prefix_of(info.host))
 
     def _fault_rules(self, info: ClusterFile, entry: NodeEntry) -> str | None:
         """The transport rules node `entry` must start with while faults are in force (a node
@@ -397,6 +410,9 @@ class LocalCluster:
             # Faults lived in the processes (or were signals to them): none outlive `down`.
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / FAULTS_FILE).unlink()
+            # Nor do the namespaces, links and kernel rules of a netns cluster.
+            if netns.prefix_of(info.host) is not None or (self.data_dir / netns.NETNS_FILE).exists():
+                netns.destroy(self.data_dir)
             if purge:
                 self._purge(info)
             else:
@@ -419,6 +435,9 @@ class LocalCluster:
                 if self.is_alive(entry):
                     self._signal(entry, signal.SIGKILL)
                     self._wait_gone([entry], STOP_TIMEOUT)
+        with contextlib.suppress(ClusterError, OSError, subprocess.SubprocessError):
+            if (self.data_dir / netns.NETNS_FILE).exists():
+                netns.destroy(self.data_dir)
         # Children of this interpreter for this dir that never made it into cluster.json.
         prefix = str(self.data_dir) + os.sep
         for pid, proc in list(_CHILDREN.items()):
@@ -433,7 +452,8 @@ class LocalCluster:
 
     async def up(self, nodes: int | None = None, *, replication: int | None = None,
                  base_port: int | None = None, timeout: float = START_TIMEOUT,
-                 progress: Progress | None = None, host: str | None = None) -> ClusterFile:
+                 progress: Progress | None = None, host: str | None = None,
+                 netns_mode: bool = False) -> ClusterFile:
         """Create a cluster of `nodes` nodes, or restart the stopped nodes of the existing
         one; return when every node is ready and routing has converged."""
         with self.locked():
@@ -444,13 +464,13 @@ class LocalCluster:
                                        f"{info.replication}; it cannot change to {replication}")
                 to_start = [e for e in info.nodes if not e.remote and not self.is_alive(e)]
             else:
-                info = self._create(nodes, replication, base_port, host or "127.0.0.1")
+                info = self._create(nodes, replication, base_port, host or "127.0.0.1", netns_mode)
                 to_start = list(info.nodes)
             await self._start(info, to_start, timeout, progress)
             return info
 
     def _create(self, nodes: int | None, replication: int | None, base_port: int | None,
-                host: str = "127.0.0.1") -> ClusterFile:
+                host: str = "127.0.0.1", netns_mode: bool = False) -> ClusterFile:
         count = 8 if nodes is None else nodes
         if count < 1:
             raise BadClusterRequest("a cluster needs at least one node")
@@ -460,14 +480,22 @@ class LocalCluster:
         if count < r:
             raise BadClusterRequest(f"{count} nodes cannot hold {r} copies of each item: start at least "
                                f"{r} nodes, or lower --replication")
-        if base_port is not None:
+        if netns_mode:
+            if base_port is not None or host != "127.0.0.1":
+                raise BadClusterRequest("--netns picks each node's address and port itself: "
+                                        "no --base-port or --host with it")
+            netns.check_available()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            host = netns.HOST_MARK + netns.create(self.data_dir).prefix
+            base_port = None
+        elif base_port is not None:
             if not 0 < base_port < 65536 - count:
                 raise BadClusterRequest(f"--base-port {base_port} leaves no room for {count} nodes")
             # Check every port before anything is written, so a refusal leaves no half cluster.
             for port in range(base_port, base_port + count):
                 if not _port_free(port, host):
                     raise ClusterBusy(f"port {port} on {host} is in use (pick another --base-port)")
-        elif not _can_bind(host):
+        elif netns.prefix_of(host) is None and not _can_bind(host):
             raise BadClusterRequest(f"cannot listen on {host}: not an address of this machine")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         info = ClusterFile([], r, self.admin_keys().name.hex(), base_port, host)
