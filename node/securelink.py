@@ -123,15 +123,16 @@ class Sealer:
 
     def seal(self, data: bytes | bytearray | memoryview) -> bytes:
         """`data` as one or more records (empty data: no record)."""
-        out = bytearray()
+        parts = []
         view = memoryview(data)
         for start in range(0, len(view), MAX_RECORD):
-            chunk = bytes(view[start:start + MAX_RECORD])
+            chunk = view[start:start + MAX_RECORD]
             prefix = (len(chunk) + TAG_LEN).to_bytes(RECORD_PREFIX, "big")
-            out += prefix + crypto_aead_chacha20poly1305_ietf_encrypt(
-                chunk, prefix, _nonce(self.counter), self.key)
+            parts.append(prefix)
+            parts.append(crypto_aead_chacha20poly1305_ietf_encrypt(
+                bytes(chunk), prefix, _nonce(self.counter), self.key))
             self.counter += 1
-        return bytes(out)
+        return b"".join(parts)
 
 
 class Opener:
@@ -156,24 +157,31 @@ class Opener:
         """The plaintext of every whole record buffered (b"" if none is whole yet)."""
         if self.broken is not None:
             raise self.broken
-        out = bytearray()
-        while len(self._buf) >= RECORD_PREFIX:
-            length = int.from_bytes(self._buf[:RECORD_PREFIX], "big")
-            if not TAG_LEN < length <= MAX_SEALED:
-                self._fail(f"a record of {length} sealed bytes (limits {TAG_LEN + 1}..{MAX_SEALED})")
-            end = RECORD_PREFIX + length
-            if len(self._buf) < end:
-                break
-            prefix = bytes(self._buf[:RECORD_PREFIX])
-            try:
-                out += crypto_aead_chacha20poly1305_ietf_decrypt(
-                    bytes(self._buf[RECORD_PREFIX:end]), prefix, _nonce(self.counter), self.key)
-            except CryptoError:
-                self._fail(f"record {self.counter} failed authentication "
-                           "(altered, replayed, reordered or injected)")
-            del self._buf[:end]
-            self.counter += 1
-        return bytes(out)
+        parts = []
+        buf, pos = self._buf, 0
+        try:
+            while len(buf) - pos >= RECORD_PREFIX:
+                prefix = bytes(buf[pos:pos + RECORD_PREFIX])
+                length = int.from_bytes(prefix, "big")
+                if not TAG_LEN < length <= MAX_SEALED:
+                    self._fail(f"a record of {length} sealed bytes (limits {TAG_LEN + 1}..{MAX_SEALED})")
+                end = pos + RECORD_PREFIX + length
+                if len(buf) < end:
+                    break
+                with memoryview(buf) as view:
+                    sealed = bytes(view[pos + RECORD_PREFIX:end])
+                try:
+                    parts.append(crypto_aead_chacha20poly1305_ietf_decrypt(
+                        sealed, prefix, _nonce(self.counter), self.key))
+                except CryptoError:
+                    self._fail(f"record {self.counter} failed authentication "
+                               "(altered, replayed, reordered or injected)")
+                pos = end
+                self.counter += 1
+        finally:
+            if pos and self.broken is None:
+                del buf[:pos]  # once per call, not once per record
+        return b"".join(parts)
 
     def _fail(self, why: str) -> None:
         self.broken = LinkTampered(f"link: {why}; closing it")
