@@ -198,9 +198,9 @@ class ClusterFaults:
         cuts = {(a, b) for a in side_of for b in side_of if side_of[a] != side_of[b]}
         if one_way:
             cuts = {(a, b) for a, b in cuts if side_of[a] == 0}
-        return await self._change(lambda s: (setattr(s, "cuts", cuts),
-                                             setattr(s, "partition", {"kind": "partition", "groups": sides,
-                                                                      "one_way": one_way})))
+        def apply(s: FaultState) -> None:
+            s.cuts, s.partition = cuts, {"kind": "partition", "groups": sides, "one_way": one_way}
+        return await self._change(apply)
 
     async def isolate(self, index: int) -> dict[str, Any]:
         """Cut node `index` off from every other node, both ways."""
@@ -208,8 +208,9 @@ class ClusterFaults:
         self._indexes(info, [index])
         others = [e.index for e in info.nodes if e.index != index]
         cuts = {(index, o) for o in others} | {(o, index) for o in others}
-        return await self._change(lambda s: (setattr(s, "cuts", cuts),
-                                             setattr(s, "partition", {"kind": "isolate", "node": index})))
+        def apply(s: FaultState) -> None:
+            s.cuts, s.partition = cuts, {"kind": "isolate", "node": index}
+        return await self._change(apply)
 
     async def clog(self, a: int, b: int, seconds: float = DEFAULT_CLOG_SECONDS) -> dict[str, Any]:
         """Every message between `a` and `b` (both ways) waits `seconds` more."""
@@ -359,6 +360,9 @@ class ClusterFaults:
             rules = in_force.get(entry.index)
             want = state.rules_for(entry.index, info)
             kernel = None
+            in_force_now: bool | None
+            out: list[int] | None
+            into: list[int] | None
             if layout is not None and not entry.remote and rules is not None:
                 kernel = await trio.to_thread.run_sync(netns.kernel_rules, layout, entry.index)
                 in_force_now = kernel is not None and kernel == _kernel_part(want, info) \

@@ -35,6 +35,7 @@ from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_encrypt,
     crypto_scalarmult,
 )
+from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
 from nacl.hash import blake2b
 from nacl.public import PrivateKey
@@ -93,21 +94,9 @@ def derive_keys(shared: bytes, transcript_hash: bytes, *, dialled: bool) -> tupl
     """(send key, receive key) for this end: BLAKE2b keyed with the shared secret over the
     transcript, split into the dialler->listener and listener->dialler keys."""
     material = blake2b(transcript_hash, key=shared, digest_size=2 * KEY_LEN,
-                       person=b"safenet-link-key", encoder=_Raw)
+                       person=b"safenet-link-key", encoder=RawEncoder)
     forward, backward = material[:KEY_LEN], material[KEY_LEN:]
     return (forward, backward) if dialled else (backward, forward)
-
-
-class _Raw:
-    """A nacl encoder that leaves bytes as they are."""
-
-    @staticmethod
-    def encode(data: bytes) -> bytes:
-        return data
-
-    @staticmethod
-    def decode(data: bytes) -> bytes:
-        return data
 
 
 def _nonce(counter: int) -> bytes:

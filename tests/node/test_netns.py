@@ -35,7 +35,6 @@ pytestmark = [pytest.mark.cluster,
 
 R = 3
 TAG = 15_077
-BIG, SMALL = [0, 1, 2, 3], [4, 5]
 MINORITY_TIMEOUT = 6.0
 
 # A client run inside a namespace: insert KEY=VALUE into the MD, print {"ok": ...}.
@@ -96,14 +95,13 @@ def test_a_kernel_partition_4_plus_2_majority_writes_minority_times_out_heal_res
     tag = netns.Layout.load(lc.data_dir).tag  # type: ignore[union-attr]
     owner_file = tmp_path / "owner.key"
     owner = Keypair.load_or_create(owner_file)
-    # An MD whose close group (R = 3 of the 6) has its majority on the big side and one
-    # member on the small side.
+    # The sides are drawn around a random MD: one member of its close group (R = 3 of the 6)
+    # and one other node on the small side, so the group keeps its majority on the big side.
     ids = {e.index: int(e.id, 16) for e in lc.load().nodes}
-    while True:
-        name = XorName.random()
-        group = sorted(ids, key=lambda i: ids[i] ^ int.from_bytes(bytes(name), "big"))[:R]
-        if len(set(group) & set(BIG)) == 2:
-            break
+    name = XorName.random()
+    group = sorted(ids, key=lambda i: ids[i] ^ int.from_bytes(bytes(name), "big"))[:R]
+    small_side = sorted([group[-1], next(i for i in ids if i not in group)])
+    big_side = sorted(i for i in ids if i not in small_side)
 
     async def create() -> None:
         md = MutableData(name, TAG, {b"created": Value(b"yes", 0)},
@@ -112,14 +110,19 @@ def test_a_kernel_partition_4_plus_2_majority_writes_minority_times_out_heal_res
         async with NetworkClient.open(lc.load().addresses, owner, replication=R) as client:
             await client.put_mdata(md)
 
-    trio.run(create)
+    async def create_guarded() -> None:
+        with trio.fail_after(60):
+            await create()
+
+    trio.run(create_guarded)
     faults = ClusterFaults(lc)
-    out = trio.run(faults.partition, [BIG, SMALL])
+    out = trio.run(faults.partition, [big_side, small_side])
     assert out["applied"] == [0, 1, 2, 3, 4, 5]
     status = trio.run(faults.status)
     assert status["mode"] == "netns"
     assert all(n["in_force"] and n["by"] == "kernel" for n in status["nodes"])
-    assert status["nodes"][4]["blocked_out"] == BIG and status["nodes"][0]["blocked_in"] == SMALL
+    assert status["nodes"][small_side[0]]["blocked_out"] == big_side
+    assert status["nodes"][big_side[0]]["blocked_in"] == small_side
 
     # Let each side notice: its nodes evict the unreachable ones (unanswered pings), so the
     # close groups each side sees are made of the nodes it can reach.
@@ -127,24 +130,24 @@ def test_a_kernel_partition_4_plus_2_majority_writes_minority_times_out_heal_res
         with trio.fail_after(90):
             while True:
                 reports = {r.entry.index: r.status for r in await lc.status()}
-                if all(reports[i] and reports[i]["contacts"] == len(BIG) - 1 for i in BIG) and \
-                        all(reports[i] and reports[i]["contacts"] == len(SMALL) - 1 for i in SMALL):
+                if all(reports[i] and reports[i]["contacts"] == len(side) - 1
+                       for side in (big_side, small_side) for i in side):
                     return
                 await trio.sleep(0.5)
 
     trio.run(sides_evicted)
     acknowledged = {"created": "yes"}
-    big = write_from(lc, 0, BIG, owner_file, name, "from-big-side", 30.0)
+    big = write_from(lc, big_side[0], big_side, owner_file, name, "from-big-side", 30.0)
     assert big["ok"], big
     acknowledged["from-big-side"] = "value-of-from-big-side"
-    small = write_from(lc, 4, SMALL, owner_file, name, "from-small-side", MINORITY_TIMEOUT)
+    small = write_from(lc, small_side[0], small_side, owner_file, name, "from-small-side", MINORITY_TIMEOUT)
     assert not small["ok"], "a write from the side without a majority was acknowledged"
     print(f"\n[netns] the small side's write: {small['error']}")
 
     trio.run(faults.heal)
     assert all(n["blocked_out"] == [] for n in trio.run(faults.status)["nodes"])
     trio.run(partial(lc.wait_converged, timeout=90.0))
-    healed = write_from(lc, 4, SMALL, owner_file, name, "after-heal", 60.0)
+    healed = write_from(lc, small_side[0], small_side, owner_file, name, "after-heal", 60.0)
     assert healed["ok"], healed
     acknowledged["after-heal"] = "value-of-after-heal"
 
