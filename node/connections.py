@@ -48,6 +48,7 @@ from .handshake import (
     check_auth,
     check_hello,
     hello_fields,
+    peer_key,
 )
 from .keys import Keypair
 from .securelink import Ephemeral, secure_stream
@@ -228,8 +229,8 @@ class ConnectionSide:
         assert conn.peer is not None
         return conn.peer
 
-    def _accept_soon(self, stream: trio.abc.Stream) -> None:
-        """Serve an inbound stream (MemoryNetwork's accept)."""
+    def accept_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve an inbound stream that did not come through a listener (the in-memory network)."""
         if self._nursery is None:
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"{self!r} is not running")
         try:
@@ -361,7 +362,7 @@ class ConnectionSide:
         checked = check_hello(msg, self.name, expected)
         peer = checked.peer
         payload = auth_payload(
-            checked.nonce, self.keys.public, peer.public_key, self.role, advertised,
+            checked.nonce, self.keys.public, peer_key(peer), self.role, advertised,
             eph.public, checked.eph,
         )
         auth = encode_frame(new_message("auth", sig=self.keys.sign(payload)), self.max_frame)
@@ -373,7 +374,7 @@ class ConnectionSide:
             for direction, kind, size in counts:
                 self._count(direction, kind, size)
             self._secure(conn, eph, ((nonce, bytes(self.keys.public), eph.public),
-                                     (checked.nonce, bytes(peer.public_key), checked.eph)))
+                                     (checked.nonce, bytes(peer_key(peer)), checked.eph)))
         return peer, checked.probe
 
     @staticmethod
