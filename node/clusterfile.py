@@ -67,7 +67,8 @@ class NodeEntry:
     id: str  # 64 hex: the node's name, SHA3-256 of its public key
     address: str  # "127.0.0.1:port", fixed for the node's life so restarts keep it
     pid: int | None
-    data_dir: str  # absolute
+    data_dir: str  # absolute ("" for a remote node)
+    remote: bool = False  # runs on another machine: reached over the network, never signalled
 
     @property
     def port(self) -> int:
@@ -90,6 +91,7 @@ class ClusterFile:
     replication: int
     admin: str  # 64 hex: the name of the admin key
     base_port: int | None = None  # when set, node i listens on base_port + i
+    host: str = "127.0.0.1"  # the address the launcher's own nodes listen on
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -99,10 +101,12 @@ class ClusterFile:
         try:
             raw = json.loads(text)
             nodes = [NodeEntry(int(n["index"]), str(n["id"]), str(n["address"]),
-                               None if n.get("pid") is None else int(n["pid"]), str(n["data_dir"]))
+                               None if n.get("pid") is None else int(n["pid"]), str(n.get("data_dir") or ""),
+                               bool(n.get("remote", False)))
                      for n in raw["nodes"]]
             return cls(nodes, int(raw["replication"]), str(raw["admin"]),
-                       None if raw.get("base_port") is None else int(raw["base_port"]))
+                       None if raw.get("base_port") is None else int(raw["base_port"]),
+                       str(raw.get("host") or "127.0.0.1"))
         except (ValueError, KeyError, TypeError) as exc:
             why = f"{type(exc).__name__}: {exc}"
             raise BadClusterFile(f"{source} is not a valid cluster file ({why[:100]})") from None

@@ -9,7 +9,9 @@ public API and the send path; here everything about connections, as the mixin
   longest (for the handshake cap: the oldest handshake) is closed to make room, never a
   verified node's; if there is none to close, the new one is refused. So a flood of idle or
   stalled connections costs a bounded number of descriptors, and a newcomer still gets in.
-- **Handshake** (node/handshake.py), under a small frame limit and a deadline.
+- **Handshake** (node/handshake.py), under a small frame limit and a deadline; after it
+  the connection runs inside a `SecureStream` (node/securelink.py): encrypted, every byte
+  authenticated, replayed or altered records refused and the connection closed.
 - **Dial-back.** A peer that claims to be a node is checked before it counts as one: this
   end opens a *probe* connection to the address the peer claimed and requires the same key to
   answer there. A connection we dialled ourselves proves its address already. Proven
@@ -49,6 +51,7 @@ from .handshake import (
     peer_key,
 )
 from .keys import Keypair
+from .securelink import Ephemeral, secure_stream
 from .wire import Message, check_version, encode_frame, new_message
 from .xorname import XorName
 
@@ -349,8 +352,9 @@ class ConnectionSide:
         came to probe us. Probes are left out of the per-kind frame counters."""
         counts: list[tuple[str, str, int]] = []
         nonce = os.urandom(NONCE_LEN)
+        eph = Ephemeral()
         advertised = self.address if self.role == "node" else None
-        fields = hello_fields(self.role, self.keys.public, nonce, advertised, probe=probe)
+        fields = hello_fields(self.role, self.keys.public, nonce, advertised, probe=probe, eph=eph.public)
         hello = encode_frame(new_message("hello", **fields), self.max_frame)
         await self._write_frame(conn, [], hello, math.inf)
         counts.append(("out", "hello", len(hello)))
@@ -358,16 +362,31 @@ class ConnectionSide:
         checked = check_hello(msg, self.name, expected)
         peer = checked.peer
         payload = auth_payload(
-            checked.nonce, self.keys.public, peer_key(peer), self.role, advertised
+            checked.nonce, self.keys.public, peer_key(peer), self.role, advertised,
+            eph.public, checked.eph,
         )
         auth = encode_frame(new_message("auth", sig=self.keys.sign(payload)), self.max_frame)
         await self._write_frame(conn, [], auth, math.inf)
         counts.append(("out", "auth", len(auth)))
-        check_auth(await self._handshake_receive(conn, "auth", counts), peer, nonce, self.keys.public)
+        check_auth(await self._handshake_receive(conn, "auth", counts), peer, nonce, self.keys.public,
+                   eph.public, checked.eph)
         if not (probe or checked.probe):
             for direction, kind, size in counts:
                 self._count(direction, kind, size)
+            self._secure(conn, eph, ((nonce, bytes(self.keys.public), eph.public),
+                                     (checked.nonce, bytes(peer_key(peer)), checked.eph)))
         return peer, checked.probe
+
+    @staticmethod
+    def _secure(conn: _Connection, eph: Ephemeral,
+                ends: tuple[tuple[bytes, bytes, bytes], tuple[bytes, bytes, bytes]]) -> None:
+        """From here on the connection's bytes are sealed (node/securelink.py). `ends` is
+        (ours, theirs): each (nonce, long-term key, ephemeral key)."""
+        ours, theirs = ends
+        secure = secure_stream(conn.stream, eph, ours, theirs, dialled=conn.dialled,
+                               initial=conn.reader.take_buffered())
+        conn.stream = secure
+        conn.reader.stream = secure
 
     async def _handshake_receive(
         self, conn: _Connection, kind: str, counts: list[tuple[str, str, int]]

@@ -139,6 +139,7 @@ class Endpoint(ConnectionSide):
         queue_size: int = 256,
         inbox_size: int = 1024,
         network: MemoryNetwork | None = None,
+        advertise: str | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role is one of {ROLES}, got {role!r}")
@@ -169,6 +170,7 @@ class Endpoint(ConnectionSide):
         self.send_timeout = send_timeout
         self.queue_size = queue_size
         self.address: str | None = None
+        self.advertise = advertise  # the address peers are told, when not the one listened on
         self._network = network
         self._inbox_send, self.inbox = trio.open_memory_channel[Incoming](inbox_size)
         # Called with a peer's name when its last connection closes (RpcClient fails the
@@ -206,7 +208,8 @@ class Endpoint(ConnectionSide):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 if self.role == "node":
-                    self.address = await self._listen(nursery)
+                    listening = await self._listen(nursery)
+                    self.address = self.advertise or listening
                 task_status.started(self.address)
                 await self._stop.wait()
                 nursery.cancel_scope.cancel()

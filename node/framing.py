@@ -107,6 +107,17 @@ class FrameReader:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    def take_buffered(self) -> bytes:
+        """Hand over the bytes read but not consumed (between frames only): what the peer
+        sent after the handshake's last frame belongs to the secure stream that follows."""
+        if self._need:
+            raise ProtocolError("a frame is half read; the stream cannot change hands now")
+        data = bytes(self._buf[self._pos:])
+        self._buf = bytearray()
+        self._pos = 0
+        self._charge()
+        return data
+
     def release(self) -> None:
         """Give this reader's bytes back to the budget (the connection is closing)."""
         self._buf = bytearray()

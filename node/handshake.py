@@ -1,10 +1,12 @@
 """Who is at the other end of a connection: the handshake's messages, checks and result.
 
 On every new connection both sides send ``hello`` {role, pk, name, nonce (32 random bytes),
-addr (listen address, nodes only), probe (optional)}; then each sends ``auth`` {sig} signing
-`auth_payload` (domain tag, the *peer's* nonce, own pk, peer pk, own role and address). Each
-side checks name == SHA3-256(pk), the signature, and, when it dialled a known name, that it
-reached that name. Any failure closes the connection.
+eph (a fresh X25519 public key), addr (listen address, nodes only), probe (optional)}; then
+each sends ``auth`` {sig} signing `auth_payload` (domain tag, the *peer's* nonce, own pk, peer
+pk, own role and address, own and peer ephemeral keys). Each side checks name ==
+SHA3-256(pk), the signature, and, when it dialled a known name, that it reached that name.
+Any failure closes the connection. After both auths the link is encrypted and every frame
+authenticated with keys from the ephemeral exchange (node/securelink.py).
 
 The handshake proves the key, not the claims: anyone can say ``role = node`` and name any
 address. So a `Peer` carries what was claimed apart from what this end believes. A peer that
@@ -24,11 +26,12 @@ import msgpack
 from .errors import ProtocolError
 from .keys import PUBLIC_KEY_LEN, PublicKey
 from .peer import Peer
+from .securelink import EPHEMERAL_LEN
 from .wire import Message
 from .xorname import XOR_NAME_LEN, XorName
 
 ROLES = ("node", "client")
-HANDSHAKE_DOMAIN = b"safenet-handshake-v1"
+HANDSHAKE_DOMAIN = b"safenet-handshake-v2"  # v2: the ephemeral keys are signed too
 NONCE_LEN = 32
 MAX_ADDRESS_LEN = 256
 HANDSHAKE_KINDS = frozenset({"hello", "auth"})
@@ -53,6 +56,7 @@ class Hello:
     peer: Peer
     nonce: bytes
     probe: bool
+    eph: bytes = b""
 
 
 def auth_payload(
@@ -61,21 +65,27 @@ def auth_payload(
     verifier_pk: bytes,
     signer_role: str,
     signer_address: str | None,
+    signer_eph: bytes = b"",
+    verifier_eph: bytes = b"",
 ) -> bytes:
     """What a handshake ``auth`` signs: fresh for this connection (the verifier's nonce),
-    bound to both keys, and covering the signer's claimed role and listen address."""
-    claims = msgpack.packb([signer_role, signer_address], use_bin_type=True)
+    bound to both keys, covering the signer's claimed role and listen address, and both
+    ephemeral keys the link's encryption keys come from (so nobody can swap them)."""
+    claims = msgpack.packb([signer_role, signer_address, bytes(signer_eph), bytes(verifier_eph)],
+                           use_bin_type=True)
     return HANDSHAKE_DOMAIN + verifier_nonce + signer_pk + verifier_pk + claims
 
 
 def hello_fields(
-    role: str, public: PublicKey, nonce: bytes, address: str | None, *, probe: bool = False
+    role: str, public: PublicKey, nonce: bytes, address: str | None, *, probe: bool = False,
+    eph: bytes = b"",
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "role": role,
         "pk": bytes(public),
         "name": bytes(public.name),
         "nonce": nonce,
+        "eph": bytes(eph),
         "addr": address,
     }
     if probe:
@@ -101,6 +111,9 @@ def check_hello(msg: Message, own_name: XorName, expected: XorName | None) -> He
         raise HandshakeError("hello: clients do not listen, yet one sent an address")
     if not isinstance(probe, bool):
         raise HandshakeError("hello: 'probe' is not a bool")
+    eph = msg.get("eph")
+    if not (isinstance(eph, bytes) and len(eph) == EPHEMERAL_LEN):
+        raise HandshakeError("hello: 'eph' is not an ephemeral key (links are encrypted)")
     public = PublicKey(pk)
     if public.name != name:
         raise HandshakeError("hello: the name is not the hash of the public key")
@@ -110,7 +123,7 @@ def check_hello(msg: Message, own_name: XorName, expected: XorName | None) -> He
     if expected is not None and peer_name != expected:
         raise HandshakeError(f"expected peer {expected.short()}, reached {peer_name.short()}")
     peer = Peer(peer_name, "client", None, public, claimed_role=role, claimed_address=addr)
-    return Hello(peer, nonce, probe)
+    return Hello(peer, nonce, probe, eph)
 
 
 def peer_key(peer: Peer) -> PublicKey:
@@ -120,10 +133,13 @@ def peer_key(peer: Peer) -> PublicKey:
     return peer.public_key
 
 
-def check_auth(msg: Message, peer: Peer, our_nonce: bytes, own_public: PublicKey) -> None:
-    """Check the peer's ``auth`` signs our nonce, both keys and what its hello claimed."""
+def check_auth(msg: Message, peer: Peer, our_nonce: bytes, own_public: PublicKey,
+               own_eph: bytes = b"", peer_eph: bytes = b"") -> None:
+    """Check the peer's ``auth`` signs our nonce, both keys, what its hello claimed and
+    both ephemeral keys."""
     sig = msg.get("sig")
     key = peer_key(peer)
-    payload = auth_payload(our_nonce, key, own_public, peer.claimed_role, peer.claimed_address)
+    payload = auth_payload(our_nonce, key, own_public, peer.claimed_role, peer.claimed_address,
+                           peer_eph, own_eph)
     if not isinstance(sig, bytes) or not key.verify(payload, sig):
         raise HandshakeError(f"bad handshake signature from {peer.name.short()}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import random
 import shutil
@@ -38,6 +39,7 @@ from typing import Any
 import psutil
 import trio
 
+from . import netns
 from .clusterfile import (
     CLUSTER_FILE,
     DEFAULT_DATA_DIR,
@@ -62,6 +64,7 @@ STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 NODE_LOG_FILE = "node.log"
 NODE_KEY_FILE = "node.key"
+FAULTS_FILE = "faults.json"  # the faults in force (node.cluster_faults); gone after `down`
 
 DEFAULT_REPLICATION = 5
 ROUTING_K = 20  # the nodes' Kademlia k (NodeConfig.k): a routing table holds at most this many
@@ -115,25 +118,34 @@ def process_alive(pid: int | None, data_dir: str | None = None) -> bool:
         return True
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def probe_port(taken: set[int], rng: random.Random | None = None) -> int:
-    """A port on 127.0.0.1 that is free now and not in `taken`."""
+def _can_bind(host: str) -> bool:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
+def probe_port(taken: set[int], rng: random.Random | None = None, host: str = "127.0.0.1") -> int:
+    """A port on `host` that is free now and not in `taken`."""
     rng = rng or random.Random()
     low, high = PROBE_PORTS
     start = rng.randrange(low, high)
     for offset in range(high - low):
         port = low + (start - low + offset) % (high - low)
-        if port not in taken and _port_free(port):
+        if port not in taken and _port_free(port, host):
             return port
-    raise ClusterBusy(f"no free port on 127.0.0.1 in {low}-{high}")
+    raise ClusterBusy(f"no free port on {host} in {low}-{high}")
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -192,6 +204,7 @@ class NodeReport:
             "latency": s.get("latency"),
             "transport": s.get("transport"),
             "data_dir": self.entry.data_dir,
+            "remote": self.entry.remote,
         }
 
 
@@ -263,7 +276,15 @@ class LocalCluster:
     # ------------------------------------------------------------------ processes
 
     def is_alive(self, entry: NodeEntry) -> bool:
-        return process_alive(entry.pid, entry.data_dir)
+        """True if `entry`'s process runs on this machine (never, for a remote node)."""
+        return not entry.remote and process_alive(entry.pid, entry.data_dir)
+
+    def local(self, entry: NodeEntry, what: str) -> NodeEntry:
+        """`entry`, or BadClusterRequest when it runs on another machine."""
+        if entry.remote:
+            raise BadClusterRequest(f"node {entry.index} runs on another machine ({entry.address}): "
+                                    f"{what} it there")
+        return entry
 
     def alive(self, info: ClusterFile) -> list[NodeEntry]:
         return [e for e in info.nodes if self.is_alive(e)]
@@ -271,26 +292,37 @@ class LocalCluster:
     def _new_entry(self, info: ClusterFile, index: int) -> NodeEntry:
         node_dir = self.data_dir / f"node-{index}"
         keys = Keypair.load_or_create(node_dir / NODE_KEY_FILE)  # so the id is known before start
+        host = info.host
+        if netns.prefix_of(host) is not None:
+            address = netns.add_node(self.data_dir, self._layout(info), index)
+            return NodeEntry(index, keys.name.hex(), address, None, str(node_dir))
         if info.base_port is not None:
             port = info.base_port + index
             if not 0 < port < 65536:
                 raise BadClusterRequest(f"--base-port {info.base_port} + {index} is not a port")
-            if not _port_free(port):
-                raise ClusterBusy(f"port {port} on 127.0.0.1 is in use (pick another --base-port)")
+            if not _port_free(port, host):
+                raise ClusterBusy(f"port {port} on {host} is in use (pick another --base-port)")
         else:
-            port = probe_port({e.port for e in info.nodes}, self.rng)
-        return NodeEntry(index, keys.name.hex(), f"127.0.0.1:{port}", None, str(node_dir))
+            port = probe_port({e.port for e in info.nodes}, self.rng, host)
+        return NodeEntry(index, keys.name.hex(), f"{host}:{port}", None, str(node_dir))
 
     def spawn(self, info: ClusterFile, entry: NodeEntry, bootstrap: list[str]) -> int:
         """Start `entry`'s node process in the background (its own session, output to files
         in its dir); record and return its pid."""
         node_dir = entry.path
         node_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [self.python, "-m", "node.cli", "node", "run",
-               "--data-dir", entry.data_dir, "--host", "127.0.0.1", "--port", str(entry.port),
+        prefix: list[str] = []
+        if netns.prefix_of(info.host) is not None:
+            netns.add_node(self.data_dir, self._layout(info), entry.index)  # again after a `down`
+            prefix = self._layout(info).exec_prefix(entry.index)
+        cmd = [*prefix, self.python, "-m", "node.cli", "node", "run",
+               "--data-dir", entry.data_dir, "--listen", entry.address,
                "--replication", str(info.replication), "--admin-key", info.admin]
         for address in bootstrap:
             cmd += ["--bootstrap", address]
+        rules = self._fault_rules(info, entry)
+        if rules:
+            cmd += ["--fault-rules", rules]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(node_dir / STDOUT_FILE, "ab") as out, open(node_dir / STDERR_FILE, "ab") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -298,6 +330,22 @@ class LocalCluster:
         _CHILDREN[proc.pid] = proc
         entry.pid = proc.pid
         return proc.pid
+
+    def _layout(self, info: ClusterFile) -> netns.Layout:
+        """The namespaces of a netns cluster (made again, with the recorded subnet, after a
+        `down` removed them)."""
+        return netns.Layout.load(self.data_dir) or netns.create(self.data_dir, netns.prefix_of(info.host))
+
+    def _fault_rules(self, info: ClusterFile, entry: NodeEntry) -> str | None:
+        """The transport rules node `entry` must start with while faults are in force (a node
+        restarted in a partition stays on its side), as JSON; None when there are none."""
+        if not (self.data_dir / FAULTS_FILE).exists():
+            return None
+        from .cluster_faults import ClusterFaults  # it builds on this module
+
+        state = ClusterFaults(self).load()
+        state.paused.discard(entry.index)
+        return None if state.empty() else json.dumps(state.rules_for(entry.index, info))
 
     def _wait_gone(self, entries: list[NodeEntry], timeout: float) -> list[NodeEntry]:
         """Wait until the processes have ended; return those still running at the deadline."""
@@ -318,7 +366,7 @@ class LocalCluster:
         """SIGKILL node `index` (a crash: no clean shutdown). False if it was not running."""
         with self.locked():
             info = self.load()
-            entry = self.node(info, index)
+            entry = self.local(self.node(info, index), "kill")
             if not self.is_alive(entry):
                 return False
             self._signal(entry, signal.SIGKILL)
@@ -333,7 +381,7 @@ class LocalCluster:
         it was not running."""
         with self.locked():
             info = self.load()
-            entry = self.node(info, index)
+            entry = self.local(self.node(info, index), "stop")
             if not self.is_alive(entry):
                 return False
             self._terminate([entry], timeout)
@@ -359,6 +407,12 @@ class LocalCluster:
             self._terminate(running, timeout)
             for entry in info.nodes:
                 entry.pid = None
+            # Faults lived in the processes (or were signals to them): none outlive `down`.
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / FAULTS_FILE).unlink()
+            # Nor do the namespaces, links and kernel rules of a netns cluster.
+            if netns.prefix_of(info.host) is not None or (self.data_dir / netns.NETNS_FILE).exists():
+                netns.destroy(self.data_dir)
             if purge:
                 self._purge(info)
             else:
@@ -370,7 +424,7 @@ class LocalCluster:
         for entry in info.nodes:
             if entry.path.parent == self.data_dir and entry.path.name.startswith("node-"):
                 shutil.rmtree(entry.path, ignore_errors=True)
-        for name in (CLUSTER_FILE, ADMIN_KEY_FILE, LOCK_FILE):
+        for name in (CLUSTER_FILE, ADMIN_KEY_FILE, LOCK_FILE, FAULTS_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / name).unlink()
 
@@ -381,6 +435,9 @@ class LocalCluster:
                 if self.is_alive(entry):
                     self._signal(entry, signal.SIGKILL)
                     self._wait_gone([entry], STOP_TIMEOUT)
+        with contextlib.suppress(ClusterError, OSError, subprocess.SubprocessError):
+            if (self.data_dir / netns.NETNS_FILE).exists():
+                netns.destroy(self.data_dir)
         # Children of this interpreter for this dir that never made it into cluster.json.
         prefix = str(self.data_dir) + os.sep
         for pid, proc in list(_CHILDREN.items()):
@@ -395,7 +452,8 @@ class LocalCluster:
 
     async def up(self, nodes: int | None = None, *, replication: int | None = None,
                  base_port: int | None = None, timeout: float = START_TIMEOUT,
-                 progress: Progress | None = None) -> ClusterFile:
+                 progress: Progress | None = None, host: str | None = None,
+                 netns_mode: bool = False) -> ClusterFile:
         """Create a cluster of `nodes` nodes, or restart the stopped nodes of the existing
         one; return when every node is ready and routing has converged."""
         with self.locked():
@@ -404,14 +462,15 @@ class LocalCluster:
                 if replication is not None and replication != info.replication:
                     raise BadClusterRequest(f"the cluster in {self.data_dir} has replication "
                                        f"{info.replication}; it cannot change to {replication}")
-                to_start = [e for e in info.nodes if not self.is_alive(e)]
+                to_start = [e for e in info.nodes if not e.remote and not self.is_alive(e)]
             else:
-                info = self._create(nodes, replication, base_port)
+                info = self._create(nodes, replication, base_port, host or "127.0.0.1", netns_mode)
                 to_start = list(info.nodes)
             await self._start(info, to_start, timeout, progress)
             return info
 
-    def _create(self, nodes: int | None, replication: int | None, base_port: int | None) -> ClusterFile:
+    def _create(self, nodes: int | None, replication: int | None, base_port: int | None,
+                host: str = "127.0.0.1", netns_mode: bool = False) -> ClusterFile:
         count = 8 if nodes is None else nodes
         if count < 1:
             raise BadClusterRequest("a cluster needs at least one node")
@@ -421,15 +480,25 @@ class LocalCluster:
         if count < r:
             raise BadClusterRequest(f"{count} nodes cannot hold {r} copies of each item: start at least "
                                f"{r} nodes, or lower --replication")
-        if base_port is not None:
+        if netns_mode:
+            if base_port is not None or host != "127.0.0.1":
+                raise BadClusterRequest("--netns picks each node's address and port itself: "
+                                        "no --base-port or --host with it")
+            netns.check_available()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            host = netns.HOST_MARK + netns.create(self.data_dir).prefix
+            base_port = None
+        elif base_port is not None:
             if not 0 < base_port < 65536 - count:
                 raise BadClusterRequest(f"--base-port {base_port} leaves no room for {count} nodes")
             # Check every port before anything is written, so a refusal leaves no half cluster.
             for port in range(base_port, base_port + count):
-                if not _port_free(port):
-                    raise ClusterBusy(f"port {port} on 127.0.0.1 is in use (pick another --base-port)")
+                if not _port_free(port, host):
+                    raise ClusterBusy(f"port {port} on {host} is in use (pick another --base-port)")
+        elif netns.prefix_of(host) is None and not _can_bind(host):
+            raise BadClusterRequest(f"cannot listen on {host}: not an address of this machine")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        info = ClusterFile([], r, self.admin_keys().name.hex(), base_port)
+        info = ClusterFile([], r, self.admin_keys().name.hex(), base_port, host)
         for index in range(count):
             info.nodes.append(self._new_entry(info, index))
         self.save(info)
@@ -440,7 +509,7 @@ class LocalCluster:
         """Start stopped node `index` with its data and its port; False if it was running."""
         with self.locked():
             info = self.load()
-            entry = self.node(info, index)
+            entry = self.local(self.node(info, index), "start")
             if self.is_alive(entry):
                 return False
             await self._start(info, [entry], timeout, progress)
@@ -559,10 +628,36 @@ class LocalCluster:
             async with open_tools(timeout=3.0) as own:
                 return await self.status(own)
         alive = [self.is_alive(e) for e in info.nodes]
-        targets = [(e.address, e.name) for e, a in zip(info.nodes, alive, strict=True) if a]
+        asked = [a or e.remote for e, a in zip(info.nodes, alive, strict=True)]
+        targets = [(e.address, e.name) for e, a in zip(info.nodes, asked, strict=True) if a]
         answers = iter(await tools.statuses(targets))
-        return [NodeReport(e, a, next(answers) if a else None)
-                for e, a in zip(info.nodes, alive, strict=True)]
+        reports = []
+        for entry, is_alive, ask in zip(info.nodes, alive, asked, strict=True):
+            status = next(answers) if ask else None
+            # A remote node's process is out of sight: it is alive when it answers.
+            reports.append(NodeReport(entry, is_alive or (entry.remote and status is not None), status))
+        return reports
+
+    async def add_remote(self, address: str, *, timeout: float = 10.0) -> NodeEntry:
+        """Record the node answering at `address` (on another machine) in cluster.json, so
+        clients use it and `status` shows it. It must answer `status` within `timeout`."""
+        with self.locked():
+            info = self.load()
+            if any(e.address == address for e in info.nodes):
+                raise BadClusterRequest(f"{address} is already in the cluster")
+            async with open_tools(timeout=timeout) as tools:
+                status = await tools.try_status(address)
+            if status is None:
+                raise ClusterUnavailable(f"no node answered at {address} within {timeout:g}s")
+            node_id = str(status.get("id", ""))
+            if any(e.id == node_id for e in info.nodes):
+                raise BadClusterRequest(f"the node at {address} ({node_id[:16]}) is already in the cluster")
+            entry = NodeEntry(max((e.index for e in info.nodes), default=-1) + 1, node_id, address,
+                              None, "", remote=True)
+            entry.name  # noqa: B018 - a malformed id fails here, before it is recorded
+            info.nodes.append(entry)
+            self.save(info)
+            return entry
 
     async def locate(self, name: str | bytes, tools: NodeTools | None = None) -> dict[str, Any]:
         """The close group of `name` as the network reports it (asked of the live node closest
@@ -574,7 +669,7 @@ class LocalCluster:
             async with open_tools(timeout=3.0) as own:
                 return await self.locate(target, own)
         info = self.load()
-        live = sorted(self.alive(info), key=lambda e: e.name.distance(target))
+        live = sorted([e for e in info.nodes if e.remote or self.is_alive(e)], key=lambda e: e.name.distance(target))
         if not live:
             raise ClusterUnavailable("no node of the cluster is running")
         group: list[XorName] | None = None

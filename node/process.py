@@ -28,7 +28,9 @@ from .framing import DEFAULT_MAX_BUFFERED
 from .host import NodeHost
 from .keys import Keypair
 from .store import SqliteStore
-from .transport import Endpoint, FaultRules
+from .transport import Endpoint, FaultRules, parse_address
+
+WILDCARDS = ("0.0.0.0", "::", "")
 
 KEY_FILE = "node.key"
 STORE_FILE = "store.sqlite3"
@@ -69,13 +71,17 @@ async def serve(
     admin_key: bytes | None,
     log_stream: TextIO,
     limits: dict[str, Any] | None = None,
+    fault_rules: dict[str, Any] | None = None,
+    advertise: str | None = None,
 ) -> None:
     keys = Keypair.load_or_create(data_dir / KEY_FILE)
     log = JsonLog(log_stream, keys.name.hex())
     store = SqliteStore(data_dir / STORE_FILE)
     fault = FaultRules(rng=random.Random())
+    if fault_rules:
+        fault.configure(fault_rules)
     endpoint = Endpoint(keys, role="node", listen_host=host, listen_port=port, fault=fault,
-                        **(limits or {}))
+                        advertise=advertise, **(limits or {}))
     # The signal receiver spans the whole nursery: were it closed after start-up, SIGTERM
     # would fall back to its default action and kill the process without a clean stop.
     try:
@@ -107,8 +113,13 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope, log: JsonLog) -
 @click.command("run")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory for this node's key, store and log (created if missing).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback only).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (see --listen).")
 @click.option("--port", default=0, show_default=True, help="TCP port (0 picks a free one).")
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="Address to listen on, any interface (overrides --host and --port).")
+@click.option("--advertise", default=None, metavar="HOST:PORT",
+              help="Address peers are told to reach this node at [default: the one it listens on]; "
+                   "needed when listening on 0.0.0.0 or behind a port forward.")
 @click.option("--bootstrap", multiple=True, metavar="HOST:PORT", help="A node to join through (repeatable).")
 @click.option("--replication", default=5, show_default=True, help="R: nodes in each item's close group.")
 @click.option("--admin-key", default=None, metavar="HEX",
@@ -128,17 +139,39 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope, log: JsonLog) -
 @click.option("--max-buffered-mib", type=click.IntRange(min=1), default=DEFAULT_MAX_BUFFERED >> 20,
               show_default=True, envvar="SAFENET_MAX_BUFFERED_MIB", show_envvar=True,
               help="MiB of unfinished incoming frames all connections may hold together.")
+@click.option("--fault-rules", default=None, metavar="JSON", hidden=True,
+              help="Transport fault rules in force from the start (the launcher restarting a node "
+                   "while `cluster fault` rules are in force).")
 def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...], replication: int,
                 admin_key: str | None, lie: tuple[str, ...], idle_timeout: float,
                 max_connections: int, max_connections_per_source: int,
-                max_buffered_mib: int) -> None:
+                max_buffered_mib: int, fault_rules: str | None, listen: str | None,
+                advertise: str | None) -> None:
     """Run one node until stopped (SIGTERM or Ctrl-C).
 
     The connection limits can also be set through the environment (SAFENET_IDLE_TIMEOUT and
     so on), which is how a test gives every node of a cluster short timeouts.
     """
-    if not host.startswith("127."):
-        raise click.BadParameter("this testbed only listens on loopback (127.0.0.0/8)", param_hint="--host")
+    if listen is not None:
+        try:
+            host, port = parse_address(listen)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--listen") from None
+        host = host.strip("[]")  # [::1]:7000
+    if advertise is not None:
+        try:
+            advertised_host, _ = parse_address(advertise)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--advertise") from None
+        if advertised_host.strip("[]") in WILDCARDS:
+            raise click.BadParameter("peers cannot dial a wildcard address; give this machine's address",
+                                     param_hint="--advertise")
+    elif host in WILDCARDS:
+        raise click.BadParameter(f"listening on {host} needs --advertise HOST:PORT (the address peers dial)",
+                                 param_hint="--listen")
+    if advertise is not None and port == 0:
+        raise click.BadParameter("--advertise needs a fixed port to listen on (the port 0 picks is unknown "
+                                 "beforehand)", param_hint="--listen")
     if replication < 1:
         raise click.BadParameter("must be at least 1", param_hint="--replication")
     admin = None
@@ -149,6 +182,15 @@ def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...]
             raise click.BadParameter("not hex", param_hint="--admin-key") from None
         if len(admin) != 32:
             raise click.BadParameter("a name is 64 hex digits", param_hint="--admin-key")
+    rules = None
+    if fault_rules:
+        try:
+            rules = json.loads(fault_rules)
+            if not isinstance(rules, dict):
+                raise ValueError("a JSON object of fault rules")
+            FaultRules().configure(rules)  # checked here, so a bad one is a usage error
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)[:200], param_hint="--fault-rules") from None
     data_dir.mkdir(parents=True, exist_ok=True)
     config = NodeConfig(replication=replication, lie=frozenset(lie))
     limits = {
@@ -161,5 +203,5 @@ def run_command(data_dir: Path, host: str, port: int, bootstrap: tuple[str, ...]
         with contextlib.suppress(KeyboardInterrupt):  # trio may turn a late SIGINT into this
             trio.run(lambda: serve(data_dir, host=host, port=port, bootstrap=list(bootstrap),
                                    config=config, admin_key=admin, log_stream=log_stream,
-                                   limits=limits))
+                                   limits=limits, fault_rules=rules, advertise=advertise))
     sys.exit(0)

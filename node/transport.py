@@ -5,6 +5,7 @@ that ``from node.transport import ...`` keeps working:
 
 - node/framing.py      frames off a stream: frame limits, stall deadline, shared receive budget
 - node/handshake.py    the hello/auth handshake, `Peer` (who is at the other end), `Incoming`
+- node/securelink.py   after the handshake: every link encrypted, every byte authenticated
 - node/connections.py  accept and dial, admission caps, dial-back of claimed nodes, reading
 - node/endpoint.py     `Endpoint`: lifecycle, public API, send queues and writers
 - node/fault_rules.py  `FaultHook` and `FaultRules`, the chaos hook

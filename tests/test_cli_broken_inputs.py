@@ -52,7 +52,8 @@ IDS = [" ".join(path) for path, _ in COMMANDS]
 # Arguments by name: a value that gets past the command's own checks, and a broken one.
 GOOD = {"name": HEX, "new_owner": HEX, "index": "0", "database": "shop", "stream": "s@1",
         "category": "c", "key": "k", "value": "v", "app_id": "app", "scenario": "calm", "text": "t",
-        "user": "anyone", "perms": "insert", "version": "0", "group": "g"}
+        "user": "anyone", "perms": "insert", "version": "0", "group": "g", "a": "0", "b": "1", "percent": "10",
+        "ms": "10", "groups": "0", "address": "127.0.0.1:1"}
 BAD = {"name": "zz", "new_owner": "not-a-key", "index": "-1", "scenario": "no-such-scenario",
        "user": "nobody", "perms": "fly", "file": "no-such-file"}
 HEX_NAMES = {"data", "md", "cluster"}  # the groups whose NAME is 64 hex (elsewhere it is free text)

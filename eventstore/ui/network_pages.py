@@ -1,15 +1,22 @@
 """The network pages: the nodes table (refreshed in place), kill / restart / add buttons,
-and the XOR ring with where a chosen item's replicas sit.
+the fault controls (partition, isolate, pause / resume, loss, delay, clog, heal: the same as
+`safenet cluster fault`) with a view of which links are cut, and the XOR ring with where a
+chosen item's replicas sit.
 
 On the mock network there are no nodes: the pages say so instead.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
+import trio
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from node.cluster_faults import ClusterFaults, FaultState, parse_group
 from node.clusterfile import ClusterError
 from node.xorname import XorName
 
@@ -35,8 +42,18 @@ async def _nodes_fragment(ui: UiContext) -> str:
         problem = None
     except Exception as exc:
         rows, problem = [], describe(exc)[1]
+    state = ClusterFaults(cluster.lc).load()
     return fragment("_nodes.html", rows=rows, problem=problem, cluster=cluster,
-                    operations=list(cluster.operations))
+                    operations=list(cluster.operations), faults=state, paused=state.paused,
+                    links=_links(state, [r.index for r in rows]))
+
+
+def _links(state: FaultState, indexes: list[int]) -> list[tuple[int, list[tuple[int, str]]]]:
+    """The link view: for each node, each other node and how A's messages to B fare: "cut",
+    "clogged" or "ok" (a node's own cell is "self")."""
+    clogged = {(a, b) for a, b in state.clogs} | {(b, a) for a, b in state.clogs}
+    return [(a, [(b, "self" if a == b else "cut" if (a, b) in state.cuts else
+                  "clogged" if (a, b) in clogged else "ok") for b in indexes]) for a in indexes]
 
 
 @guarded
@@ -99,6 +116,109 @@ async def add(request: Request) -> Response:
     return _back(f"Adding a node (operation {op.number}); it shows up once it has joined.")
 
 
+# ----------------------------------------------------------------------------- faults
+
+
+async def _fault(request: Request, what: str, change: Any) -> Response:
+    """Run `change(ClusterFaults)` in a worker thread (the launcher blocks on its file lock
+    while a restart holds it) and come back to the page with what it did."""
+    cluster = _cluster(ui_of(request))
+    if not cluster.controllable:
+        return _back(f"Could not {what}: this cluster was not launched from this machine's data dir.")
+    faults = ClusterFaults(cluster.lc)
+
+    def run() -> Any:
+        outcome = change(faults)
+        return trio.run(lambda: outcome) if hasattr(outcome, "__await__") else outcome
+
+    try:
+        result = await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except ClusterError as exc:
+        return _back(f"Could not {what}: {exc}")
+    if isinstance(result, dict):
+        late = result.get("unanswered")
+        summary = "; ".join(result.get("summary") or []) or "none"
+        extra = f" Node(s) {', '.join(map(str, late))} did not answer." if late else ""
+        return _back(f"{what[0].upper()}{what[1:]}: done. Faults in force: {summary}.{extra}")
+    return _back(f"{what[0].upper()}{what[1:]}: " + ("done." if result else "nothing to do."))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    return {k: str(v).strip() for k, v in (await request.form()).items()}
+
+
+def _number(value: str, what: str, default: float | None = None) -> float:
+    if value == "" and default is not None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise BadInput(f"{what} is a number, got {value[:20]!r}") from None
+
+
+def _nodes(value: str) -> list[int] | None:
+    return parse_group(value) if value else None
+
+
+@guarded
+async def fault_partition(request: Request) -> Response:
+    form = await _form(request)
+    sides = [parse_group(side) for side in form.get("sides", "").split()]
+    one_way = form.get("one_way") in ("on", "1", "true")
+    if not sides:
+        raise BadInput("name the sides, like 0,1,2 3,4,5")
+    return await _fault(request, "partition " + " | ".join(form["sides"].split()),
+                        lambda f: f.partition(sides, one_way=one_way))
+
+
+@guarded
+async def fault_isolate(request: Request) -> Response:
+    index = _index((await _form(request)).get("index", ""))
+    return await _fault(request, f"isolate node {index}", lambda f: f.isolate(index))
+
+
+@guarded
+async def fault_pause(request: Request) -> Response:
+    index = _index((await _form(request)).get("index", ""))
+    return await _fault(request, f"pause node {index}", lambda f: f.pause(index))
+
+
+@guarded
+async def fault_resume(request: Request) -> Response:
+    index = _index((await _form(request)).get("index", ""))
+    return await _fault(request, f"resume node {index}", lambda f: f.resume(index))
+
+
+@guarded
+async def fault_loss(request: Request) -> Response:
+    form = await _form(request)
+    percent = _number(form.get("percent", ""), "loss")
+    nodes = _nodes(form.get("nodes", ""))
+    return await _fault(request, f"loss {percent:g}%", lambda f: f.loss(percent, nodes))
+
+
+@guarded
+async def fault_delay(request: Request) -> Response:
+    form = await _form(request)
+    ms = _number(form.get("ms", ""), "delay")
+    jitter = _number(form.get("jitter", ""), "jitter", 0.0)
+    nodes = _nodes(form.get("nodes", ""))
+    return await _fault(request, f"delay {ms:g} ms", lambda f: f.delay(ms, jitter, nodes))
+
+
+@guarded
+async def fault_clog(request: Request) -> Response:
+    form = await _form(request)
+    a, b = _index(form.get("a", "")), _index(form.get("b", ""))
+    seconds = _number(form.get("seconds", ""), "seconds", 5.0)
+    return await _fault(request, f"clog link {a}-{b}", lambda f: f.clog(a, b, seconds))
+
+
+@guarded
+async def fault_heal(request: Request) -> Response:
+    return await _fault(request, "heal", partial(ClusterFaults.heal))
+
+
 @guarded
 async def ring(request: Request) -> Response:
     ui = ui_of(request)
@@ -157,4 +277,12 @@ ROUTES = [
     Route("/network/restart", restart, methods=["POST"], name="restart"),
     Route("/network/add", add, methods=["POST"], name="add"),
     Route("/network/ring", ring, methods=["GET"], name="ring"),
+    Route("/network/fault/partition", fault_partition, methods=["POST"], name="fault_partition"),
+    Route("/network/fault/isolate", fault_isolate, methods=["POST"], name="fault_isolate"),
+    Route("/network/fault/pause", fault_pause, methods=["POST"], name="fault_pause"),
+    Route("/network/fault/resume", fault_resume, methods=["POST"], name="fault_resume"),
+    Route("/network/fault/loss", fault_loss, methods=["POST"], name="fault_loss"),
+    Route("/network/fault/delay", fault_delay, methods=["POST"], name="fault_delay"),
+    Route("/network/fault/clog", fault_clog, methods=["POST"], name="fault_clog"),
+    Route("/network/fault/heal", fault_heal, methods=["POST"], name="fault_heal"),
 ]

@@ -33,6 +33,7 @@ from node.data import (
 )
 from node.keys import Keypair
 from node.requests import GetMData, MutateEntries, PutIData, Request
+from node.securelink import Ephemeral, secure_stream
 from node.tools import NodeTools, open_tools
 from node.transport import auth_payload
 from node.wire import PROTOCOL_VERSION, FrameDecoder, encode_frame, new_message
@@ -91,13 +92,18 @@ class RawConnection:
         hello = await self.next_message()
         assert hello is not None and hello["k"] == "hello"
         nonce = os.urandom(32)
+        eph = Ephemeral()
         await self.send(encode_frame(new_message(
             "hello", role="client", pk=bytes(self.keys.public), name=bytes(self.keys.name),
-            nonce=nonce, addr=None)))
-        payload = auth_payload(hello["nonce"], bytes(self.keys.public), hello["pk"], "client", None)
+            nonce=nonce, eph=eph.public, addr=None)))
+        payload = auth_payload(hello["nonce"], bytes(self.keys.public), hello["pk"], "client", None,
+                               eph.public, hello["eph"])
         await self.send(encode_frame(new_message("auth", sig=self.keys.sign(payload))))
         auth = await self.next_message()
         assert auth is not None and auth["k"] == "auth"
+        # From here the link is sealed (node/securelink.py): what we send next is encrypted.
+        self.stream = secure_stream(self.stream, eph, (nonce, bytes(self.keys.public), eph.public),
+                                    (hello["nonce"], hello["pk"], hello["eph"]), dialled=True)
         return hello
 
     async def aclose(self) -> None:

@@ -17,6 +17,7 @@ import trio.testing
 
 from node.errors import ProtocolError
 from node.keys import Keypair
+from node.securelink import Ephemeral, secure_stream
 from node.transport import (
     Endpoint,
     Incoming,
@@ -79,17 +80,21 @@ class Raw:
     async def handshake(self, role: str = "client", addr: str | None = None) -> None:
         nonce = os.urandom(32)
         keys = self.keys
+        eph = Ephemeral()
         hello = new_message(
             "hello", role=role, pk=bytes(keys.public), name=bytes(keys.name), nonce=nonce,
-            addr=addr,
+            eph=eph.public, addr=addr,
         )
         await self.stream.send_all(encode_frame(hello))
         theirs = await self.read()
         assert theirs is not None and theirs["k"] == "hello"
-        payload = auth_payload(theirs["nonce"], keys.public, theirs["pk"], role, addr)
+        payload = auth_payload(theirs["nonce"], keys.public, theirs["pk"], role, addr, eph.public, theirs["eph"])
         await self.stream.send_all(encode_frame(new_message("auth", sig=keys.sign(payload))))
         auth = await self.read()
         assert auth is not None and auth["k"] == "auth"
+        # From here the link is sealed (node/securelink.py).
+        self.stream = secure_stream(self.stream, eph, (nonce, bytes(keys.public), eph.public),
+                                    (theirs["nonce"], theirs["pk"], theirs["eph"]), dialled=True)
 
 
 @pytest.fixture

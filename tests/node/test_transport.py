@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from node.errors import InvalidSuccessor, ProtocolError, RequestTimeout
 from node.keys import Keypair
+from node.securelink import Ephemeral, secure_stream
 from node.transport import (
     Endpoint,
     FaultRules,
@@ -118,8 +119,10 @@ class RawPeer:
 
     async def hello(self, keys: Keypair, **overrides: Any) -> tuple[bytes, dict]:
         nonce = os.urandom(32)
+        self.eph = Ephemeral()
         fields = dict(
-            role="client", pk=bytes(keys.public), name=bytes(keys.name), nonce=nonce, addr=None
+            role="client", pk=bytes(keys.public), name=bytes(keys.name), nonce=nonce,
+            eph=self.eph.public, addr=None,
         )
         fields.update(overrides)
         await self.send(new_message("hello", **fields))
@@ -128,12 +131,18 @@ class RawPeer:
         return nonce, their_hello
 
     async def handshake(self, keys: Keypair, *, forge: bool = False) -> dict:
-        _, their_hello = await self.hello(keys)
-        payload = auth_payload(their_hello["nonce"], keys.public, their_hello["pk"], "client", None)
+        nonce, their_hello = await self.hello(keys)
+        payload = auth_payload(their_hello["nonce"], keys.public, their_hello["pk"], "client", None,
+                               self.eph.public, their_hello["eph"])
         signer = Keypair() if forge else keys
         await self.send(new_message("auth", sig=signer.sign(payload)))
         their_auth = await self.read()
         assert their_auth is not None and their_auth["k"] == "auth"
+        if forge:  # the endpoint refuses our auth, in clear, and never seals the link
+            return their_hello
+        # From here the link is sealed (node/securelink.py), as the endpoint's is.
+        self.stream = secure_stream(self.stream, self.eph, (nonce, bytes(keys.public), self.eph.public),
+                                    (their_hello["nonce"], their_hello["pk"], their_hello["eph"]), dialled=True)
         return their_hello
 
 
@@ -745,6 +754,23 @@ def test_fault_rules_configure_like_an_admin_message() -> None:
         with pytest.raises(ValueError):
             rules.configure(bad)
         assert rules.config() == before
+
+
+def test_fault_rules_slow_links_wait_for_that_peer_only() -> None:
+    a, b = Keypair().name, Keypair().name
+    rules = FaultRules(seed=1)
+    rules.configure({"slow": {a.hex(): 2.5}, "delay": [0.1, 0.2]})
+    assert 2.6 <= rules.outbound(a, new_message("m")) <= 2.7
+    assert 0.1 <= rules.outbound(b, new_message("m")) <= 0.2
+    assert rules.config()["slow"] == {a.hex(): 2.5}
+    before = rules.config()
+    for bad in ({"slow": {a.hex(): -1}}, {"slow": {a.hex(): float("inf")}}, {"slow": [a.hex()]},
+                {"slow": {"zz": 1}}, {"slow": {a.hex(): True}}):
+        with pytest.raises(ValueError):
+            rules.configure(bad)
+        assert rules.config() == before
+    rules.heal()
+    assert "slow" not in rules.config() and rules.outbound(a, new_message("m")) <= 0.2
 
 
 # ------------------------------------------------------------------------ misc API

@@ -20,6 +20,7 @@ import trio
 
 from node.cluster import LocalCluster, NodeEntry
 from node.keys import Keypair
+from node.securelink import Ephemeral, secure_stream
 from node.tools import open_tools
 from node.transport import auth_payload, parse_address
 from node.wire import FrameDecoder, encode_frame, new_message
@@ -81,21 +82,26 @@ class Raw:
 
     async def handshake(self, role: str = "client", addr: str | None = None) -> bool:
         """Prove our key; False if the node hung up first (admission made room)."""
+        nonce, eph = os.urandom(32), Ephemeral()
         hello = new_message(
             "hello", role=role, pk=bytes(self.keys.public), name=bytes(self.keys.name),
-            nonce=os.urandom(32), addr=addr,
+            nonce=nonce, eph=eph.public, addr=addr,
         )
         await self.stream.send_all(encode_frame(hello))
         theirs = await self.read()
         if theirs is None:
             return False
         assert theirs["k"] == "hello", theirs
-        payload = auth_payload(theirs["nonce"], self.keys.public, theirs["pk"], role, addr)
+        payload = auth_payload(theirs["nonce"], self.keys.public, theirs["pk"], role, addr,
+                               eph.public, theirs["eph"])
         await self.stream.send_all(encode_frame(new_message("auth", sig=self.keys.sign(payload))))
         auth = await self.read()
         if auth is None:
             return False
         assert auth["k"] == "auth", auth
+        # From here the link is sealed (node/securelink.py).
+        self.stream = secure_stream(self.stream, eph, (nonce, bytes(self.keys.public), eph.public),
+                                    (theirs["nonce"], theirs["pk"], theirs["eph"]), dialled=True)
         return True
 
     async def closed_within(self, seconds: float) -> bool:

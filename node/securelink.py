@@ -1,0 +1,240 @@
+"""Encrypted links: every byte after the handshake is sealed with keys only the two ends know.
+
+The handshake (node/handshake.py) proves both long-term keys. Each hello also carries a fresh
+X25519 public key (``eph``), and each side's ``auth`` signature covers both ephemeral keys
+along with both nonces and both long-term keys, so a man in the middle cannot swap them
+without breaking a signature. From the X25519 shared secret and the handshake transcript
+(`transcript`) each side derives two keys, one per direction (`derive_keys`); after its own
+``auth`` has gone out and the peer's has been checked, a connection runs inside a
+`SecureStream`.
+
+The record layer is independent of message frames: whatever the frame layer writes is cut
+into records of at most `MAX_RECORD` plaintext bytes, each sent as
+
+    4-byte big-endian length of the sealed part | ChaCha20-Poly1305 (IETF) ciphertext + tag
+
+with the length prefix as associated data and the nonce a per-direction counter (0, 1, 2,
+...) that is never sent. A record replayed, dropped, reordered, cut, altered or injected
+fails to open under the counter the receiver expects, and the stream is then broken for
+good: `LinkTampered` (a ProtocolError), and the connection closes. Nothing unauthenticated
+ever reaches the frame layer.
+
+This is the shape of Noise's XX pattern reduced to what the transport needs (ephemeral
+Diffie-Hellman, keys bound to the transcript, identities proven by signatures over it); it
+gives forward secrecy per connection. It does not hide who talks to whom: the hellos with
+the long-term keys are in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import trio
+from nacl.bindings import (
+    crypto_aead_chacha20poly1305_ietf_decrypt,
+    crypto_aead_chacha20poly1305_ietf_encrypt,
+    crypto_scalarmult,
+)
+from nacl.encoding import RawEncoder
+from nacl.exceptions import CryptoError
+from nacl.hash import blake2b
+from nacl.public import PrivateKey
+
+from .errors import ProtocolError
+
+EPHEMERAL_LEN = 32
+KEY_LEN = 32
+TAG_LEN = 16
+RECORD_PREFIX = 4
+MAX_RECORD = 64 * 1024  # plaintext bytes a record carries at most
+MAX_SEALED = MAX_RECORD + TAG_LEN
+LINK_DOMAIN = b"safenet-link-v1"
+RECV_CHUNK = 64 * 1024
+
+
+class LinkTampered(ProtocolError):
+    """A record failed to open: altered, replayed, reordered, injected or cut. The link is
+    closed; nothing more is read from it."""
+
+
+class Ephemeral:
+    """One connection's X25519 key pair; the secret is used once and dropped."""
+
+    def __init__(self) -> None:
+        self._secret: PrivateKey | None = PrivateKey.generate()
+        self.public = bytes(self._secret.public_key)
+
+    def shared(self, peer_public: bytes) -> bytes:
+        """The Diffie-Hellman secret with `peer_public` (once). ProtocolError for a key that
+        is not one or a low-order point (an all-zero secret)."""
+        if self._secret is None:
+            raise RuntimeError("this ephemeral key was used already")
+        if not (isinstance(peer_public, bytes) and len(peer_public) == EPHEMERAL_LEN):
+            raise ProtocolError("the peer's ephemeral key is not 32 bytes")
+        secret, self._secret = self._secret, None
+        try:
+            shared = crypto_scalarmult(bytes(secret), peer_public)
+        except (CryptoError, ValueError, TypeError):
+            raise ProtocolError("the peer's ephemeral key is a low-order point") from None
+        if shared == bytes(EPHEMERAL_LEN):
+            raise ProtocolError("the peer's ephemeral key is a low-order point")
+        return shared
+
+
+def transcript(dialler: tuple[bytes, bytes, bytes], listener: tuple[bytes, bytes, bytes]) -> bytes:
+    """A hash of what both hellos said that the keys depend on: each side's (nonce, long-term
+    public key, ephemeral key), the dialler's first."""
+    h = hashlib.sha3_256(LINK_DOMAIN)
+    for part in (*dialler, *listener):
+        h.update(len(part).to_bytes(2, "big") + part)
+    return h.digest()
+
+
+def derive_keys(shared: bytes, transcript_hash: bytes, *, dialled: bool) -> tuple[bytes, bytes]:
+    """(send key, receive key) for this end: BLAKE2b keyed with the shared secret over the
+    transcript, split into the dialler->listener and listener->dialler keys."""
+    material = blake2b(transcript_hash, key=shared, digest_size=2 * KEY_LEN,
+                       person=b"safenet-link-key", encoder=RawEncoder)
+    forward, backward = material[:KEY_LEN], material[KEY_LEN:]
+    return (forward, backward) if dialled else (backward, forward)
+
+
+def _nonce(counter: int) -> bytes:
+    return bytes(4) + counter.to_bytes(8, "big")
+
+
+class Sealer:
+    """One direction's sending half: plaintext in, records out, counter-numbered."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.counter = 0
+
+    def seal(self, data: bytes | bytearray | memoryview) -> bytes:
+        """`data` as one or more records (empty data: no record)."""
+        parts = []
+        view = memoryview(data)
+        for start in range(0, len(view), MAX_RECORD):
+            chunk = view[start:start + MAX_RECORD]
+            prefix = (len(chunk) + TAG_LEN).to_bytes(RECORD_PREFIX, "big")
+            parts.append(prefix)
+            parts.append(crypto_aead_chacha20poly1305_ietf_encrypt(
+                bytes(chunk), prefix, _nonce(self.counter), self.key))
+            self.counter += 1
+        return b"".join(parts)
+
+
+class Opener:
+    """One direction's receiving half: bytes in as they come, plaintext out, record by
+    record; the first record that does not open breaks it for good."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.counter = 0
+        self._buf = bytearray()
+        self.broken: LinkTampered | None = None
+
+    def feed(self, data: bytes | bytearray) -> None:
+        self._buf += data
+
+    @property
+    def pending(self) -> int:
+        """Sealed bytes buffered that are not a whole record yet."""
+        return len(self._buf)
+
+    def open_all(self) -> bytes:
+        """The plaintext of every whole record buffered (b"" if none is whole yet)."""
+        if self.broken is not None:
+            raise self.broken
+        parts = []
+        buf, pos = self._buf, 0
+        try:
+            while len(buf) - pos >= RECORD_PREFIX:
+                prefix = bytes(buf[pos:pos + RECORD_PREFIX])
+                length = int.from_bytes(prefix, "big")
+                if not TAG_LEN < length <= MAX_SEALED:
+                    self._fail(f"a record of {length} sealed bytes (limits {TAG_LEN + 1}..{MAX_SEALED})")
+                end = pos + RECORD_PREFIX + length
+                if len(buf) < end:
+                    break
+                with memoryview(buf) as view:
+                    sealed = bytes(view[pos + RECORD_PREFIX:end])
+                try:
+                    parts.append(crypto_aead_chacha20poly1305_ietf_decrypt(
+                        sealed, prefix, _nonce(self.counter), self.key))
+                except CryptoError:
+                    self._fail(f"record {self.counter} failed authentication "
+                               "(altered, replayed, reordered or injected)")
+                pos = end
+                self.counter += 1
+        finally:
+            if pos and self.broken is None:
+                del buf[:pos]  # once per call, not once per record
+        return b"".join(parts)
+
+    def _fail(self, why: str) -> None:
+        self.broken = LinkTampered(f"link: {why}; closing it")
+        self._buf = bytearray()
+        raise self.broken
+
+
+class SecureStream(trio.abc.HalfCloseableStream):
+    """A stream whose bytes travel sealed over `inner` (see the module docstring).
+
+    `initial` is ciphertext that arrived with the handshake's last frame and was already
+    read off `inner`."""
+
+    def __init__(self, inner: trio.abc.Stream, send_key: bytes, receive_key: bytes,
+                 initial: bytes = b"") -> None:
+        self.inner = inner
+        self.sealer = Sealer(send_key)
+        self.opener = Opener(receive_key)
+        self.opener.feed(initial)
+        self._plain = b""  # opened bytes not handed out yet
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        sealed = self.sealer.seal(data)
+        if sealed:
+            await self.inner.send_all(sealed)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        if isinstance(self.inner, trio.abc.HalfCloseableStream):
+            await self.inner.send_eof()
+        else:
+            await self.inner.aclose()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Opened bytes (at most `max_bytes`); b"" at a clean end of stream. A stream that
+        ends inside a record is tampered with (a record was cut)."""
+        while not self._plain:
+            self._plain = self.opener.open_all()
+            if self._plain:
+                break
+            data = await self.inner.receive_some(RECV_CHUNK)
+            if not data:
+                if self.opener.pending:
+                    self.opener.broken = LinkTampered("link: the stream ended inside a record; closing it")
+                    raise self.opener.broken
+                return b""
+            self.opener.feed(data)
+        size = len(self._plain) if max_bytes is None else max(1, max_bytes)
+        out, self._plain = self._plain[:size], self._plain[size:]
+        return out
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def secure_stream(stream: trio.abc.Stream, eph: Ephemeral, ours: tuple[bytes, bytes, bytes],
+                  theirs: tuple[bytes, bytes, bytes], *, dialled: bool, initial: bytes = b"") -> SecureStream:
+    """`stream` sealed with the keys of this handshake. `ours` and `theirs` are each end's
+    (nonce, long-term public key, ephemeral public key); `dialled` says which end this is.
+    The transport uses it after every handshake; so can a raw-socket tool or test that has
+    done the handshake by hand."""
+    shared = eph.shared(theirs[2])
+    hashed = transcript(ours, theirs) if dialled else transcript(theirs, ours)
+    send_key, receive_key = derive_keys(shared, hashed, dialled=dialled)
+    return SecureStream(stream, send_key, receive_key, initial)
