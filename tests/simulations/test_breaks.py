@@ -57,6 +57,9 @@ TRUST_CASES = {
     "trust_any_peer": {"unpaid-chunk"},  # an outsider's chunk_put stored
     "accept_unvalidated": {"forged-owner", "forged-entry", "forged-permissions", "md-from-nothing"},
     "unbounded_numbers": {"unbounded-ballot", "unencodable-record", "unreadable-store", "node-crash", "node-down"},
+    # the stranger answers pings and never works, yet keeps its place in close groups: copies
+    # wait for it to push them and MD moves for its vote
+    "trust_idle_members": {"under-replicated", "misplaced", "forged-members"},
 }
 
 
@@ -81,8 +84,6 @@ def test_a_trust_break_is_caught_by_the_attackers_and_its_replay_is_exact(brk: s
     assert replay.failures() == failing.failures()
 
 
-@pytest.mark.xfail(reason="a member that joined and keeps quiet still stalls moves under kills (placement); "
-                          "docs/security.md", strict=False)
 def test_the_byzantine_scenario_with_its_attackers_is_valid() -> None:
     result = run_sim(get_scenario("byzantine").with_(**SMALL), 1, max_steps=STEPS)
     assert result.valid, result.report.summary()
