@@ -608,6 +608,10 @@ class Standing:
             return False
         return True
 
+    def banned_names(self, now: float) -> set[bytes]:
+        """The peers banned now."""
+        return {n for n in list(self._banned) if self.banned(n, now)}
+
     def _forget_quiet(self) -> None:
         """Make room: forget the peers heard from longest ago that owe nothing."""
         owing = self._shirks.keys() | self._demoted.keys() | self._demotions.keys()
