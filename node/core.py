@@ -112,6 +112,10 @@ class _Pending:
 # Requests any live peer answers at once and at no cost: answering them proves nothing about
 # whether a peer does a node's work (see `Standing`). Every other node-to-node request is work.
 _FREE = frozenset({"ping", "find_node"})
+# Requests whose answer waits on other nodes' work (a client request forwarded to the MD's
+# coordinator is answered when its consensus round ends): an answer still counts as work
+# done, but a lapse is no evidence against the peer asked.
+_DELEGATED = frozenset({"md_request"})
 
 
 @dataclass
@@ -308,7 +312,7 @@ class NodeCore:
         def expire() -> None:
             pending = self._pending.pop(mid, None)
             if pending is not None:
-                if pending.kind not in _FREE and name != self.name:
+                if pending.kind not in _FREE and pending.kind not in _DELEGATED and name != self.name:
                     self._lapsed(name, pending.sent)
                 contact = self.routing.get(name)
                 if name != self.name and self.routing.failed(name, self.now):
