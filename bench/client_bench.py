@@ -46,8 +46,8 @@ from cluster_bench import (
     running_cluster,
 )
 
+from client.blobs import fetch_blob_to, store_blob
 from client.network import NetworkClient
-from client.selfenc import fetch_blob_to, store_blob
 from node.cluster import ClusterFile, LocalCluster
 from node.keys import Keypair
 

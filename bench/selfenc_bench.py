@@ -22,7 +22,8 @@ from pathlib import Path
 
 import trio
 
-from client.selfenc import decrypt_bytes, encrypt_bytes, fetch_blob_to, store_blob
+from client.blobs import fetch_blob_to, store_blob
+from client.selfenc import decrypt_bytes, encrypt_bytes
 from node.xorname import XorName
 
 MiB = 1024 * 1024

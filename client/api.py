@@ -83,7 +83,9 @@ class DataClient:
         return Request.signed(op, self.keys, owner=self.owner, request_id=request_id,
                               network=self.network_id, expires=int(self.clock()) + self.request_ttl)
 
-    async def _call(self, op: Op, *, request_id: bytes | None = None) -> Any:
+    async def call(self, op: Op, *, request_id: bytes | None = None) -> Any:
+        """Send one operation (signed if it mutates) and return its decoded result. A
+        mutation sent again with the same `request_id` is applied at most once."""
         request = self._sign(op, request_id) if op.MUTATES else Request(op, self.keys.public)
         return await self._send(request)
 
@@ -93,60 +95,60 @@ class DataClient:
         """Store a chunk (idempotent) and return its name, the SHA3-256 of its bytes."""
         data = ImmutableData(bytes(value))
         check_idata(data)
-        await self._call(PutIData(data))
+        await self.call(PutIData(data))
         return data.name
 
     async def get_idata(self, name: bytes) -> bytes:
-        data: ImmutableData = await self._call(GetIData(XorName(name)))
+        data: ImmutableData = await self.call(GetIData(XorName(name)))
         return data.value
 
     # ----------------------------------------------------------------- MD mutations
 
     async def put_mdata(self, md: MutableData) -> None:
-        await self._call(PutMData(md))
+        await self.call(PutMData(md))
 
     async def mutate_entries(self, address: MDataAddress, actions: Mapping[bytes, EntryAction]) -> None:
-        await self._call(MutateEntries(address, dict(actions)))
+        await self.call(MutateEntries(address, dict(actions)))
 
     async def set_user_permissions(
         self, address: MDataAddress, user: User, permissions: PermissionSet, version: int
     ) -> None:
-        await self._call(SetUserPermissions(address, user, permissions, version))
+        await self.call(SetUserPermissions(address, user, permissions, version))
 
     async def del_user_permissions(self, address: MDataAddress, user: User, version: int) -> None:
-        await self._call(DelUserPermissions(address, user, version))
+        await self.call(DelUserPermissions(address, user, version))
 
     async def change_owner(self, address: MDataAddress, new_owner: PublicKey, version: int) -> None:
-        await self._call(ChangeOwner(address, frozenset({PublicKey(new_owner)}), version))
+        await self.call(ChangeOwner(address, frozenset({PublicKey(new_owner)}), version))
 
     # ----------------------------------------------------------------- MD reads (open to all)
 
     async def get_mdata(self, address: MDataAddress) -> MutableData:
-        return await self._call(GetMData(address))
+        return await self.call(GetMData(address))
 
     async def get_mdata_shell(self, address: MDataAddress) -> MutableData:
-        return await self._call(GetMDataShell(address))
+        return await self.call(GetMDataShell(address))
 
     async def get_mdata_version(self, address: MDataAddress) -> int:
-        return await self._call(GetMDataVersion(address))
+        return await self.call(GetMDataVersion(address))
 
     async def list_entries(self, address: MDataAddress) -> dict[bytes, Value]:
-        return await self._call(ListEntries(address))
+        return await self.call(ListEntries(address))
 
     async def list_keys(self, address: MDataAddress) -> set[bytes]:
-        return await self._call(ListKeys(address))
+        return await self.call(ListKeys(address))
 
     async def list_values(self, address: MDataAddress) -> list[Value]:
-        return await self._call(ListValues(address))
+        return await self.call(ListValues(address))
 
     async def get_value(self, address: MDataAddress, key: bytes) -> Value:
-        return await self._call(GetValue(address, key))
+        return await self.call(GetValue(address, key))
 
     async def list_permissions(self, address: MDataAddress) -> dict[User, PermissionSet]:
-        return await self._call(ListPermissions(address))
+        return await self.call(ListPermissions(address))
 
     async def list_user_permissions(self, address: MDataAddress, user: User) -> PermissionSet:
-        return await self._call(ListUserPermissions(address, user))
+        return await self.call(ListUserPermissions(address, user))
 
     # ----------------------------------------------------------------- payloads of any size
 
@@ -159,12 +161,12 @@ class DataClient:
     ) -> XorName:
         """Self-encrypt `source` (bytes, a binary file or a path) into chunks; return the
         data-map name. Large files stream: never more than a few chunks in memory."""
-        from .selfenc import store_blob
+        from .blobs import store_blob
 
         return await store_blob(self.put_idata, source, progress=progress, map_key=map_key)
 
     async def get_blob(self, name: bytes, *, map_key: bytes | None = None) -> bytes:
-        from .selfenc import fetch_blob
+        from .blobs import fetch_blob
 
         return await fetch_blob(self.get_idata, XorName(name), map_key=map_key)
 
@@ -177,13 +179,13 @@ class DataClient:
         map_key: bytes | None = None,
     ) -> int:
         """Stream a blob into `sink` chunk by chunk; returns the bytes written."""
-        from .selfenc import fetch_blob_to
+        from .blobs import fetch_blob_to
 
         return await fetch_blob_to(self.get_idata, XorName(name), sink, progress=progress, map_key=map_key)
 
     async def read_blob(self, name: bytes, offset: int, length: int, *, map_key: bytes | None = None) -> bytes:
         """Bytes [offset, offset+length) of a blob, fetching only the chunks that cover them."""
-        from .selfenc import read_range
+        from .blobs import read_range
 
         return await read_range(self.get_idata, XorName(name), offset, length, map_key=map_key)
 
@@ -194,7 +196,7 @@ class DataClient:
         group of its name. `allowance` must match the network's (default 1000)."""
         from node.accounts import DEFAULT_ALLOWANCE, CreateAccount
 
-        await self._call(CreateAccount(self.keys.public, DEFAULT_ALLOWANCE if allowance is None else allowance))
+        await self.call(CreateAccount(self.keys.public, DEFAULT_ALLOWANCE if allowance is None else allowance))
 
     async def account_info(self, owner: PublicKey | None = None) -> AccountInfo:
         from node.accounts import AccountInfo, account_address
@@ -205,9 +207,9 @@ class DataClient:
         """Authorise an app key to mutate for this account (`version` = key-ops count + 1)."""
         from node.accounts import InsAuthKey
 
-        await self._call(InsAuthKey(self.account_owner, PublicKey(key), version))
+        await self.call(InsAuthKey(self.account_owner, PublicKey(key), version))
 
     async def del_auth_key(self, key: PublicKey, version: int) -> None:
         from node.accounts import DelAuthKey
 
-        await self._call(DelAuthKey(self.account_owner, PublicKey(key), version))
+        await self.call(DelAuthKey(self.account_owner, PublicKey(key), version))

@@ -99,11 +99,12 @@ class Secrets:
         return cls(Keypair(seed), XorName(sha3_256(session)), packet_key)
 
 
-def _info_to_obj(info: MDataInfo) -> list[Any]:
+def info_to_obj(info: MDataInfo) -> list[Any]:
+    """An `MDataInfo` as msgpack-ready data (the session packet and the CLI's state file)."""
     return [bytes(info.name), info.tag, info.enc_key, info.enc_nonce]
 
 
-def _info_from_obj(obj: Any) -> MDataInfo:
+def info_from_obj(obj: Any) -> MDataInfo:
     return MDataInfo(XorName(obj[0]), obj[1], obj[2], obj[3])
 
 
@@ -133,7 +134,7 @@ class AppGrant:
             "app_id": self.app_id,
             "seed": self.keys.seed,
             "owner": bytes(self.owner),
-            "containers": {n: _info_to_obj(i) for n, i in self.containers.items()},
+            "containers": {n: info_to_obj(i) for n, i in self.containers.items()},
             "permissions": {n: sorted(p) for n, p in self.permissions.items()},
         }
 
@@ -143,7 +144,7 @@ class AppGrant:
             obj["app_id"],
             Keypair(obj["seed"]),
             PublicKey(obj["owner"]),
-            {n: _info_from_obj(i) for n, i in obj["containers"].items()},
+            {n: info_from_obj(i) for n, i in obj["containers"].items()},
             {n: frozenset(p) for n, p in obj["permissions"].items()},
         )
 
@@ -169,7 +170,8 @@ class Authenticator:
         return self.secrets.keys.public
 
     @contextlib.asynccontextmanager
-    async def _client(self) -> AsyncIterator[DataClient]:
+    async def client(self) -> AsyncIterator[DataClient]:
+        """A client of the network acting with the account's own keys (not an app's)."""
         async with self.factory(self.secrets.keys) as client:
             yield client
 
@@ -179,7 +181,7 @@ class Authenticator:
     async def create_account(cls, factory: ClientFactory, locator: str, password: str, *,
                              allowance: int | None = None, cost: KdfCost | None = None) -> Authenticator:
         auth = cls(factory, Secrets.derive(locator, password, cost))
-        async with auth._client() as client:
+        async with auth.client() as client:
             await client.create_account(allowance)
             me = client.public_key
             for name in PRIVATE_CONTAINERS:
@@ -199,21 +201,21 @@ class Authenticator:
     async def login(cls, factory: ClientFactory, locator: str, password: str, *,
                     cost: KdfCost | None = None) -> Authenticator:
         auth = cls(factory, Secrets.derive(locator, password, cost))
-        async with auth._client() as client:
+        async with auth.client() as client:
             try:
                 value = await client.get_value(
                     MutableData(auth.secrets.session_name, SESSION_TAG).address, b"Login")
             except (E.NoSuchData, E.NoSuchEntry):
                 raise E.NoSuchAccount("no account with that locator") from None
         obj = msgpack.unpackb(_open(auth.secrets.packet_key, value.content), raw=False)
-        auth.containers = {n: _info_from_obj(i) for n, i in obj["containers"].items()}
-        auth.access = _info_from_obj(obj["access"])
+        auth.containers = {n: info_from_obj(i) for n, i in obj["containers"].items()}
+        auth.access = info_from_obj(obj["access"])
         return auth
 
     def _packet(self) -> bytes:
         assert self.access is not None
-        obj = {"containers": {n: _info_to_obj(i) for n, i in self.containers.items()},
-               "access": _info_to_obj(self.access)}
+        obj = {"containers": {n: info_to_obj(i) for n, i in self.containers.items()},
+               "access": info_to_obj(self.access)}
         return _seal(self.secrets.packet_key, msgpack.packb(obj, use_bin_type=True))
 
     # ---------------------------------------------------------------- apps
@@ -232,7 +234,7 @@ class Authenticator:
             if unknown:
                 raise ValueError(f"unknown permissions {sorted(unknown)}; choose from read, {', '.join(ACTIONS)}")
         app_keys = Keypair()
-        async with self._client() as client:
+        async with self.client() as client:
             previous = await self._raw_entry(client, app_id)
             if previous is not None and previous.content:
                 raise E.DataExists(f"app {app_id!r} is already authorised; revoke it first")
@@ -263,7 +265,7 @@ class Authenticator:
     async def apps(self) -> list[AppGrant]:
         """The apps authorised now (revoked ones leave an empty tombstone, skipped here)."""
         assert self.access is not None
-        async with self._client() as client:
+        async with self.client() as client:
             entries = await client.list_entries(self.access.address)
         grants = []
         for value in self.access.decrypt_entries(entries).values():
@@ -274,7 +276,7 @@ class Authenticator:
     async def revoke(self, app_id: str) -> None:
         """The app key loses its account authorisation and every container permission."""
         assert self.access is not None
-        async with self._client() as client:
+        async with self.client() as client:
             found = await self._entry(client, app_id)
             if found is None:
                 raise E.NoSuchKey(f"no app {app_id!r} is authorised")

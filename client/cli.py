@@ -35,8 +35,9 @@ from node.keys import Keypair
 from node.xorname import XorName
 
 from .api import DataClient
+from .blobs import fetch_blob_to, store_blob
 from .connect import connect
-from .selfenc import SelfEncryptionError, fetch_blob_to, store_blob
+from .selfenc import SelfEncryptionError
 
 # Files at least this big get a progress bar on stderr (when stderr is a terminal).
 PROGRESS_THRESHOLD = 1024 * 1024

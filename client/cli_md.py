@@ -118,15 +118,15 @@ def _cost() -> KdfCost:
 def _save_session(auth: Authenticator, locator: str) -> None:
     path = _session_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .authenticator import _info_to_obj
+    from .authenticator import info_to_obj
 
     obj = {
         "locator": locator,
         "seed": auth.secrets.keys.seed,
         "session": bytes(auth.secrets.session_name),
         "packet_key": auth.secrets.packet_key,
-        "containers": {n: _info_to_obj(i) for n, i in auth.containers.items()},
-        "access": _info_to_obj(auth.access) if auth.access else None,
+        "containers": {n: info_to_obj(i) for n, i in auth.containers.items()},
+        "access": info_to_obj(auth.access) if auth.access else None,
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(msgpack.packb(obj, use_bin_type=True))
@@ -138,14 +138,14 @@ def _load_session(cluster: str | None, mock: str | None) -> tuple[Authenticator,
     path = _session_path()
     if not path.exists():
         return None
-    from .authenticator import Secrets, _info_from_obj
+    from .authenticator import Secrets, info_from_obj
 
     try:
         obj = msgpack.unpackb(path.read_bytes(), raw=False)
         secrets = Secrets(Keypair(obj["seed"]), XorName(obj["session"]), obj["packet_key"])
         auth = Authenticator(_factory(cluster, mock), secrets,
-                             {n: _info_from_obj(i) for n, i in obj["containers"].items()},
-                             _info_from_obj(obj["access"]) if obj["access"] else None)
+                             {n: info_from_obj(i) for n, i in obj["containers"].items()},
+                             info_from_obj(obj["access"]) if obj["access"] else None)
         return auth, obj["locator"]
     except (ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException):
         fail(f"the session in {path} is damaged; `safenet account logout` removes it", exitcodes.USAGE)
@@ -492,7 +492,7 @@ def account_info(cluster: str | None, mock: str | None, as_json: bool) -> None:
     auth = _auth(cluster, mock)
 
     async def go() -> Any:
-        async with auth._client() as client:
+        async with auth.client() as client:
             return await client.account_info()
 
     info = _run(go)

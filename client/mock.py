@@ -264,7 +264,7 @@ class MockClient(DataClient):
         super().__init__(keys, owner=owner)
         self.network = network
 
-    async def _call(self, op: Op, *, request_id: bytes | None = None) -> Any:
+    async def call(self, op: Op, *, request_id: bytes | None = None) -> Any:
         if not op.MUTATES:
             return await self._send(Request(op, self.keys.public))
         request = self._sign(op, request_id)

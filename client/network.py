@@ -28,6 +28,7 @@ import trio
 
 from node import errors as E
 from node.keys import Keypair, PublicKey
+from node.peer import ClientEndpoint
 from node.proofs import majority
 from node.requests import GetIData, Request
 from node.routing import Contact, Lookup
@@ -54,7 +55,7 @@ class NetworkClient(DataClient):
         timeout: float = 20.0,
         try_timeout: float = 4.0,
         network: MemoryNetwork | None = None,
-        endpoint: Any = None,
+        endpoint: ClientEndpoint | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -28,14 +28,8 @@ import msgpack
 import trio
 
 from client.api import DataClient
-from client.selfenc import (
-    SMALL_FILE_LIMIT,
-    encrypt_bytes,
-    fetch_blob,
-    pack_data_map,
-    store_blob,
-    unpack_data_map,
-)
+from client.blobs import fetch_blob, pack_data_map, store_blob, unpack_data_map
+from client.selfenc import SMALL_FILE_LIMIT, encrypt_bytes
 from node import errors as E
 from node.data import Action, Ins, MDataAddress, MutableData, PermissionSet, Value
 from node.keys import PublicKey

@@ -31,7 +31,8 @@ import msgpack
 from . import errors as E
 from .data import MDataAddress, MutableData, Value, check_u64
 from .keys import PublicKey
-from .requests import GetMData, MDataOp, Request, _one, register_op
+from .ops import GetMData, MDataOp, expect_args, register_op
+from .requests import Request
 from .rules import ACCOUNT_TAG, MDataState
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class CreateAccount(_AccountOp):
 
     @classmethod
     def from_args(cls, args: list[Any]) -> CreateAccount:
-        owner, allowance = _one(args, 2, cls.KIND)
+        owner, allowance = expect_args(args, 2, cls.KIND)
         return cls(PublicKey(owner), check_u64(allowance, "an allowance"))
 
     def apply_to(self, state: MDataState, request: Request) -> MutableData:
@@ -151,7 +152,7 @@ class _KeyOp(_AccountOp):
 
     @classmethod
     def from_args(cls, args: list[Any]) -> _KeyOp:
-        owner, key, version = _one(args, 3, cls.KIND)
+        owner, key, version = expect_args(args, 3, cls.KIND)
         return cls(PublicKey(owner), PublicKey(key), check_u64(version, "a key-ops version"))
 
     def _checked(self, state: MDataState, request: Request) -> AccountInfo:
@@ -203,7 +204,7 @@ class Charge(_AccountOp):
 
     @classmethod
     def from_args(cls, args: list[Any]) -> Charge:
-        owner, count = _one(args, 2, cls.KIND)
+        owner, count = expect_args(args, 2, cls.KIND)
         return cls(PublicKey(owner), check_u64(count, "a count"))
 
     def apply_to(self, state: MDataState, request: Request) -> MutableData:

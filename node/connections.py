@@ -46,6 +46,7 @@ from .handshake import (
     check_auth,
     check_hello,
     hello_fields,
+    peer_key,
 )
 from .keys import Keypair
 from .wire import Message, check_version, encode_frame, new_message
@@ -225,8 +226,8 @@ class ConnectionSide:
         assert conn.peer is not None
         return conn.peer
 
-    def _accept_soon(self, stream: trio.abc.Stream) -> None:
-        """Serve an inbound stream (MemoryNetwork's accept)."""
+    def accept_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve an inbound stream that did not come through a listener (the in-memory network)."""
         if self._nursery is None:
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"{self!r} is not running")
         try:
@@ -357,7 +358,7 @@ class ConnectionSide:
         checked = check_hello(msg, self.name, expected)
         peer = checked.peer
         payload = auth_payload(
-            checked.nonce, self.keys.public, peer.public_key, self.role, advertised
+            checked.nonce, self.keys.public, peer_key(peer), self.role, advertised
         )
         auth = encode_frame(new_message("auth", sig=self.keys.sign(payload)), self.max_frame)
         await self._write_frame(conn, [], auth, math.inf)

@@ -26,6 +26,7 @@ from typing import Any
 
 from . import errors as E
 from .keys import Keypair
+from .peer import Peer
 from .routing import Contact, Lookup, RoutingTable, Standing
 from .store import Store
 from .wire import PROTOCOL_VERSION, new_message, reply_to
@@ -75,15 +76,6 @@ class NodeConfig:
     # Test-only lying modes (a Byzantine node, for proving clients trust no single node):
     # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks).
     lie: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Who a message came from (as the transport authenticated it)."""
-
-    name: XorName
-    role: str  # "node" or "client"
-    address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

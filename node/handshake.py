@@ -16,13 +16,14 @@ side closes without treating it as a connection). Until then it is a client in e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from .errors import ProtocolError
 from .keys import PUBLIC_KEY_LEN, PublicKey
+from .peer import Peer
 from .wire import Message
 from .xorname import XOR_NAME_LEN, XorName
 
@@ -35,31 +36,6 @@ HANDSHAKE_KINDS = frozenset({"hello", "auth"})
 
 class HandshakeError(ProtocolError):
     """A connection's handshake failed: wrong peer, bad key or signature, bad or late hello."""
-
-
-@dataclass(frozen=True)
-class Peer:
-    """The far end of an authenticated connection, as far as this end believes it.
-
-    `role` and `address` are what the peer may be treated as: ``"node"`` and its listen
-    address only once its claim was checked by dialling back; otherwise ``"client"`` and None.
-    `claimed_role` and `claimed_address` are what its hello said.
-    """
-
-    name: XorName
-    public_key: PublicKey
-    address: str | None
-    role: str  # "node" | "client"
-    claimed_role: str = "client"
-    claimed_address: str | None = None
-
-    @property
-    def verified_node(self) -> bool:
-        """True when this end reached the peer's claimed address and found the same key."""
-        return self.role == "node"
-
-    def as_verified_node(self) -> Peer:
-        return replace(self, role="node", address=self.claimed_address)
 
 
 @dataclass(frozen=True)
@@ -133,15 +109,21 @@ def check_hello(msg: Message, own_name: XorName, expected: XorName | None) -> He
         raise HandshakeError("connected to itself")
     if expected is not None and peer_name != expected:
         raise HandshakeError(f"expected peer {expected.short()}, reached {peer_name.short()}")
-    peer = Peer(peer_name, public, None, "client", claimed_role=role, claimed_address=addr)
+    peer = Peer(peer_name, "client", None, public, claimed_role=role, claimed_address=addr)
     return Hello(peer, nonce, probe)
+
+
+def peer_key(peer: Peer) -> PublicKey:
+    """The key a checked hello proved (a `Peer` made elsewhere has none)."""
+    if peer.public_key is None:
+        raise HandshakeError(f"no key is known for {peer.name.short()}")
+    return peer.public_key
 
 
 def check_auth(msg: Message, peer: Peer, our_nonce: bytes, own_public: PublicKey) -> None:
     """Check the peer's ``auth`` signs our nonce, both keys and what its hello claimed."""
     sig = msg.get("sig")
-    payload = auth_payload(
-        our_nonce, peer.public_key, own_public, peer.claimed_role, peer.claimed_address
-    )
-    if not isinstance(sig, bytes) or not peer.public_key.verify(payload, sig):
+    key = peer_key(peer)
+    payload = auth_payload(our_nonce, key, own_public, peer.claimed_role, peer.claimed_address)
+    if not isinstance(sig, bytes) or not key.verify(payload, sig):
         raise HandshakeError(f"bad handshake signature from {peer.name.short()}")

@@ -20,26 +20,16 @@ import os
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
-from .core import NodeCore, Peer, Send
+from .core import NodeCore, Send
 from .errors import SafeError
+from .peer import Arrival, FaultHook, HostEndpoint, Peer
 from .wire import reply_to
 
 MAX_BATCH = 128
-
-
-class EndpointLike(Protocol):
-    """What the host needs of a transport (TCP `node.transport.Endpoint` or the simulator's)."""
-
-    inbox: Any
-    address: str | None
-
-    def send_nowait(self, to_name: bytes | None, to_address: str | None, msg: dict[str, Any]) -> bool: ...
-
-    def stats(self) -> dict[str, Any]: ...
 
 
 class NodeHost:
@@ -48,10 +38,10 @@ class NodeHost:
     def __init__(
         self,
         core: NodeCore,
-        endpoint: EndpointLike,
+        endpoint: HostEndpoint,
         *,
         admin_name: bytes | None = None,
-        fault: Any = None,
+        fault: FaultHook | None = None,
         on_shutdown: Callable[[], None] | None = None,
         strict: bool = False,
         wall_clock: Callable[[], float] = time.time,
@@ -104,8 +94,8 @@ class NodeHost:
             self.core.log("internal_error", error=repr(exc), trace=traceback.format_exc(limit=8))
             return self.core.take_output()  # whatever the core queued before it failed still goes
 
-    def _handle(self, now: float, incoming: Any) -> list[Send]:
-        peer = Peer(incoming.peer.name, incoming.peer.role, incoming.peer.address)
+    def _handle(self, now: float, incoming: Arrival) -> list[Send]:
+        peer = incoming.peer
         msg = incoming.msg
         kind = msg.get("k")
         if kind == "status" and "re" not in msg:

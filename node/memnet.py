@@ -38,5 +38,5 @@ class MemoryNetwork:
         if endpoint is None:
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"nothing listens on {address}")
         ours, theirs = trio.testing.memory_stream_pair()
-        endpoint._accept_soon(theirs)
+        endpoint.accept_stream(theirs)
         return ours

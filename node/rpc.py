@@ -16,6 +16,7 @@ from .endpoint import Endpoint, Unreachable
 from .errors import RequestTimeout
 from .handshake import Incoming
 from .keys import Keypair
+from .peer import RpcEndpoint
 from .wire import Message, raise_if_error
 from .xorname import XorName
 
@@ -38,7 +39,7 @@ class RpcClient:
     dropped when full).
     """
 
-    def __init__(self, endpoint: Endpoint, *, unsolicited_size: int = 256) -> None:
+    def __init__(self, endpoint: RpcEndpoint, *, unsolicited_size: int = 256) -> None:
         self.endpoint = endpoint
         self._pending: dict[bytes, _Pending] = {}
         self._unsolicited_send, self.unsolicited = trio.open_memory_channel[Incoming](

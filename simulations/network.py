@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import trio
 
+from node.peer import Peer
 from node.transport import HandshakeError, Unreachable
 from node.wire import DEFAULT_MAX_FRAME, FrameTooLarge, encode_body
 from node.xorname import XorName
@@ -42,19 +43,10 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class SimPeer:
-    """Who sent a message, as the receiving host and RpcClient read it."""
-
-    name: XorName
-    role: str  # "node" or "client"
-    address: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class Delivery:
     """One message handed to an endpoint's inbox (the shape of `transport.Incoming`)."""
 
-    peer: SimPeer
+    peer: Peer
     msg: dict[str, Any]
 
 
@@ -125,7 +117,7 @@ class SimEndpoint:
         self.address = address
         self.slot = slot  # nodes keep their slot across restarts; partitions are by slot
         self.label = label  # short name in traces: "n3", "n3.2" (3rd incarnation), "c1"
-        self.peer = SimPeer(name, role, address)
+        self.peer = Peer(name, role, address)
         self.uid = network.new_uid()  # stable within a run, unlike id(): keys the FIFO table
         self._send_ch, receive_ch = trio.open_memory_channel[Delivery](math.inf)
         self.inbox = _Inbox(self, receive_ch)
@@ -194,7 +186,7 @@ class SimEndpoint:
             raise Unreachable(f"no route to {XorName(to_name).short()}")
         await trio.lowlevel.checkpoint()
 
-    async def connect(self, address: str, expected_name: bytes | None = None) -> SimPeer:
+    async def connect(self, address: str, expected_name: bytes | None = None) -> Peer:
         """What dialling and a handshake would find at `address`, one round trip later."""
         await trio.sleep(2 * self.network.link.delay_mean)
         target = self.network.at_address(address)

@@ -18,7 +18,8 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from node.core import NodeCore, Peer
+from node.core import NodeCore
+from node.peer import Outward
 
 if TYPE_CHECKING:
     from .network import Delivery, SimNetwork
@@ -29,7 +30,7 @@ MAX_BATCH = 128  # as NodeHost: a turn handles at most this many messages
 class SteppedHost:
     """Drives one core from the network loop; see the module docstring."""
 
-    def __init__(self, core: NodeCore, outward: Any, network: SimNetwork, uid: int,
+    def __init__(self, core: NodeCore, outward: Outward, network: SimNetwork, uid: int,
                  on_error: Callable[[BaseException], None],
                  inbound: Callable[[Delivery], Delivery] | None = None) -> None:
         self.core = core
@@ -59,8 +60,7 @@ class SteppedHost:
                 for delivery in batch:
                     if self.inbound is not None:
                         delivery = self.inbound(delivery)
-                    peer = delivery.peer
-                    out.extend(core.handle(now, Peer(peer.name, peer.role, peer.address), delivery.msg))
+                    out.extend(core.handle(now, delivery.peer, delivery.msg))
                 out.extend(core.tick(now))
                 return out
 

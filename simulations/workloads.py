@@ -240,7 +240,7 @@ class Workload:
                 return "ok"
             action: EntryAction = Ins(value) if f == "insert" else Update(*value) if f == "update" else Del(value)
             request_id = rng.randbytes(16)
-            await client._call(MutateEntries(address, {entry: action}), request_id=request_id)
+            await client.call(MutateEntries(address, {entry: action}), request_id=request_id)
             self._complete(op, "ok", started)
             beliefs[key] = (value, 0) if f == "insert" else value if f == "update" else (b"", value)
             return "ok"

@@ -29,6 +29,7 @@ from client.api import DataClient
 from client.localnet import LocalNetwork
 from client.mock import MockNetwork
 from eventstore import eventsourcing_module as module
+from eventstore import trio_bridge
 from eventstore.api import EventStore
 from eventstore.eventsourcing_module import (
     Factory,
@@ -229,4 +230,4 @@ def test_configured_by_settings_alone_and_durable_across_processes(tmp_path, mon
         assert [n.id for n in second.notification_log.select(start=1, limit=10)] == [1, 2]
     finally:
         second.close()
-    assert module._shared == {}  # the last application closed its bridge
+    assert trio_bridge._shared == {}  # the last application closed its bridge

@@ -91,13 +91,13 @@ def _op_strategies(strat, keys) -> dict[str, st.SearchStrategy]:
 
 
 def test_there_is_a_strategy_for_every_op_kind(strat, keys):
-    assert set(_op_strategies(strat, keys)) == set(R._OPS)  # a new kind must be tested too
+    assert set(_op_strategies(strat, keys)) == set(R.OPS)  # a new kind must be tested too
 
 
 def _mutating(strat, keys):
     """Operations a client signs (Charge is node-internal: verify() lets it through unsigned)."""
     return st.one_of(*(s for k, s in _op_strategies(strat, keys).items()
-                       if R._OPS[k].MUTATES and not R._OPS[k].INTERNAL))
+                       if R.OPS[k].MUTATES and not R.OPS[k].INTERNAL))
 
 
 def _signed(data, strat, keys) -> Request:
@@ -114,7 +114,7 @@ RELAXED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # ============================================================ round trips
 
 
-@pytest.mark.parametrize("kind", sorted(R._OPS))
+@pytest.mark.parametrize("kind", sorted(R.OPS))
 @RELAXED
 @given(data=st.data())
 def test_every_op_kind_round_trips_through_a_request(strat, keys, kind, data):
@@ -288,7 +288,7 @@ def test_op_from_obj_on_junk_raises_only_protocol_error(strat, data):
 @settings(RELAXED, max_examples=300)
 @given(data=st.data())
 def test_op_from_obj_on_a_corrupted_op_raises_only_protocol_error(strat, keys, data):
-    kind = data.draw(st.sampled_from(sorted(R._OPS)))
+    kind = data.draw(st.sampled_from(sorted(R.OPS)))
     obj = wire(op_to_obj(data.draw(_op_strategies(strat, keys)[kind])))
     bad = _corrupt(obj, data.draw(st.integers(0, _size(obj) - 1)), data.draw(strat.junk()))
     try:

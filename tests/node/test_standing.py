@@ -10,8 +10,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core import NodeConfig, NodeCore, Peer
+from node.core import NodeConfig, NodeCore
 from node.keys import Keypair
+from node.peer import Peer
 from node.routing import Standing
 from node.store import MemoryStore
 from node.wire import new_message, reply_to

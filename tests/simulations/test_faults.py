@@ -9,11 +9,12 @@ import pytest
 import trio
 
 from node.errors import CorruptRecord
+from node.peer import Peer
 from node.wire import new_message
 from simulations.byzantine import LyingEndpoint
 from simulations.determinism import run_seeded, sub_rng
 from simulations.faults import FAULTS, Churn, ChurnConfig, Nemesis, NemesisConfig, session_length
-from simulations.network import Delivery, SimPeer
+from simulations.network import Delivery
 from simulations.simulator import Simulator
 from simulations.workloads import Workload, WorkloadConfig
 
@@ -164,7 +165,7 @@ def test_a_lying_endpoint_forges_and_replays_reads_and_flips_chunks() -> None:
             liar = LyingEndpoint(inner, random.Random(1), ("forge", "stale", "chunks"), counts)
             sent = []
             inner.send_nowait = lambda to, address, msg: sent.append(msg) or True  # type: ignore[method-assign]
-            peer = SimPeer(sim.nodes[1].name, "client", None)
+            peer = Peer(sim.nodes[1].name, "client", None)
             for n in range(6):
                 read = new_message("read", req={"op": ["get_value", ["x", b"k"]]})
                 liar.saw(Delivery(peer, read))
