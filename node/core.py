@@ -256,7 +256,10 @@ class NodeCore:
             pending = self._pending.pop(re, None) if isinstance(re, bytes) else None
             if pending is not None and pending.to in (peer.name, _ANY_PEER):
                 if pending.kind in _FREE:
-                    self.standing.heard(peer.name, self.now)  # it answers us...
+                    # It answers us (as of when we asked: over a congested link, a pong can
+                    # overtake nothing sent after it, so only pings sent after a work
+                    # request show that the work request was ignored)...
+                    self.standing.heard(peer.name, pending.sent)
                 else:
                     self.standing.worked(peer.name)  # ...and does its work
                 try:

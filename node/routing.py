@@ -524,9 +524,10 @@ class Standing:
     hands it, answering the prepares, accepts and syncs of its items. So the node core tells
     this ledger about every answer to a work request (`worked`), every answer to a free one
     such as a ping (`heard`), and every work request that timed out (`lapsed`). A peer that
-    lets a work request lapse *while it went on answering us* (a pong came back after we
-    asked) has shirked: an honest node that is paused, crashed or cut off (in either
-    direction) answers nothing at all, so it never shirks.
+    lets a work request lapse *while it went on answering us* (a ping we sent after the work
+    request was answered before the work request's time ran out) has shirked: an honest node
+    that is paused, crashed or cut off (in either direction) answers nothing at all, and one
+    behind a slow link answers that ping after the work, so neither ever shirks.
 
     After `strikes` shirks in a row the peer is *demoted* for `probation` seconds: it is left
     out of this node's close groups (it holds and votes for nothing, and is never the one
@@ -548,14 +549,14 @@ class Standing:
         self.bans = bans
         self.ban = ban
         self.limit = limit  # peers remembered at most (a flood of names must not grow this)
-        self._heard: dict[bytes, float] = {}  # peer -> when it last answered a free request
+        self._heard: dict[bytes, float] = {}  # peer -> when we sent the last free request it answered
         self._shirks: dict[bytes, int] = {}  # peer -> work requests it let lapse in a row
         self._demoted: dict[bytes, float] = {}  # peer -> demoted until
         self._demotions: dict[bytes, int] = {}  # peer -> demotions in a row, no answer between
         self._banned: dict[bytes, float] = {}  # peer -> banned until
 
     def heard(self, name: bytes, now: float) -> None:
-        """The peer answered a free request of ours (a ping, a lookup)."""
+        """The peer answered a free request of ours (a ping, a lookup) that we sent at `now`."""
         if name not in self._heard and len(self._heard) >= self.limit:
             self._forget_quiet()
         self._heard[name] = now
@@ -569,8 +570,8 @@ class Standing:
     def lapsed(self, name: bytes, asked_at: float, now: float) -> str | None:
         """A work request sent at `asked_at` got no answer by `now`. Returns "demoted" or
         "banned" when that changes the peer's standing, else None."""
-        if self._heard.get(name, float("-inf")) <= asked_at:
-            return None  # silent since we asked: down or cut off, not shirking
+        if self._heard.get(name, float("-inf")) < asked_at:
+            return None  # no ping sent since we asked was answered: down, cut off or slow
         count = self._shirks.get(name, 0) + 1
         if count < self.strikes:
             self._shirks[name] = count
