@@ -533,12 +533,14 @@ class Standing:
     out of this node's close groups (it holds and votes for nothing, and is never the one
     designated to push a copy), though it stays in the routing table and is probed with
     work now and then; one answer to a work request restores it at once. A peer demoted
-    `bans` times without ever answering in between is *banned* for `ban` seconds: removed
-    from the routing table and not let back in. Pure state, fed the time by the caller.
+    `bans` times without answering in between, and that never answered work of ours at all,
+    is *banned* for `ban` seconds: removed from the routing table and not let back in (a
+    peer that has worked before is only ever demoted: an honest neighbour behind a bad link
+    must not lose its place in the routing table). Pure state, fed the time by the caller.
     """
 
     __slots__ = ("strikes", "probation", "bans", "ban", "_heard", "_shirks", "_demoted", "_demotions", "_banned",
-                 "limit")
+                 "_proven", "limit")
 
     def __init__(self, *, strikes: int = 4, probation: float = 20.0, bans: int = 3, ban: float = 120.0,
                  limit: int = 4096) -> None:
@@ -554,6 +556,7 @@ class Standing:
         self._demoted: dict[bytes, float] = {}  # peer -> demoted until
         self._demotions: dict[bytes, int] = {}  # peer -> demotions in a row, no answer between
         self._banned: dict[bytes, float] = {}  # peer -> banned until
+        self._proven: set[bytes] = set()  # peers that have answered work of ours at least once
 
     def heard(self, name: bytes, now: float) -> None:
         """The peer answered a free request of ours (a ping, a lookup) that we sent at `now`."""
@@ -563,6 +566,8 @@ class Standing:
 
     def worked(self, name: bytes) -> None:
         """The peer answered a work request: whatever it owed is forgiven."""
+        if name not in self._proven and len(self._proven) < self.limit:
+            self._proven.add(name)
         self._shirks.pop(name, None)
         self._demoted.pop(name, None)
         self._demotions.pop(name, None)
@@ -578,7 +583,7 @@ class Standing:
             return None
         self._shirks.pop(name, None)
         demotions = self._demotions.get(name, 0) + 1
-        if demotions >= self.bans:
+        if demotions >= self.bans and name not in self._proven:
             self._demotions.pop(name, None)
             self._demoted.pop(name, None)
             self._banned[name] = now + self.ban

@@ -34,6 +34,15 @@ def test_a_peer_that_answers_pings_but_not_work_is_demoted_then_banned() -> None
     assert s.banned(A, now) and not s.banned(A, now + 50.0)
 
 
+def test_a_peer_that_ever_worked_is_demoted_but_never_banned() -> None:
+    s = Standing(strikes=1, bans=1)
+    s.worked(A)
+    for t in range(10):
+        s.heard(A, float(t))
+        assert s.lapsed(A, float(t), t + 0.5) == "demoted"
+        assert not s.banned(A, t + 0.5)
+
+
 def test_demotion_ends_with_the_probation_or_with_one_answer() -> None:
     s = Standing(strikes=1, probation=10.0)
     s.heard(A, 1.0)
