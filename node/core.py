@@ -27,7 +27,7 @@ from typing import Any
 from . import errors as E
 from .keys import Keypair
 from .peer import Peer
-from .routing import Contact, Lookup, RoutingTable
+from .routing import Contact, Lookup, RoutingTable, Standing
 from .store import Store
 from .wire import PROTOCOL_VERSION, new_message, reply_to
 from .xorname import XorName, closest
@@ -53,6 +53,13 @@ class NodeConfig:
     lost_memory: float = 3600.0  # how long evicted contacts are still pinged now and then
     neighbour_refresh: float = 15.0  # how often a node looks up its own neighbourhood...
     neighbour_backoff: int = 8  # ...stretched up to this many times while it stays the same
+    # Standing (node/routing.py `Standing`, docs/security.md): a peer that lets this many work
+    # requests in a row lapse while it keeps answering pings is left out of close groups for
+    # `probation` seconds; after `bans` such demotions with no work done, it is banned for `ban`.
+    shirk_strikes: int = 4
+    probation: float = 20.0
+    bans: int = 3
+    ban: float = 120.0
     verify_on_accept: bool = True  # acceptors re-check client signatures in delta accepts
     # The network's id, bound into every signed request. Empty: the first node of a network
     # takes its own name, and every other node takes its bootstrap contacts' id.
@@ -63,7 +70,8 @@ class NodeConfig:
     # Test-only switches that break the contract on purpose, so tests can show that the
     # checker notices: "ack_before_quorum", "skip_version_check", "no_anti_entropy", and the
     # trust breaks (docs/security.md): "trust_any_peer", "accept_unvalidated",
-    # "unbounded_numbers".
+    # "unbounded_numbers", "trust_idle_members" (a peer that answers pings but does no work
+    # keeps its place in close groups).
     breaks: frozenset[str] = frozenset()
     # Test-only lying modes (a Byzantine node, for proving clients trust no single node):
     # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks).
@@ -90,6 +98,16 @@ class _Pending:
     to: XorName
     on_reply: Callable[[dict[str, Any] | None], None]
     kind: str
+    sent: float = 0.0
+
+
+# Requests any live peer answers at once and at no cost: answering them proves nothing about
+# whether a peer does a node's work (see `Standing`). Every other node-to-node request is work.
+_FREE = frozenset({"ping", "find_node"})
+# Requests whose answer waits on other nodes' work (a client request forwarded to the MD's
+# coordinator is answered when its consensus round ends): an answer still counts as work
+# done, but a lapse is no evidence against the peer asked.
+_DELEGATED = frozenset({"md_request"})
 
 
 @dataclass
@@ -137,6 +155,8 @@ class NodeCore:
         self.wall_offset = wall_offset
         self.network_id = self.config.network_id
         self.routing = RoutingTable(self.name, self.config.k, strikes=self.config.strikes)
+        self.standing = Standing(strikes=self.config.shirk_strikes, probation=self.config.probation,
+                                 bans=self.config.bans, ban=self.config.ban)
         self.metrics = Metrics()
         self.now = 0.0
         self.started_at = 0.0
@@ -151,7 +171,7 @@ class NodeCore:
         self._lost: dict[XorName, tuple[Contact, float]] = {}  # evicted contacts, to re-check
         self.membership_epoch = 0  # bumped whenever routing gains or loses a contact
         self._groups: dict[tuple[bytes, int], tuple[XorName, ...]] = {}  # see group()
-        self._groups_stamp: tuple[int, int] = (-1, 0)
+        self._groups_stamp: tuple[int, int, frozenset[bytes]] = (-1, 0, frozenset())
         # The neighbourhood as the last self-lookup left it, and how many refresh ticks to
         # let pass before the next one (see _refresh_neighbours).
         self._neighbours: frozenset[XorName] = frozenset()
@@ -237,6 +257,13 @@ class NodeCore:
             re = msg["re"]
             pending = self._pending.pop(re, None) if isinstance(re, bytes) else None
             if pending is not None and pending.to in (peer.name, _ANY_PEER):
+                if pending.kind in _FREE:
+                    # It answers us (as of when we asked: over a congested link, a pong can
+                    # overtake nothing sent after it, so only pings sent after a work
+                    # request show that the work request was ignored)...
+                    self.standing.heard(peer.name, pending.sent)
+                else:
+                    self.standing.worked(peer.name)  # ...and does its work
                 try:
                     pending.on_reply(msg)
                 except _BAD_INPUT as exc:
@@ -277,11 +304,13 @@ class NodeCore:
             contact = self.routing.get(name) or (self._lost[name][0] if name in self._lost else None)
             address = contact.address if contact else None
         mid = msg["id"]
-        self._pending[mid] = _Pending(name, on_reply, msg["k"])
+        self._pending[mid] = _Pending(name, on_reply, msg["k"], self.now)
 
         def expire() -> None:
             pending = self._pending.pop(mid, None)
             if pending is not None:
+                if pending.kind not in _FREE and pending.kind not in _DELEGATED and name != self.name:
+                    self._lapsed(name, pending.sent)
                 contact = self.routing.get(name)
                 if name != self.name and self.routing.failed(name, self.now):
                     self.log("evicted", peer=name.hex())
@@ -308,6 +337,8 @@ class NodeCore:
     # ================================================================ routing and liveness
 
     def _observe(self, contact: Contact) -> None:
+        if self.standing.banned(contact.name, self.now):
+            return  # it answered pings and shirked work, again and again: not let back yet
         known = contact.name in self.routing
         to_check = self.routing.observe(contact, self.now)
         if to_check is not None:
@@ -324,18 +355,46 @@ class NodeCore:
         self.chunks.membership_changed()
 
     def group(self, name: bytes, count: int | None = None) -> list[XorName]:
-        """The `count` (default R) nodes closest to `name` that this node knows, itself included."""
+        """The `count` (default R) nodes closest to `name` that this node knows, itself included,
+        leaving out peers demoted for shirking work (`Standing`)."""
         count = count or self.config.replication
+        demoted = self.standing.demoted(self.now) if "trust_idle_members" not in self.config.breaks else set()
         # Remembered until routing gains or loses a contact (every such change bumps the
-        # epoch): replication asks this several times per message it handles.
-        stamp = (self.membership_epoch, len(self.routing))
+        # epoch) or the demoted peers change: replication asks this several times per message.
+        stamp = (self.membership_epoch, len(self.routing), frozenset(demoted))
         if self._groups_stamp != stamp or len(self._groups) > 4096:
             self._groups, self._groups_stamp = {}, stamp
-        found = self._groups.get((name, count))
+        found = self._groups.get((bytes(name), count))
         if found is None:
+            near = self.routing.closest(name, count, exclude=demoted or None)
             found = self._groups[(bytes(name), count)] = tuple(
-                closest(name, [c.name for c in self.routing.closest(name, count)] + [self.name], count))
+                closest(name, [c.name for c in near] + [self.name], count))
         return list(found)
+
+    # ================================================================ standing (Sybil members)
+
+    def _lapsed(self, name: XorName, sent: float) -> None:
+        """A work request to `name` went unanswered; it may have shirked (`Standing`)."""
+        if "trust_idle_members" in self.config.breaks:
+            return
+        change = self.standing.lapsed(name, sent, self.now)
+        if change is None:
+            return
+        self.log("peer_" + change, peer=name.hex())
+        if change == "banned":
+            self._lost.pop(name, None)
+            self.routing.remove(name)
+        self.on_membership_change()
+
+    def _probe_demoted(self) -> None:
+        """Give each demoted neighbour a little work now and then: one answer restores it."""
+        demoted = self.standing.demoted(self.now)
+        if not demoted:
+            return
+        for name in sorted(demoted):
+            contact = self.routing.get(name)
+            if contact is not None:
+                self.rpc(contact, new_message("chunk_has", names=[]), lambda reply: None)
 
     def recently_lost(self, name: bytes, count: int) -> list[XorName]:
         """The `count` contacts nearest `name` among those evicted lately and not back."""
@@ -363,6 +422,7 @@ class NodeCore:
         for contact in near:
             self._ping(contact)
         self._recall_lost()
+        self._probe_demoted()
 
     def _recall_lost(self) -> None:
         """Knock again, now and then, on contacts we evicted.

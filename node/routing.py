@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from .xorname import XOR_NAME_BITS, XOR_NAME_LEN, XorName
 
-__all__ = ["Contact", "Lookup", "RoutingTable"]
+__all__ = ["Contact", "Lookup", "RoutingTable", "Standing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,3 +514,113 @@ class Lookup:
                 self.queried += 1
                 out.append(self._contacts[cid])
         return out
+
+
+class Standing:
+    """Whether each peer does a node's work, as this node has seen it (docs/security.md).
+
+    Answering pings and lookups costs nothing; a Sybil can do it forever and so sit in every
+    routing table near its name. What it cannot fake is work: holding the chunks its group
+    hands it, answering the prepares, accepts and syncs of its items. So the node core tells
+    this ledger about every answer to a work request (`worked`), every answer to a free one
+    such as a ping (`heard`), and every work request that timed out (`lapsed`). A peer that
+    lets a work request lapse *while it went on answering us* (a ping we sent after the work
+    request was answered before the work request's time ran out) has shirked: an honest node
+    that is paused, crashed or cut off (in either direction) answers nothing at all, and one
+    behind a slow link answers that ping after the work, so neither ever shirks.
+
+    After `strikes` shirks in a row the peer is *demoted* for `probation` seconds: it is left
+    out of this node's close groups (it holds and votes for nothing, and is never the one
+    designated to push a copy), though it stays in the routing table and is probed with
+    work now and then; one answer to a work request restores it at once. A peer demoted
+    `bans` times without answering in between, and that never answered work of ours at all,
+    is *banned* for `ban` seconds: removed from the routing table and not let back in (a
+    peer that has worked before is only ever demoted: an honest neighbour behind a bad link
+    must not lose its place in the routing table). Pure state, fed the time by the caller.
+    """
+
+    __slots__ = ("strikes", "probation", "bans", "ban", "_heard", "_shirks", "_demoted", "_demotions", "_banned",
+                 "_proven", "limit")
+
+    def __init__(self, *, strikes: int = 4, probation: float = 20.0, bans: int = 3, ban: float = 120.0,
+                 limit: int = 4096) -> None:
+        if strikes < 1 or bans < 1:
+            raise ValueError(f"strikes and bans must be at least 1, got {strikes} and {bans}")
+        self.strikes = strikes
+        self.probation = probation
+        self.bans = bans
+        self.ban = ban
+        self.limit = limit  # peers remembered at most (a flood of names must not grow this)
+        self._heard: dict[bytes, float] = {}  # peer -> when we sent the last free request it answered
+        self._shirks: dict[bytes, int] = {}  # peer -> work requests it let lapse in a row
+        self._demoted: dict[bytes, float] = {}  # peer -> demoted until
+        self._demotions: dict[bytes, int] = {}  # peer -> demotions in a row, no answer between
+        self._banned: dict[bytes, float] = {}  # peer -> banned until
+        self._proven: set[bytes] = set()  # peers that have answered work of ours at least once
+
+    def heard(self, name: bytes, now: float) -> None:
+        """The peer answered a free request of ours (a ping, a lookup) that we sent at `now`."""
+        if name not in self._heard and len(self._heard) >= self.limit:
+            self._forget_quiet()
+        self._heard[name] = now
+
+    def worked(self, name: bytes) -> None:
+        """The peer answered a work request: whatever it owed is forgiven."""
+        if name not in self._proven and len(self._proven) < self.limit:
+            self._proven.add(name)
+        self._shirks.pop(name, None)
+        self._demoted.pop(name, None)
+        self._demotions.pop(name, None)
+
+    def lapsed(self, name: bytes, asked_at: float, now: float) -> str | None:
+        """A work request sent at `asked_at` got no answer by `now`. Returns "demoted" or
+        "banned" when that changes the peer's standing, else None."""
+        if self._heard.get(name, float("-inf")) < asked_at:
+            return None  # no ping sent since we asked was answered: down, cut off or slow
+        count = self._shirks.get(name, 0) + 1
+        if count < self.strikes:
+            self._shirks[name] = count
+            return None
+        self._shirks.pop(name, None)
+        demotions = self._demotions.get(name, 0) + 1
+        if demotions >= self.bans and name not in self._proven:
+            self._demotions.pop(name, None)
+            self._demoted.pop(name, None)
+            self._banned[name] = now + self.ban
+            return "banned"
+        self._demotions[name] = demotions
+        self._demoted[name] = now + self.probation
+        return "demoted"
+
+    def counts(self, name: bytes, now: float) -> bool:
+        """May the peer hold and vote for items in this node's close groups?"""
+        until = self._demoted.get(name)
+        return until is None or until <= now
+
+    def demoted(self, now: float) -> set[bytes]:
+        """The peers left out of close groups now (usually none)."""
+        if not self._demoted:
+            return set()
+        for name in [n for n, until in self._demoted.items() if until <= now]:
+            del self._demoted[name]
+        return set(self._demoted)
+
+    def banned(self, name: bytes, now: float) -> bool:
+        until = self._banned.get(name)
+        if until is None:
+            return False
+        if until <= now:
+            del self._banned[name]
+            return False
+        return True
+
+    def banned_names(self, now: float) -> set[bytes]:
+        """The peers banned now."""
+        return {n for n in list(self._banned) if self.banned(n, now)}
+
+    def _forget_quiet(self) -> None:
+        """Make room: forget the peers heard from longest ago that owe nothing."""
+        owing = self._shirks.keys() | self._demoted.keys() | self._demotions.keys()
+        quiet = sorted((t, n) for n, t in self._heard.items() if n not in owing)
+        for _, name in quiet[: max(1, len(quiet) // 4)]:
+            del self._heard[name]
