@@ -453,6 +453,7 @@ async def run_cluster(scenario: Scenario, seed: int, *, nodes: int | None = None
                 for worker in range(scenario.workload.es_processes if es is not None else 0):
                     clients.start_soon(es.process, worker)  # type: ignore[union-attr]
                 await nemesis.run(until)
+                await trio.sleep_until(until)  # a scenario without faults runs its workload too
                 workload.stopping = True
                 await nemesis.heal_all()
             log(f"healed; {quiet:g} s quiet, then the final reads ...")

@@ -1,15 +1,19 @@
 """The event-store workload: appends with every expected-version mode, single events and
-batches, stream reads and `$all` reads, checked two ways.
+batches, reads of streams, categories and `$all`, subscribers, a projection and a process
+manager, checked two ways.
 
-Each process is an app (all share one app key, so all may write the one database) appending
-to streams of a few categories, with the expected version it last saw (now and then `ANY`,
-`STREAM_EXISTS` or `NO_STREAM`), retrying an append whose outcome it does not know with the
-same event ids, and reading streams and the whole log back. The history goes to
-`Workload.streams` in the event-store record format of docs/simulations.md ("History
-files"), and is checked by `simulations.es_checker` (stream order, the log, refusals) and,
-per stream, for linearizability with `StreamModel`: a stream is the tuple of its event ids;
-an append takes effect only at its expected version; a read returns the ids in order; a
-refused append saw the version it reports.
+Each es process is an app (its own app key; all are writers of one database) whose writer
+tasks share one client and one database, as the request handlers of a server do: appends
+waiting for the log together share one log write. A writer appends mostly to streams of its
+own, otherwise to any stream, with the expected version it last saw (now and then `ANY`,
+`STREAM_EXISTS` or `NO_STREAM`); a few appends are cancelled partway through (between
+whichever of its steps the append has reached), and an append whose outcome is unknown is
+retried with the same event ids. The history goes to `Workload.streams` in the event-store
+record format of docs/simulations.md ("History files"), and is checked by
+`simulations.es_checker` (stream order, the log, subscribers, followers, refusals) and, per
+stream, for linearizability with `StreamModel`: a stream is the tuple of its event ids; an
+append takes effect only at its expected version; a read returns the ids in order; a refused
+append saw the version it reports. The followers are in `simulations.es_followers`.
 
 Event ids are drawn from the run's seed (the store's default is uuid4), so a replay appends
 the very same events.
