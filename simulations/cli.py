@@ -395,7 +395,7 @@ def _run_on_cluster(scenario: Scenario, seed: int, *, nodes: int | None, duratio
 
     from .cluster_chaos import run_cluster
 
-    result = trio.run(lambda: run_cluster(scenario, seed, nodes=nodes or 8, duration=duration, data_dir=data_dir,
+    result = trio.run(lambda: run_cluster(scenario, seed, nodes=nodes, duration=duration, data_dir=data_dir,
                                           quiet=45.0 if quiet is None else quiet,
                                           log=lambda text: click.echo(text, err=True)))
     summary = result.summary()

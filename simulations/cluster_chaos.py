@@ -38,7 +38,7 @@ from typing import Any
 import trio
 
 from client.network import NetworkClient
-from node.clusterfile import ClusterError, ClusterFile, NodeEntry
+from node.clusterfile import BadClusterRequest, ClusterError, ClusterFile, NodeEntry
 from node.keys import Keypair
 from node.launcher import LocalCluster
 from node.requests import GetValue, Request
@@ -391,22 +391,53 @@ def _node_errors(info: ClusterFile) -> CheckResult:
 # ============================================================================ a run
 
 
-async def run_cluster(scenario: Scenario, seed: int, *, nodes: int = 8, duration: float | None = None,
+async def run_cluster(scenario: Scenario, seed: int, *, nodes: int | None = None, duration: float | None = None,
                       data_dir: str | Path | None = None, quiet: float = 20.0,
                       log: Any = print) -> RunResult:
-    """Start a cluster (or reuse the one in `data_dir`), attack it, judge it, stop it."""
+    """Attack a cluster and judge it.
+
+    Given `data_dir` holding a cluster, that cluster is used as it is - its nodes, its
+    replication - and left running with its data at the end (faults healed, killed nodes
+    restarted); it must be running, and `nodes`, if given, must match it. Otherwise a new
+    cluster of `nodes` (8 by default) is started in `data_dir` (or a temporary dir) and
+    stopped at the end (the temporary dir removed)."""
     duration = scenario.duration if duration is None else duration
     made_dir = data_dir is None
     directory = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="safenet-chaos-"))
     cluster = LocalCluster(directory)
+    theirs = cluster.exists()
+    if theirs:
+        info = cluster.load()
+        down = [e.index for e in info.nodes if not cluster.is_alive(e)]
+        if down:
+            raise BadClusterRequest(f"the cluster in {directory} has stopped nodes {down}; chaos uses a cluster "
+                                    "as it is (start them with `safenet cluster up`)")
+        if nodes is not None and nodes != len(info.nodes):
+            raise BadClusterRequest(f"the cluster in {directory} has {len(info.nodes)} nodes, not {nodes}; chaos "
+                                    "never resizes a cluster it did not start (leave out --nodes)")
+        nodes = len(info.nodes)
+        log(f"using the running {nodes}-node cluster in {directory} (left running at the end) ...")
+    else:
+        nodes = 8 if nodes is None else nodes
+        log(f"starting a {nodes}-node cluster in {directory} ...")
+        try:
+            await cluster.up(nodes, replication=5)
+        except BaseException:
+            _stop_ours(cluster, directory, made_dir)
+            raise
     trace = Trace()
     started_wall, started_cpu = time.perf_counter(), time.process_time()
-    log(f"starting a {nodes}-node cluster in {directory} ...")
-    await cluster.up(nodes, replication=5)
+    nemesis: ClusterNemesis | None = None
     try:
         target = ClusterTarget(cluster, trace, sub_rng(seed, "cluster-clients"))
         workload = Workload(target, scenario.workload, seed)  # type: ignore[arg-type]
         await workload.setup()
+        es = None
+        if scenario.workload.es_processes:
+            from .es_workload import EventStoreLoad
+
+            es = EventStoreLoad(workload)
+            await es.setup()
         async with open_tools(cluster.admin_keys(), timeout=5.0) as tools:
             nemesis = ClusterNemesis(target, tools, sub_rng(seed, "nemesis"), scenario.faults, workload,
                                      scenario.nemesis.interval, scenario.nemesis.duration)
@@ -419,7 +450,10 @@ async def run_cluster(scenario: Scenario, seed: int, *, nodes: int = 8, duration
                     clients.start_soon(workload.register_process, worker)
                 for worker in range(scenario.workload.chunk_processes):
                     clients.start_soon(workload.chunk_process, worker)
+                for worker in range(scenario.workload.es_processes if es is not None else 0):
+                    clients.start_soon(es.process, worker)  # type: ignore[union-attr]
                 await nemesis.run(until)
+                await trio.sleep_until(until)  # a scenario without faults runs its workload too
                 workload.stopping = True
                 await nemesis.heal_all()
             log(f"healed; {quiet:g} s quiet, then the final reads ...")
@@ -427,6 +461,7 @@ async def run_cluster(scenario: Scenario, seed: int, *, nodes: int = 8, duration
             target.reload()  # restarted nodes have new pids: who is alive is read afresh
             finals = await workload.final_reads()
             chunk_finals = await workload.final_chunks()
+            stream_finals = await es.final_reads() if es is not None else None
             replicas = await _replica_states(target, tools, workload)
             report = check_all(workload.history, finals, replicas)
             checks = dict(report.checks)
@@ -434,21 +469,38 @@ async def run_cluster(scenario: Scenario, seed: int, *, nodes: int = 8, duration
             chunks.name = "chunks_linearizable"
             checks["chunks_linearizable"] = chunks
             checks["lost_chunks"] = lost_chunks(workload, chunk_finals)
+            if es is not None:
+                from .es_workload import es_checks
+
+                checks.update(es_checks(workload, es, stream_finals or {}))
             checks["placement"] = await _placement(target, tools, workload)
             checks["routing"] = await _routing(target, tools)
             checks["node_errors"] = _node_errors(target.reload())
     finally:
-        with contextlib.suppress(ClusterError, OSError):
-            cluster.down(purge=made_dir)
-        if made_dir:
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+        if not theirs:
+            _stop_ours(cluster, directory, made_dir)
+        elif nemesis is not None:
+            # A run cut short still hands the user's cluster back whole: no node left paused,
+            # killed or cut off.
+            with contextlib.suppress(Exception):
+                with trio.CancelScope(shield=True):
+                    await nemesis.heal_all()
     result = RunResult(
         scenario=scenario.name, seed=seed, nodes=nodes, duration=duration, breaks=(), digest=trace.digest(),
         report=Report(checks), wall=time.perf_counter() - started_wall, cpu=time.process_time() - started_cpu,
         faults=dict(sorted(nemesis.counts.items())), ops=dict(sorted(workload.counts.items())),
         events=[e for e in trace.events if e.kind != "op"], latencies=workload.latencies,
         history=workload.history, chunks=workload.chunks, mode="cluster",
+        streams=workload.streams if es is not None else None,
     )
     result.virtual = result.wall
     return result
+
+
+def _stop_ours(cluster: LocalCluster, directory: Path, made_dir: bool) -> None:
+    """Stop a cluster this run started (and remove the temporary dir it made for it)."""
+    with contextlib.suppress(ClusterError, OSError):
+        cluster.down(purge=made_dir)
+    if made_dir:
+        with contextlib.suppress(OSError):
+            directory.rmdir()

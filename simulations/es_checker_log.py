@@ -30,6 +30,7 @@ log all readers must agree on.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -66,9 +67,15 @@ class ReferenceLog:
     at: dict[int, Row] = field(default_factory=dict)  # position -> row
     position_of: dict[str, int] = field(default_factory=dict)
 
+    _sorted: list[int] = field(default_factory=list)  # the positions of `at`, in order (built on first use)
+
     def between(self, low: int, high: int, filter_: str = ALL) -> list[Row]:
         """Rows with ``low < position < high`` that pass the filter."""
-        return [r for p, r in sorted(self.at.items()) if low < p < high and matches(filter_, r.stream)]
+        if len(self._sorted) != len(self.at):
+            self._sorted = sorted(self.at)
+        i, j = bisect.bisect_right(self._sorted, low), bisect.bisect_left(self._sorted, high)
+        rows = (self.at[p] for p in self._sorted[i:j])
+        return [r for r in rows if matches(filter_, r.stream)]
 
     @property
     def end(self) -> int:

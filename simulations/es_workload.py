@@ -1,15 +1,19 @@
 """The event-store workload: appends with every expected-version mode, single events and
-batches, stream reads and `$all` reads, checked two ways.
+batches, reads of streams, categories and `$all`, subscribers, a projection and a process
+manager, checked two ways.
 
-Each process is an app (all share one app key, so all may write the one database) appending
-to streams of a few categories, with the expected version it last saw (now and then `ANY`,
-`STREAM_EXISTS` or `NO_STREAM`), retrying an append whose outcome it does not know with the
-same event ids, and reading streams and the whole log back. The history goes to
-`Workload.streams` in the event-store record format of docs/simulations.md ("History
-files"), and is checked by `simulations.es_checker` (stream order, the log, refusals) and,
-per stream, for linearizability with `StreamModel`: a stream is the tuple of its event ids;
-an append takes effect only at its expected version; a read returns the ids in order; a
-refused append saw the version it reports.
+Each es process is an app (its own app key; all are writers of one database) whose writer
+tasks share one client and one database, as the request handlers of a server do: appends
+waiting for the log together share one log write. A writer appends mostly to streams of its
+own, otherwise to any stream, with the expected version it last saw (now and then `ANY`,
+`STREAM_EXISTS` or `NO_STREAM`); a few appends are cancelled partway through (between
+whichever of its steps the append has reached), and an append whose outcome is unknown is
+retried with the same event ids. The history goes to `Workload.streams` in the event-store
+record format of docs/simulations.md ("History files"), and is checked by
+`simulations.es_checker` (stream order, the log, subscribers, followers, refusals) and, per
+stream, for linearizability with `StreamModel`: a stream is the tuple of its event ids; an
+append takes effect only at its expected version; a read returns the ids in order; a refused
+append saw the version it reports. The followers are in `simulations.es_followers`.
 
 Event ids are drawn from the run's seed (the store's default is uuid4), so a replay appends
 the very same events.
@@ -17,8 +21,10 @@ the very same events.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -42,11 +48,19 @@ from .workloads import Workload
 
 CATEGORIES = ("order", "cart", "user", "invoice")
 ALL = "$all"
-STREAMS = tuple(f"{c}@{i}" for c in CATEGORIES for i in range(1, 26))
+STREAMS = tuple(f"{c}@{i}" for c in CATEGORIES for i in range(1, 61))
 DATABASE = "chaos"
 RETRIES = 2  # appends retried with the same event ids after an unknown outcome
-CLIENTS_PER_PROCESS = 4  # concurrent store clients behind each of the scenario's es processes
+WRITERS = 12  # writer tasks of each es process, sharing its client and database
+HOME = 0.75  # share of a writer's appends to streams of its own (the rest: any stream)
+CANCEL = 0.03  # share of appends whose writer is cancelled partway through
+BILLED = 0.3  # share of invoice events the process manager reacts to
+WRITE_THINK = 0.05  # mean pause between one writer's appends, seconds
+READ_THINK = 0.15  # mean pause between one reader's reads
 SUBSCRIBERS = 2  # catch-up subscribers (one to $all, one to a category), run by es process 0
+FOLLOWERS = 2  # a projection agent and a process manager (simulations.es_followers)
+FOLLOWER_POLL = 1.0  # how often subscribers and followers look for new events, seconds
+FINAL_READERS = 8  # concurrent readers of the streams at the end
 
 
 def _expected(value: Any) -> int | str:
@@ -77,8 +91,8 @@ class StreamModel(Model):
     def step(self, state: Any, op: Op) -> tuple[bool, Any]:
         if op.f == "read":
             return (not op.output_known or tuple(op.output) == state), state
-        if op.f in ("read_all", "read_category", "subscribe", "deliver"):
-            return True, state  # the log and subscribers are es_checker's: their keys hold no stream
+        if op.f in ("read_all", "read_category", "subscribe", "deliver", "project", "command"):
+            return True, state  # the log, subscribers and followers are es_checker's: their keys hold no stream
         if op.f == "append":
             events = tuple(op.value["events"])
             if events[0] in state:
@@ -115,29 +129,41 @@ class StreamModel(Model):
 
 
 class EventStoreLoad:
-    """Event-store processes of one run, sharing the run's `Workload` for recording."""
+    """Event-store processes of one run, sharing the run's `Workload` for recording.
+
+    Each es process is one app: one network client, one `Database` and `WRITERS` writer
+    tasks appending through it at once (their appends share log writes: the store's group
+    commit), plus a reader of streams, categories and `$all`. Process 0 also runs the
+    catch-up subscribers, process 1 a projection agent, process 2 a process manager (see
+    `simulations.es_followers`), each with a client of its own.
+    """
 
     def __init__(self, workload: Workload) -> None:
         self.workload = workload
         self.rng = workload.op_rng("es")
         self.keys = Keypair.generate(self.rng)
-        # One app key per process: concurrent clients sharing a key share one network
+        # One app key per client: concurrent clients sharing a key share one network
         # address, so their replies go astray (they time out bootstrapping). The owner's
-        # key and every process's key are the database's writers.
-        self.worker_keys = [Keypair.generate(self.rng)
-                            for _ in range(workload.config.es_processes * CLIENTS_PER_PROCESS + SUBSCRIBERS)]
+        # key and every client's key are the database's writers.
+        self.processes = workload.config.es_processes
+        self.worker_keys = [Keypair.generate(self.rng) for _ in range(self.processes + SUBSCRIBERS + FOLLOWERS)]
         writers = tuple(bytes(k.public) for k in [self.keys, *self.worker_keys])
         self.info = DatabaseInfo(DATABASE, self.rng.randbytes(32), None, 2, 1000, 1000, 0, writers)
-        self.errors: list[str] = []  # store errors a subscriber met (a check fails on any)
+        self.errors: list[str] = []  # store errors a subscriber or follower met (a check fails on any)
+        self.writers = [_Writer(workload.op_rng(f"es:{i}"), i) for i in range(self.processes * WRITERS)]
 
-    def _store(self, client: Any) -> EventStore:
-        return EventStore(client, clock=lambda: 1_500_000_000.0 + trio.current_time())
+    def store(self, client: Any, poll_interval: float = 0.2) -> EventStore:
+        return EventStore(client, clock=lambda: 1_500_000_000.0 + trio.current_time(), poll_interval=poll_interval)
+
+    def follower_keys(self, number: int) -> Keypair:
+        """The key of follower `number` (0..SUBSCRIBERS+FOLLOWERS-1)."""
+        return self.worker_keys[self.processes + number]
 
     async def setup(self) -> None:
         async with self.workload.sim.client(keys=self.keys, timeout=self.workload.config.client_timeout) as client:
             for _ in range(10):
                 try:
-                    await self._store(client).add_database(self.info)
+                    await self.store(client).add_database(self.info)
                     return
                 except Exception as exc:  # noqa: BLE001 - retried: the network may be settling
                     last = exc
@@ -145,12 +171,31 @@ class EventStoreLoad:
             raise RuntimeError(f"could not create the event-store database: {last!r}")
 
     async def process(self, worker: int) -> None:
-        """One of the scenario's es processes: `CLIENTS_PER_PROCESS` store clients at once."""
+        """One of the scenario's es processes (see the class docstring)."""
+        from .es_followers import process_manager, projection_agent
+
         async with trio.open_nursery() as nursery:
-            for i in range(CLIENTS_PER_PROCESS):
-                nursery.start_soon(self._client, worker * CLIENTS_PER_PROCESS + i)
+            nursery.start_soon(self._app, worker)
             for i in range(SUBSCRIBERS if worker == 0 else 0):
                 nursery.start_soon(self._subscriber, i)
+            if worker == min(1, self.processes - 1):
+                nursery.start_soon(projection_agent, self, SUBSCRIBERS)
+            if worker == min(2, self.processes - 1):
+                nursery.start_soon(process_manager, self, SUBSCRIBERS + 1)
+
+    async def _app(self, worker: int) -> None:
+        wl = self.workload
+        reader_rng = wl.op_rng(f"es-reader:{worker}")
+        log_seen = [0]  # where this reader's next $all read starts: a suffix, not the whole log
+
+        async def body(client: Any) -> None:
+            db = await self.store(client).add_database(self.info)
+            async with trio.open_nursery() as nursery:
+                for writer in self.writers[worker * WRITERS:(worker + 1) * WRITERS]:
+                    nursery.start_soon(self._write_loop, db, writer)
+                nursery.start_soon(self._read_loop, db, reader_rng, log_seen)
+
+        await wl._with_clients(3000 + worker, body, keys=self.worker_keys[worker])
 
     async def _subscriber(self, number: int) -> None:
         """A catch-up subscriber that is killed every few seconds (or between handling an
@@ -163,14 +208,14 @@ class EventStoreLoad:
 
         async def body(client: Any) -> None:
             nonlocal checkpoint
-            db = await self._store(client).add_database(self.info)
+            db = await self.store(client, FOLLOWER_POLL).add_database(self.info)
             while not wl.stopping:
                 now = trio.current_time()
                 wl.streams.ok(wl.streams.invoke(name, name, "subscribe", {"from": checkpoint, "filter": filter_},
                                                 now), None, now)
                 sub = db.subscribe_to_all(checkpoint) if filter_ == ALL \
                     else db.subscribe_to_category(filter_, checkpoint)
-                handled_before_kill = rng.randint(3, 30)
+                handled_before_kill = rng.randint(3, 60)
                 try:
                     with trio.move_on_after(rng.uniform(2.0, 12.0)):  # killed while waiting, at the latest
                         async for event in sub:
@@ -189,64 +234,60 @@ class EventStoreLoad:
                     wl.counts["subscriber_errors"] += 1
                 await trio.sleep(0.5)  # the killed subscriber restarts
 
-        await wl._with_clients(3900 + number, body,
-                               keys=self.worker_keys[wl.config.es_processes * CLIENTS_PER_PROCESS + number])
+        await wl._with_clients(3900 + number, body, keys=self.follower_keys(number))
 
-    async def _client(self, worker: int) -> None:
+    async def _write_loop(self, db: Any, w: _Writer) -> None:
         wl = self.workload
-        rng = wl.op_rng(f"es:{worker}")
-        beliefs: dict[str, int] = {}
-        log_seen = [0]  # where this client's next $all read starts: a suffix, not the whole log
-        retry: list[Any] = []  # an append whose outcome is unknown: tried again, same ids
+        pid = wl.new_pid()
+        while not wl.stopping:
+            if w.retry:
+                stream, expected, events, tries = w.retry.pop()
+                outcome = await self._append(db, pid, stream, expected, events, w)
+                if outcome == "info" and tries < RETRIES:
+                    w.retry.append((stream, expected, events, tries + 1))
+            else:
+                outcome = await self._one_append(db, pid, w)
+            if outcome == "info":
+                pid = wl.new_pid()
+            await trio.sleep(w.rng.expovariate(1.0 / WRITE_THINK))
 
-        async def body(client: Any) -> None:
-            store = self._store(client)
-            db = await store.add_database(self.info)
-            pid = wl.new_pid()
-            while not wl.stopping:
-                if retry:
-                    stream, expected, events, tries = retry.pop()
-                    outcome = await self._append(db, pid, stream, expected, events, beliefs)
-                    if outcome == "info" and tries < RETRIES:
-                        retry.append((stream, expected, events, tries + 1))
-                else:
-                    outcome = await self._one(db, pid, rng.choice(STREAMS), beliefs, rng, retry, log_seen)
-                if outcome == "info":
-                    pid = wl.new_pid()
-                await trio.sleep(rng.expovariate(1.0 / wl.config.think))
+    def _pick_stream(self, w: _Writer) -> str:
+        """Mostly one of the writer's own streams (as an aggregate has one writer at a
+        time), otherwise any stream: the contended appends."""
+        if w.rng.random() < HOME:
+            return STREAMS[w.rng.randrange(w.index, len(STREAMS), len(self.writers))]
+        return w.rng.choice(STREAMS)
 
-        await wl._with_clients(3000 + worker, body, keys=self.worker_keys[worker])
-
-    async def _one(self, db: Any, pid: int, stream: str, beliefs: dict[str, int], rng: Any,
-                   retry: list[Any], log_seen: list[int]) -> str:
-        r = rng.random()
-        if r < 0.25:
-            return await self._read(db, pid, stream, beliefs)
-        if r < 0.32:
-            # Mostly from the last position this client saw; now and then the whole log.
-            start = 0 if rng.random() < 0.1 else log_seen[0]
-            return await self._read_all(db, pid, start, log_seen)
-        belief = beliefs.get(stream, NO_STREAM)
+    async def _one_append(self, db: Any, pid: int, w: _Writer) -> str:
+        rng = w.rng
+        stream = self._pick_stream(w)
+        belief = w.beliefs.get(stream, NO_STREAM)
         m = rng.random()
-        expected = ANY if m < 0.1 else STREAM_EXISTS if m < 0.15 else belief
-        events = [EventData("Tick", {"n": len(self.workload.streams)}, id=uuid.UUID(bytes=rng.randbytes(16)))
+        expected = ANY if m < 0.08 else STREAM_EXISTS if m < 0.12 else NO_STREAM if m < 0.14 else belief
+        billed = stream.startswith("invoice@")
+        events = [EventData("Tick", {"n": len(self.workload.streams), "bill": billed and rng.random() < BILLED},
+                            id=uuid.UUID(bytes=rng.randbytes(16)))
                   for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 4))]
-        outcome = await self._append(db, pid, stream, expected, events, beliefs)
+        cancel_after = rng.uniform(0.0, 0.4) if rng.random() < CANCEL else None
+        outcome = await self._append(db, pid, stream, expected, events, w, cancel_after)
         if outcome == "info":
-            retry.append((stream, expected, events, 1))
+            w.retry.append((stream, expected, events, 1))
         return outcome
 
     async def _append(self, db: Any, pid: int, stream: str, expected: int, events: list[EventData],
-                      beliefs: dict[str, int]) -> str:
+                      w: _Writer, cancel_after: float | None = None) -> str:
+        """One append; with `cancel_after`, the writer is cancelled that many seconds in,
+        between whichever steps of the append it has reached (its outcome is then unknown)."""
         wl = self.workload
         started = trio.current_time()
         shown = "any" if expected == ANY else "exists" if expected == STREAM_EXISTS else expected
         value = {"expected": shown, "events": tuple(e.id.hex[:12] for e in events)}
         op = wl.streams.invoke(pid, stream, "append", value, started)
         try:
-            result = await db.append(stream, events, expected_version=expected)
+            with trio.move_on_after(math.inf if cancel_after is None else cancel_after) as scope:
+                result = await db.append(stream, events, expected_version=expected)
         except WrongExpectedVersion as exc:
-            beliefs[stream] = exc.actual
+            w.beliefs[stream] = exc.actual
             wl._complete(op, "fail", started, error=exc, output={"version": exc.actual}, history=wl.streams)
             return "fail"
         except Exception as exc:  # noqa: BLE001 - timeouts and network errors: the outcome is unknown
@@ -255,12 +296,34 @@ class EventStoreLoad:
         except BaseException:
             wl._complete(op, "info", started, error="client crashed", history=wl.streams)
             raise
-        beliefs[stream] = result.next_expected_version
+        if scope.cancelled_caught:
+            wl.counts["append:cancelled"] += 1
+            wl._complete(op, "info", started, error="writer cancelled mid-append", history=wl.streams)
+            return "info"
+        w.beliefs[stream] = result.next_expected_version
         wl._complete(op, "ok", started, output={"version": result.next_expected_version,
                                                 "position": result.log_position}, history=wl.streams)
         return "ok"
 
-    async def _read(self, db: Any, pid: int, stream: str, beliefs: dict[str, int] | None = None) -> str:
+    async def _read_loop(self, db: Any, rng: Any, log_seen: list[int]) -> None:
+        wl = self.workload
+        pid = wl.new_pid()
+        while not wl.stopping:
+            r = rng.random()
+            if r < 0.6:
+                outcome = await self._read(db, pid, rng.choice(STREAMS))
+            elif r < 0.8:
+                outcome = await self._read_log(db, pid, rng.choice(CATEGORIES), 0 if rng.random() < 0.2
+                                               else max(0, log_seen[0] - 200))
+            else:
+                # Mostly from the last position this reader saw; now and then the whole log.
+                start = 0 if rng.random() < 0.05 else log_seen[0]
+                outcome = await self._read_log(db, pid, ALL, start, log_seen)
+            if outcome == "info":
+                pid = wl.new_pid()
+            await trio.sleep(rng.expovariate(1.0 / READ_THINK))
+
+    async def _read(self, db: Any, pid: int, stream: str, seen: dict[str, tuple[str, ...]] | None = None) -> str:
         wl = self.workload
         started = trio.current_time()
         op = wl.streams.invoke(pid, stream, "read", None, started)
@@ -276,16 +339,19 @@ class EventStoreLoad:
             raise
         ids = tuple(e.id.hex[:12] for e in events)
         wl._complete(op, "ok", started, output=ids, history=wl.streams)
-        if beliefs is not None:
-            beliefs[stream] = len(ids) - 1
+        if seen is not None:
+            seen[stream] = ids
         return "ok"
 
-    async def _read_all(self, db: Any, pid: int, start: int = 0, log_seen: list[int] | None = None) -> str:
+    async def _read_log(self, db: Any, pid: int, filter_: str, start: int = 0,
+                        log_seen: list[int] | None = None) -> str:
+        """A read of `$all` or of a category (`filter_`) from position `start`."""
         wl = self.workload
         started = trio.current_time()
-        op = wl.streams.invoke(pid, "$all", "read_all", {"from": start} if start else None, started)
+        f = "read_all" if filter_ == ALL else "read_category"
+        op = wl.streams.invoke(pid, filter_, f, {"from": start} if start else None, started)
         try:
-            events = await db.read_all(start)
+            events = await (db.read_all(start) if filter_ == ALL else db.read_category(filter_, start))
         except Exception as exc:  # noqa: BLE001 - any failure of a read leaves its output unknown
             wl._complete(op, "info", started, error=exc, history=wl.streams)
             return "info"
@@ -300,25 +366,44 @@ class EventStoreLoad:
 
     async def final_reads(self, attempts: int = 6) -> dict[str, tuple[str, ...]]:
         """Each stream, and the log, read after healing and recorded in the history (a stream
-        that cannot be read is left out)."""
+        that cannot be read is left out); then what the followers saved."""
         finals: dict[str, tuple[str, ...]] = {}
         wl = self.workload
         async with wl.sim.client(keys=self.keys, timeout=wl.config.client_timeout) as client:
-            db = await self._store(client).add_database(self.info)
+            db = await self.store(client).add_database(self.info)
+
+            async def read_streams(streams: tuple[str, ...]) -> None:
+                pid = wl.new_pid()
+                for stream in streams:
+                    for attempt in range(attempts):
+                        if await self._read(db, pid, stream, finals) == "ok":
+                            break
+                        pid = wl.new_pid()
+                        await trio.sleep(2.0 * (attempt + 1))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(FINAL_READERS):
+                    nursery.start_soon(read_streams, STREAMS[i::FINAL_READERS])
             pid = wl.new_pid()
-            for stream in STREAMS:
-                for attempt in range(attempts):
-                    if await self._read(db, pid, stream) == "ok":
-                        finals[stream] = tuple(wl.streams.ops()[-1].output)
-                        break
-                    pid = wl.new_pid()
-                    await trio.sleep(2.0 * (attempt + 1))
             for attempt in range(attempts):
-                if await self._read_all(db, pid) == "ok":
+                if await self._read_log(db, pid, ALL) == "ok":
                     break
                 pid = wl.new_pid()
                 await trio.sleep(2.0 * (attempt + 1))
+            from .es_followers import observe
+
+            await observe(self, db, attempts)
         return finals
+
+
+@dataclass
+class _Writer:
+    """What one writer task keeps across its client's crashes."""
+
+    rng: Any
+    index: int
+    beliefs: dict[str, int] = field(default_factory=dict)
+    retry: list[Any] = field(default_factory=list)  # appends whose outcome is unknown: tried again, same ids
 
 
 def subscriber_errors(load: EventStoreLoad) -> CheckResult:
@@ -350,3 +435,19 @@ def lost_events(workload: Workload, finals: dict[str, tuple[str, ...]]) -> Check
     elif unread:
         result.status, result.reason = "unknown", f"{unread} acknowledged append(s) in streams not read at the end"
     return result
+
+
+def es_checks(workload: Workload, load: EventStoreLoad, finals: dict[str, tuple[str, ...]],
+              max_steps: int | None = None) -> dict[str, CheckResult]:
+    """Every event-store check of a run: per-stream linearizability, lost events, the
+    Elle-style checks of `simulations.es_checker`, and store errors met by followers."""
+    from .checker import DEFAULT_MAX_STEPS, check_linearizable
+    from .es_checker import check_eventstore
+
+    streams = check_linearizable(workload.streams, StreamModel(), max_steps=max_steps or DEFAULT_MAX_STEPS)
+    streams.name = "streams_linearizable"
+    checks: dict[str, CheckResult] = {"streams_linearizable": streams, "lost_events": lost_events(workload, finals)}
+    checks.update(check_eventstore(workload.streams).checks)
+    if load.errors:
+        checks["es_client_errors"] = subscriber_errors(load)
+    return checks

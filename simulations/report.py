@@ -193,7 +193,8 @@ def _fault_bars(ax_f: Any, result: RunResult) -> None:
 
 
 ES_CHECKS = ("streams_linearizable", "lost_events", "es_streams", "es_log", "es_subscriptions",
-             "es_projections", "es_process_managers")
+             "es_projections", "es_process_managers", "es_client_errors")
+ES_KINDS = {"append": "append", "read": "read", "read_all": "read", "read_category": "read", "deliver": "deliver"}
 
 
 def plot_eventstore(result: RunResult, path: Path, bucket: float = 2.0) -> Path | None:
@@ -206,10 +207,9 @@ def plot_eventstore(result: RunResult, path: Path, bucket: float = 2.0) -> Path 
     _fault_bars(ax_f, result)
     counts: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
     for op in result.streams.ops():
-        if op.complete_time is not None:
-            kind = "append" if op.f == "append" else "read"
-            counts[(kind, op.outcome)][int(op.complete_time // bucket)] += 1
-    styles = {"append": "-", "read": ":"}
+        if op.complete_time is not None and op.f in ES_KINDS:
+            counts[(ES_KINDS[op.f], op.outcome)][int(op.complete_time // bucket)] += 1
+    styles = {"append": "-", "read": ":", "deliver": "--"}
     for (kind, outcome), per in sorted(counts.items()):
         xs = range(0, int(result.virtual // bucket) + 1)
         ax_o.plot([x * bucket for x in xs], [per.get(x, 0) / bucket for x in xs], styles[kind],
@@ -236,13 +236,20 @@ def _eventstore_markdown(result: RunResult) -> list[str]:
     lines = ["", "## Event store", "",
              f"{ops.get('append:ok', 0)} acknowledged appends ({events} events), "
              f"{ops.get('append:fail', 0)} refused, {ops.get('append:info', 0)} unknown; "
-             f"{ops.get('read:ok', 0)} stream reads, {ops.get('read_all:ok', 0)} `$all` reads.", "",
+             f"{ops.get('read:ok', 0)} stream reads, {ops.get('read_category:ok', 0)} category reads, "
+             f"{ops.get('read_all:ok', 0)} `$all` reads; {ops.get('deliver:ok', 0)} deliveries to subscribers; "
+             f"{ops.get('project:ok', 0)} projection states and {ops.get('command:ok', 0)} process-manager "
+             "commands checked.", "",
              "| check | status | anomalies |", "|---|---|---|"]
+    found = []
     for name in ES_CHECKS:
         check = result.report.checks.get(name)
         if check is not None:
             kinds = Counter(a.kind for a in check.anomalies)
             lines.append(f"| {name} | {check.status} | {', '.join(f'{k} x{n}' for k, n in kinds.items()) or '-'} |")
+            found += [f"- `{name}`: {str(a).splitlines()[0]}" for a in check.anomalies[:5]]
+    if found:
+        lines += ["", "Anomalies (the first of each check):", "", *found]
     lines += ["", "Recheck the history alone: `safenet chaos check --model eventstore streams.jsonl`."]
     return lines
 
