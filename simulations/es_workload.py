@@ -51,7 +51,6 @@ ALL = "$all"
 STREAMS = tuple(f"{c}@{i}" for c in CATEGORIES for i in range(1, 61))
 DATABASE = "chaos"
 RETRIES = 2  # appends retried with the same event ids after an unknown outcome
-WRITERS = 12  # writer tasks of each es process, sharing its client and database
 HOME = 0.75  # share of a writer's appends to streams of its own (the rest: any stream)
 CANCEL = 0.03  # share of appends whose writer is cancelled partway through
 BILLED = 0.3  # share of invoice events the process manager reacts to
@@ -131,7 +130,7 @@ class StreamModel(Model):
 class EventStoreLoad:
     """Event-store processes of one run, sharing the run's `Workload` for recording.
 
-    Each es process is one app: one network client, one `Database` and `WRITERS` writer
+    Each es process is one app: one network client, one `Database` and `es_writers` writer
     tasks appending through it at once (their appends share log writes: the store's group
     commit), plus a reader of streams, categories and `$all`. Process 0 also runs the
     catch-up subscribers, process 1 a projection agent, process 2 a process manager (see
@@ -150,7 +149,8 @@ class EventStoreLoad:
         writers = tuple(bytes(k.public) for k in [self.keys, *self.worker_keys])
         self.info = DatabaseInfo(DATABASE, self.rng.randbytes(32), None, 2, 1000, 1000, 0, writers)
         self.errors: list[str] = []  # store errors a subscriber or follower met (a check fails on any)
-        self.writers = [_Writer(workload.op_rng(f"es:{i}"), i) for i in range(self.processes * WRITERS)]
+        self.per_process = workload.config.es_writers
+        self.writers = [_Writer(workload.op_rng(f"es:{i}"), i) for i in range(self.processes * self.per_process)]
 
     def store(self, client: Any, poll_interval: float = 0.2) -> EventStore:
         return EventStore(client, clock=lambda: 1_500_000_000.0 + trio.current_time(), poll_interval=poll_interval)
@@ -191,7 +191,7 @@ class EventStoreLoad:
         async def body(client: Any) -> None:
             db = await self.store(client).add_database(self.info)
             async with trio.open_nursery() as nursery:
-                for writer in self.writers[worker * WRITERS:(worker + 1) * WRITERS]:
+                for writer in self.writers[worker * self.per_process:(worker + 1) * self.per_process]:
                     nursery.start_soon(self._write_loop, db, writer)
                 nursery.start_soon(self._read_loop, db, reader_rng, log_seen)
 

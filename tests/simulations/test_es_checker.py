@@ -481,7 +481,7 @@ def test_a_retry_acknowledged_after_the_first_attempt_was_read() -> None:
     # An append acknowledged before its stream write shows as a lost append, or as a cycle
     # in the stream's order (a reader saw the acknowledged event missing, then present).
     ("es_ack_before_stream_write", 1, ("lost-append", "G-single-realtime", "G-single", "G2-realtime", "G1c")),
-    ("es_log_skips_pending", 3, "log-gap"),  # seed 2 has shown no log-gap since digests changed (issue 18)
+    ("es_log_skips_pending", 1, "log-gap"),
     ("es_log_slot_reused", 1, "slot-shared"),
     ("es_subscription_one_past", 1, "resumed-past-checkpoint"),
     ("es_subscription_one_before", 1, "resumed-before-checkpoint"),
@@ -493,8 +493,9 @@ def test_each_event_store_break_is_caught_and_replays(brk: str, seed: int, kind:
 
     original = Database._write
     base = get_scenario("eventstore")
-    # One es process (its writers, reader and subscribers) keeps the test within CI's budget.
-    scenario = base.with_(duration=20.0, quiet=10.0, workload=replace(base.workload, es_processes=1))
+    # One es process with two writers (and its reader and subscribers) keeps the test within
+    # CI's budget: 5-12 s of CPU a run, where the scenario's 3 x 12 writers take minutes.
+    scenario = base.with_(duration=20.0, quiet=10.0, workload=replace(base.workload, es_processes=1, es_writers=2))
     result = run_sim(scenario, seed, breaks=(brk,))
     found = {a.kind for name in ("es_streams", "es_log", "es_subscriptions")
              for a in result.report.checks[name].anomalies}
