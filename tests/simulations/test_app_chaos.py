@@ -36,7 +36,9 @@ def test_the_buggy_bank_is_caught_and_its_replay_fails_the_same_way():
     """Its handler runs a command again when the saga resends it after a restart: money is
     withdrawn twice. The run names the invariant and shows the slice; the replay printed
     for it (run here through the CLI) fails the same way, with the same digest."""
-    result = run("examples.buggy_bank:app", 2)
+    # The first seed of 1..10 that catches it since the simulator's digests changed (issue 18)
+    # and rounds share messages (issue 13); at the scenario's full length seed 2 does.
+    result = run("examples.buggy_bank:app", 10)
     assert not result.valid
     broken = result.report.checks["invariant:money_is_conserved"]
     assert broken.status == "invalid"
@@ -44,7 +46,7 @@ def test_the_buggy_bank_is_caught_and_its_replay_fails_the_same_way():
     assert "money_is_conserved" in text and "the slice that breaks it" in text
     assert "applied-twice" in {a.kind for a in result.report.checks["process_managers"].anomalies}
     replay = result.replay_command()
-    assert replay.startswith("safenet chaos run app --app examples.buggy_bank:app --seed 2 ")
+    assert replay.startswith("safenet chaos run app --app examples.buggy_bank:app --seed 10 ")
     assert replay.endswith(" --quiet 5")
     args = replay.split()[2:] + ["--json"]
     out = CliRunner().invoke(chaos, args)
