@@ -30,7 +30,7 @@ from node.clikit import (
     SafenetGroup,
 )
 
-from .cli_kit import _connection, _parse_expected, echo_json, read_payload
+from .cli_kit import connection, echo_json, parse_expected, read_payload
 from .cli_persistent import persistent
 from .database import Database
 from .events import CORRECTION, END, EventData, RecordedEvent, StreamMetadata
@@ -83,7 +83,7 @@ def db_group() -> None:
 @db_group.command(name="create")
 @click.argument("name")
 @click.option("--private", is_flag=True, help="Encrypt events, payloads and names.")
-@_connection
+@connection
 async def db_create(store: EventStore, as_json: bool, name: str, private: bool) -> None:
     """Create the database NAME."""
     db = await store.create_database(name, private=private)
@@ -94,7 +94,7 @@ async def db_create(store: EventStore, as_json: bool, name: str, private: bool) 
 
 
 @db_group.command(name="list")
-@_connection
+@connection
 async def db_list(store: EventStore, as_json: bool) -> None:
     """List your databases."""
     _names(await store.databases(), as_json)
@@ -102,7 +102,7 @@ async def db_list(store: EventStore, as_json: bool) -> None:
 
 @es.command()
 @click.argument("database")
-@_connection
+@connection
 async def categories(store: EventStore, as_json: bool, database: str) -> None:
     """List the categories of DATABASE."""
     _names(await (await _open(store, database)).categories(), as_json)
@@ -111,7 +111,7 @@ async def categories(store: EventStore, as_json: bool, database: str) -> None:
 @es.command()
 @click.argument("database")
 @click.argument("category")
-@_connection
+@connection
 async def streams(store: EventStore, as_json: bool, database: str, category: str) -> None:
     """List the stream keys of CATEGORY (printed as they are fetched, a page at a time)."""
     db = await _open(store, database)
@@ -136,14 +136,14 @@ METADATA_HELP = "The event's metadata: JSON, @FILE or -."
 @click.option("--metadata", help=METADATA_HELP)
 @click.option("--expected-version", default="any", show_default=True,
               help="A version, or any / no_stream / stream_exists.")
-@_connection
+@connection
 async def append(store: EventStore, as_json: bool, database: str, stream: str, event_type: str,
                  data: str, as_bytes: bool, metadata: str | None, expected_version: str) -> None:
     """Append one event to STREAM (exit code 3 on a wrong expected version)."""
     _one_stdin(data, metadata)
     event = EventData(event_type, read_payload(data, "--data", as_bytes),
                       None if metadata is None else read_payload(metadata, "--metadata", False))
-    expected = _parse_expected(expected_version)
+    expected = parse_expected(expected_version)
     result = await (await _open(store, database)).append(stream, [event], expected_version=expected)
     _appended(stream, event, result.next_expected_version, result.log_position, as_json)
 
@@ -170,7 +170,7 @@ def _appended(stream: str, event: EventData, version: int, log_position: int, as
 @click.option("--count", type=click.IntRange(min=0), help="At most this many events.")
 @click.option("--raw", is_flag=True, help="As written: restructure events shown, not applied.")
 @click.option("--resolve-links", is_flag=True, help="Read link events ($ce-, $et-, $streams) as what they point at.")
-@_connection
+@connection
 async def read(store: EventStore, as_json: bool, database: str, stream: str, from_version: int | None,
                backward: bool, count: int | None, raw: bool, resolve_links: bool) -> None:
     """Read STREAM's events."""
@@ -188,7 +188,7 @@ async def read(store: EventStore, as_json: bool, database: str, stream: str, fro
               help="Start after this checkpoint (a log position; a version with --stream).")
 @click.option("--new", "only_new", is_flag=True, help="Only events appended from now on.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
-@_connection
+@connection
 async def tail(store: EventStore, as_json: bool, database: str, category: str | None, stream: str | None,
                checkpoint: int | None, only_new: bool, count: int | None) -> None:
     """Follow DATABASE's log (or a category, or a stream): what is there, then what comes.
@@ -219,7 +219,7 @@ async def tail(store: EventStore, as_json: bool, database: str, category: str | 
 @click.argument("database")
 @click.option("--from", "from_position", type=int, default=0, help="First log position (inclusive).")
 @click.option("--count", type=click.IntRange(min=0), help="At most this many events.")
-@_connection
+@connection
 async def log_command(store: EventStore, as_json: bool, database: str, from_position: int,
                       count: int | None) -> None:
     """Read DATABASE's log: every event, in the order the database took them."""
@@ -236,12 +236,12 @@ async def log_command(store: EventStore, as_json: bool, database: str, from_posi
 @click.option("--hard", is_flag=True, help="A tombstone: the name can never be used again.")
 @click.option("--expected-version", default="any", show_default=True,
               help="A version, or any / stream_exists.")
-@_connection
+@connection
 async def delete(store: EventStore, as_json: bool, database: str, stream: str, hard: bool,
                  expected_version: str) -> None:
     """Delete STREAM: soft (hidden; a later append continues the numbering) or --hard."""
     result = await (await _open(store, database)).delete_stream(
-        stream, _parse_expected(expected_version), hard=hard)
+        stream, parse_expected(expected_version), hard=hard)
     if as_json:
         echo_json({"stream": stream, "hard": hard, "log_position": result.log_position})
     else:
@@ -257,7 +257,7 @@ async def delete(store: EventStore, as_json: bool, database: str, stream: str, h
 @click.option("--metadata", help=METADATA_HELP)
 @click.option("--expected-version", default="any", show_default=True,
               help="The stream's version (the correction is appended after it).")
-@_connection
+@connection
 async def restructure(store: EventStore, as_json: bool, database: str, stream: str, version: int, data: str,
                       as_bytes: bool, metadata: str | None, expected_version: str) -> None:
     """Correct the payload of STREAM's event VERSION (a restructure event is appended;
@@ -266,7 +266,7 @@ async def restructure(store: EventStore, as_json: bool, database: str, stream: s
     payload = read_payload(data, "--data", as_bytes)
     meta = None if metadata is None else read_payload(metadata, "--metadata", False)
     result = await (await _open(store, database)).restructure(
-        stream, version, payload, metadata=meta, expected_version=_parse_expected(expected_version))
+        stream, version, payload, metadata=meta, expected_version=parse_expected(expected_version))
     if as_json:
         echo_json({"stream": stream, "corrects": version, "type": CORRECTION,
                    "next_expected_version": result.next_expected_version, "log_position": result.log_position})
@@ -290,7 +290,7 @@ def _metadata_out(stream: str, meta: StreamMetadata, as_json: bool) -> None:
 @metadata_group.command(name="get")
 @click.argument("database")
 @click.argument("stream")
-@_connection
+@connection
 async def metadata_get(store: EventStore, as_json: bool, database: str, stream: str) -> None:
     """Print STREAM's metadata."""
     _metadata_out(stream, await (await _open(store, database)).get_stream_metadata(stream), as_json)
@@ -304,7 +304,7 @@ async def metadata_get(store: EventStore, as_json: bool, database: str, stream: 
 @click.option("--truncate-before", type=click.IntRange(min=0), help="Hide versions below V.")
 @click.option("--custom", help="The application's own metadata: JSON, @FILE or -.")
 @click.option("--clear", is_flag=True, help="Start from empty metadata, not the current one.")
-@_connection
+@connection
 async def metadata_set(store: EventStore, as_json: bool, database: str, stream: str, max_count: int | None,
                        max_age: float | None, truncate_before: int | None, custom: str | None, clear: bool) -> None:
     """Change STREAM's metadata: the options given replace those values, the rest stay."""
@@ -332,7 +332,7 @@ async def metadata_set(store: EventStore, as_json: bool, database: str, stream: 
 @click.argument("category")
 @click.option("--from", "from_position", type=click.IntRange(min=0), default=0, help="First log position.")
 @click.option("--count", type=click.IntRange(min=0), help="At most this many events.")
-@_connection
+@connection
 async def read_category(store: EventStore, as_json: bool, database: str, category: str, from_position: int,
                         count: int | None) -> None:
     """Every event of CATEGORY's streams, in log order (from $ce-CATEGORY once the system
@@ -353,7 +353,7 @@ def projections_group() -> None:
 @projections_group.command(name="run")
 @click.argument("database")
 @click.option("--once", is_flag=True, help="Link what the log holds now, then stop.")
-@_connection
+@connection
 async def projections_run(store: EventStore, as_json: bool, database: str, once: bool) -> None:
     """Keep $ce-<category>, $et-<type> and $streams of DATABASE up to date (Ctrl-C stops;
     a killed agent loses nothing: the next one goes on where the link streams stand)."""

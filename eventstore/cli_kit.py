@@ -54,7 +54,7 @@ def load_grant(path: str | None) -> AppGrant | None:
                                  param_hint="--app") from None
 
 
-def _connection(fn: F) -> F:
+def connection(fn: F) -> F:
     """--cluster, --mock, --app and --json on a command; run its coroutine under trio with a
     connected store. The store's errors go up to the group, which prints them and exits
     with the code docs/cli.md gives them; a wrong expected version carries its versions
@@ -96,7 +96,7 @@ def _parse_json(text: str, what: str) -> Any:
         raise click.BadParameter(f"not JSON: {exc}", param_hint=what) from None
 
 
-def _parse_expected(text: str) -> int:
+def parse_expected(text: str) -> int:
     named = {"any": ANY, "no_stream": NO_STREAM, "no-stream": NO_STREAM,
              "stream_exists": STREAM_EXISTS, "stream-exists": STREAM_EXISTS}
     if text.lower() in named:

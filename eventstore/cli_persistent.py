@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .cli_kit import _connection, echo_json
+from .cli_kit import connection, echo_json
 from .events import RecordedEvent
 from .persistent import GroupInfo, NackAction, PersistentSettings
 from .store import EventStore
@@ -93,7 +93,7 @@ def persistent() -> None:
 @click.argument("stream")
 @click.argument("group")
 @_settings_options
-@_connection
+@connection
 async def create(store: EventStore, as_json: bool, database: str, stream: str, group: str, **options: Any) -> None:
     """Create GROUP on STREAM (a stream, $ce-<category> or $all)."""
     db = await store.database(database).open()
@@ -107,7 +107,7 @@ async def create(store: EventStore, as_json: bool, database: str, stream: str, g
 @click.argument("stream")
 @click.argument("group")
 @_settings_options
-@_connection
+@connection
 async def update(store: EventStore, as_json: bool, database: str, stream: str, group: str, **options: Any) -> None:
     """Change GROUP's settings (its position and state stay; consumers reconnect)."""
     db = await store.database(database).open()
@@ -120,7 +120,7 @@ async def update(store: EventStore, as_json: bool, database: str, stream: str, g
 @click.argument("database")
 @click.argument("stream")
 @click.argument("group")
-@_connection
+@connection
 async def delete(store: EventStore, as_json: bool, database: str, stream: str, group: str) -> None:
     """Delete GROUP (its ledger and parked events go with it)."""
     db = await store.database(database).open()
@@ -132,7 +132,7 @@ async def delete(store: EventStore, as_json: bool, database: str, stream: str, g
 @persistent.command(name="list")
 @click.argument("database")
 @click.option("--stream", help="Only this stream's groups.")
-@_connection
+@connection
 async def list_groups(store: EventStore, as_json: bool, database: str, stream: str | None) -> None:
     """List the groups of DATABASE with their state."""
     db = await store.database(database).open()
@@ -151,7 +151,7 @@ async def list_groups(store: EventStore, as_json: bool, database: str, stream: s
 @click.argument("database")
 @click.argument("stream")
 @click.argument("group")
-@_connection
+@connection
 async def info(store: EventStore, as_json: bool, database: str, stream: str, group: str) -> None:
     """GROUP's settings, consumers, events in flight, parked events and lag."""
     db = await store.database(database).open()
@@ -174,7 +174,7 @@ async def info(store: EventStore, as_json: bool, database: str, stream: str, gro
 @click.argument("database")
 @click.argument("stream")
 @click.argument("group")
-@_connection
+@connection
 async def parked(store: EventStore, as_json: bool, database: str, stream: str, group: str) -> None:
     """GROUP's parked events (not yet replayed), oldest first."""
     db = await store.database(database).open()
@@ -191,7 +191,7 @@ async def parked(store: EventStore, as_json: bool, database: str, stream: str, g
 @click.argument("stream")
 @click.argument("group")
 @click.option("--stop-at", type=click.IntRange(min=0), help="Replay only the first N parked events.")
-@_connection
+@connection
 async def replay_parked(store: EventStore, as_json: bool, database: str, stream: str, group: str,
                         stop_at: int | None) -> None:
     """Deliver GROUP's parked events again (before new ones)."""
@@ -212,7 +212,7 @@ async def replay_parked(store: EventStore, as_json: bool, database: str, stream:
 @click.option("--reason", default="nacked from the command line", show_default=True)
 @click.option("--buffer", "buffer_size", type=click.IntRange(min=1), default=10, show_default=True,
               help="Events held at once.")
-@_connection
+@connection
 async def consume(store: EventStore, as_json: bool, database: str, stream: str, group: str, name: str,
                   count: int | None, nack: str | None, reason: str, buffer_size: int) -> None:
     """Join GROUP as a consumer: print each event and ack it (or --nack it). With --json,

@@ -106,9 +106,9 @@ class Database(DatabaseReads):
             if is_system(event.type):
                 raise ReservedName(f"event type {event.type!r}: types starting with '$' belong to the store")
         await self._open()
-        return await self._append(stream, events, check_expected_version(expected_version))
+        return await self.append_as_store(stream, events, check_expected_version(expected_version))
 
-    async def _append(
+    async def append_as_store(
         self, stream: str, events: list[EventData], expected: int, corrects: int | None = None
     ) -> AppendResult:
         if not 1 <= len(events) <= MAX_APPEND_EVENTS:
@@ -301,7 +301,7 @@ class Database(DatabaseReads):
         check_stream_name(stream)
         await self._open()
         event = EventData(METADATA_EVENT, metadata.to_json())
-        return await self._append(metadata_stream(stream), [event], check_expected_version(expected_version))
+        return await self.append_as_store(metadata_stream(stream), [event], check_expected_version(expected_version))
 
     async def delete_stream(self, stream: str, expected_version: int = ANY, *, hard: bool = False) -> AppendResult:
         """Soft delete: hide every event so far (reads say StreamNotFound); a later append
@@ -311,7 +311,7 @@ class Database(DatabaseReads):
         await self._open()
         expected = check_expected_version(expected_version)
         if hard:
-            return await self._append(stream, [EventData(TOMBSTONE, {})], expected)
+            return await self.append_as_store(stream, [EventData(TOMBSTONE, {})], expected)
         tail = await self.streams_.tail(stream)
         self._remember(stream, tail)
         if tail.deleted:
@@ -362,5 +362,5 @@ class Database(DatabaseReads):
             raise InvalidEvent(f"event {version} of {stream!r} is a system event ({original.type})")
         event = EventData(CORRECTION, data, metadata, causation_id=original.id,
                           correlation_id=original.correlation_id)
-        return await self._append(stream, [event], check_expected_version(expected_version), corrects=version)
+        return await self.append_as_store(stream, [event], check_expected_version(expected_version), corrects=version)
 

@@ -138,9 +138,9 @@ class DatabaseCore:
             self._opening = trio.Lock()
         async with self._opening:
             if self.info is None:
-                self._setup(await self.store.load_info(self.name))
+                self.setup(await self.store.load_info(self.name))
 
-    def _setup(self, info: DatabaseInfo) -> None:
+    def setup(self, info: DatabaseInfo) -> None:
         self.sealer = Sealer(info.key)
         namespace = info.id if info.key is None else self.sealer.name(info.id.hex())
         self.layout = Layout(namespace, self.sealer)

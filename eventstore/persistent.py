@@ -119,7 +119,7 @@ class PersistentSubscriptions:
                 groups[key] = replace(groups[key], settings=PersistentSettings.from_json(data["settings"]))
         return (events[-1].version if events else NO_STREAM), groups
 
-    async def _group(self, stream: str, group: str) -> _Group:
+    async def load_group(self, stream: str, group: str) -> _Group:
         _version, groups = await self._registry()
         found = groups.get((stream, group))
         if found is None:
@@ -177,7 +177,7 @@ class PersistentSubscriptions:
             data = {"stream": stream, "group": group, "settings": settings.to_json() if settings else None,
                     "start": start}
             try:
-                await self.db._append(REGISTRY, [EventData(kind, data)], version)
+                await self.db.append_as_store(REGISTRY, [EventData(kind, data)], version)
                 return
             except WrongExpectedVersion:
                 await trio.sleep(random.random() * self.db.store.poll_interval)
@@ -193,7 +193,7 @@ class PersistentSubscriptions:
 
     async def info(self, stream: str, group: str) -> GroupInfo:
         await self.db.open()
-        return await self._info(await self._group(stream, group))
+        return await self._info(await self.load_group(stream, group))
 
     async def _info(self, group: _Group) -> GroupInfo:
         state = await _Ledger(self.db, group).refresh()
@@ -224,14 +224,14 @@ class PersistentSubscriptions:
     async def parked(self, stream: str, group: str) -> builtins.list[ParkedEvent]:
         """The group's parked events, oldest first (not yet replayed)."""
         await self.db.open()
-        state = await _Ledger(self.db, await self._group(stream, group)).refresh()
+        state = await _Ledger(self.db, await self.load_group(stream, group)).refresh()
         events = await _fetch(self.db, [ref for ref, _w, _n in state.parked])
         return [ParkedEvent(e, why, n) for e, (_r, why, n) in zip(events, state.parked, strict=True)]
 
     async def in_flight(self, stream: str, group: str) -> builtins.list[InFlight]:
         """The events consumers hold now, in source order."""
         await self.db.open()
-        state = await _Ledger(self.db, await self._group(stream, group)).refresh()
+        state = await _Ledger(self.db, await self.load_group(stream, group)).refresh()
         return [InFlight(*h.ref, h.consumer, h.deadline, h.retries)
                 for h in sorted(state.held.values(), key=lambda h: h.ref[2])]
 
@@ -239,7 +239,7 @@ class PersistentSubscriptions:
         """Queue the parked events (the first `stop_at` of them, if given) for delivery
         again, before new events; returns how many were queued."""
         await self.db.open()
-        ledger = _Ledger(self.db, await self._group(stream, group))
+        ledger = _Ledger(self.db, await self.load_group(stream, group))
         for _attempt in range(CLAIM_ATTEMPTS * 4):
             state = await ledger.refresh()
             n = len(state.parked) if stop_at is None else min(stop_at, len(state.parked))

@@ -75,7 +75,7 @@ async def _fetch(db: Database, refs: Iterable[Ref]) -> list[RecordedEvent]:
         if entry is None:
             raise CorruptData(f"a persistent subscription holds {stream}#{version}, which is not there")
         rows.append((stream, version, position(entry.slot, entry.index), db.streams_.body(entry)))
-    return await db._events(None, rows) if rows else []
+    return await db.load_events(None, rows) if rows else []
 
 
 class _Ledger:
@@ -114,12 +114,12 @@ class _Ledger:
 
     async def append(self, actions: list[tuple[str, dict[str, Any]]], expected: int) -> int:
         events = [EventData(kind, {**data, "g": self.group.generation}) for kind, data in actions]
-        result = await self.db._append(self.name, events, expected)
+        result = await self.db.append_as_store(self.name, events, expected)
         before = self.state.version
         if before // SNAPSHOT_EVERY != result.next_expected_version // SNAPSHOT_EVERY:
             await self.refresh()
             snapshot = {"g": self.group.generation, "state": self.state.to_json()}
-            await self.db._append(_snapshots(self.group.stream, self.group.group),
+            await self.db.append_as_store(_snapshots(self.group.stream, self.group.group),
                                   [EventData("$psCheckpoint", snapshot)], ANY)
         return result.next_expected_version
 
@@ -155,7 +155,7 @@ class PersistentSubscription:
     async def _join(self) -> _Ledger:
         if self._ledger is None:
             await self.db.open()
-            group = await self.subs._group(self.stream, self.group_name)
+            group = await self.subs.load_group(self.stream, self.group_name)
             self._ledger = _Ledger(self.db, group)
             state = await self._ledger.refresh()
             limit = group.settings.max_subscriber_count
@@ -189,7 +189,7 @@ class PersistentSubscription:
             return
         self._checked = now
         try:
-            group = await self.subs._group(self.stream, self.group_name)
+            group = await self.subs.load_group(self.stream, self.group_name)
         except PersistentSubscriptionNotFound:
             raise PersistentSubscriptionDropped(f"group {self.group_name!r} on {self.stream!r} was deleted") from None
         if group != ledger.group:
@@ -261,7 +261,7 @@ class PersistentSubscription:
     async def _record_parked(self, items: list[tuple[Ref, str, int]]) -> None:
         events = [EventData("$parked", {"stream": r[0], "version": r[1], "position": r[2], "why": why,
                                         "retries": n}) for r, why, n in items]
-        await self.db._append(parked_stream(self.stream, self.group_name), events, ANY)
+        await self.db.append_as_store(parked_stream(self.stream, self.group_name), events, ANY)
 
     def _keys(self, messages: Iterable[PersistentEvent | uuid.UUID | str]) -> list[int]:
         keys = []

@@ -99,7 +99,7 @@ class DatabaseReads(DatabaseCore):
                 (intent.stream, intent.version + i, position(slot, i), Body.decode(self.sealer.unseal(bodies[i])))
                 for i in range(first, min(intent.count, first + n))
             )
-        return await self._events(None, rows)
+        return await self.load_events(None, rows)
 
     async def repair(self, from_position: int = 0) -> RepairReport:
         """Resolve every intent of the log from `from_position`, finishing pending ones now.
@@ -234,7 +234,7 @@ class DatabaseReads(DatabaseCore):
                 if body.corrects is not None:
                     corrections[body.corrects] = (version, body)
         items = [(v, position(e.slot, e.index), b) for v, e, b in chosen]
-        out = await self._events(stream, items, corrections)
+        out = await self.load_events(stream, items, corrections)
         return await self._resolve_links(out, hide_deleted=True) if resolve_links else out
 
     async def _resolve_links(self, events: list[RecordedEvent], *, hide_deleted: bool) -> list[RecordedEvent]:
@@ -265,7 +265,7 @@ class DatabaseReads(DatabaseCore):
             if target is None or e is None or target[1] < hidden.get(target[0], 0):
                 continue
             rows.append((target[0], target[1], position(e.slot, e.index), self.streams_.body(e)))
-        resolved = iter(await self._events(None, rows) if rows else [])
+        resolved = iter(await self.load_events(None, rows) if rows else [])
         kept = {i for i, t in targets.items() if t is not None and found.get(i) is not None
                 and t[1] >= hidden.get(t[0], 0)}
         out = []
@@ -368,7 +368,7 @@ class DatabaseReads(DatabaseCore):
 
         return decoded
 
-    async def _events(
+    async def load_events(
         self,
         stream: str | None,
         items: list[tuple[int, int, Body]] | list[tuple[str, int, int, Body]],

@@ -128,7 +128,7 @@ class EventStore:
                 raise DatabaseExists(info.name) from None
         db = self.database(info.name)
         if db.info is None:
-            db._setup(info)
+            db.setup(info)
         return db
 
     def database(self, name: str) -> Database:

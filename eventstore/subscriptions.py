@@ -154,7 +154,7 @@ class StreamCursor:
             return []
         found = await streams.range(self.stream, self.next, self.next + limit - 1)
         items = [(v, position(e.slot, e.index), streams.body(e)) for v, e in found]
-        events = await self.db._events(self.stream, items)
+        events = await self.db.load_events(self.stream, items)
         if events:
             self.next = events[-1].version + 1
             self.finished = events[-1].type == TOMBSTONE
@@ -199,7 +199,7 @@ class Subscription:
 
     async def __anext__(self) -> RecordedEvent:
         if self._cursor is None:
-            await self.db._open()
+            await self.db.open()
             self._cursor = self._make_cursor()
         while not self._buffer:
             if self._cursor.finished:

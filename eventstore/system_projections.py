@@ -144,7 +144,7 @@ class SystemProjections:
             links = [EventData(LINK, f"{e.version}@{e.stream}", {"position": e.position, "type": e.type},
                                id=uuid.uuid5(_LINK_IDS, f"{target}\0{e.id}")) for e in todo]
             try:
-                result = await self.db._append(target, links, version)
+                result = await self.db.append_as_store(target, links, version)
             except WrongExpectedVersion:
                 self._ends.pop(target, None)  # another agent got there: see how far
                 continue
@@ -153,7 +153,7 @@ class SystemProjections:
         raise WrongExpectedVersion(target, self._ends.get(target, (NO_STREAM, 0))[0], NO_STREAM)
 
     async def _save(self, position: int) -> None:
-        await self.db._append(CHECKPOINT, [EventData("$checkpoint", {"position": position})], -2)
+        await self.db.append_as_store(CHECKPOINT, [EventData("$checkpoint", {"position": position})], -2)
         self.checkpoint = position
 
 

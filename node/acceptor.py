@@ -58,13 +58,14 @@ from .rules import MDataState
 from .xorname import XorName, distance
 
 if TYPE_CHECKING:
-    from .core import NodeCore, Peer
+    from .peer import Peer
+    from .services import NodeServices
 
 
 class Acceptor:
     """The acceptor half of `Replicator` (node/replication.py), which provides the state."""
 
-    core: NodeCore
+    core: NodeServices
     counter: int
     records: dict[bytes, AcceptorRecord]
     quarantined: set[bytes]

@@ -36,7 +36,7 @@ from .requests import Request
 from .rules import ACCOUNT_TAG, MDataState
 
 if TYPE_CHECKING:
-    from .core import NodeCore
+    from .services import NodeServices
 
 DEFAULT_ALLOWANCE = 1000  # docs/data-model.md §3.3: safe_vault 0.16-0.18's DEFAULT_MAX_OPS_COUNT
 
@@ -233,7 +233,7 @@ class AccountGuard:
     that time.
     """
 
-    def __init__(self, core: NodeCore, ttl: float = 1.0) -> None:
+    def __init__(self, core: NodeServices, ttl: float = 1.0) -> None:
         self.core = core
         self.ttl = ttl
         self._cache: dict[bytes, tuple[float, AccountInfo | None]] = {}

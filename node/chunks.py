@@ -27,7 +27,8 @@ from .wire import new_message
 from .xorname import XorName, sha3_256
 
 if TYPE_CHECKING:
-    from .core import NodeCore, Peer
+    from .peer import Peer
+    from .services import NodeServices
 
 Respond = Callable[..., None]
 MAX_PUSHES_IN_FLIGHT = 16
@@ -49,7 +50,7 @@ def paid_proof(request: Request) -> dict[str, Any]:
 class ChunkKeeper:
     """The IData chunks one node keeps."""
 
-    def __init__(self, core: NodeCore) -> None:
+    def __init__(self, core: NodeServices) -> None:
         self.core = core
         self._pushes: deque[tuple[XorName, XorName]] = deque()
         self._pushing = 0

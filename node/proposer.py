@@ -46,8 +46,8 @@ from .wire import new_message
 from .xorname import XorName, distance
 
 if TYPE_CHECKING:
-    from .core import NodeCore
     from .replication import Replicator
+    from .services import NodeServices
 
 Respond = Callable[..., None]
 
@@ -98,7 +98,7 @@ class Proposal:
     token: int = 0  # bumps on every (re)start, so late replies of an old round are ignored
 
     @property
-    def core(self) -> NodeCore:
+    def core(self) -> NodeServices:
         return self.rep.core
 
     @property

@@ -45,7 +45,8 @@ from .wire import new_message
 from .xorname import XorName
 
 if TYPE_CHECKING:
-    from .core import NodeCore, Peer
+    from .peer import Peer
+    from .services import NodeServices
 
 Reply = Callable[[dict[str, Any] | None], None]
 
@@ -53,7 +54,7 @@ Reply = Callable[[dict[str, Any] | None], None]
 class Replicator(Acceptor):
     """The MDs one node keeps: acceptor records, proposals, anti-entropy."""
 
-    def __init__(self, core: NodeCore) -> None:
+    def __init__(self, core: NodeServices) -> None:
         self.core = core
         self.disk = RecordStore(core.store)
         self.records: dict[bytes, AcceptorRecord] = {}

@@ -276,7 +276,7 @@ class AppDriver:
                         retry.append((command, tries + 1))
                 await trio.sleep(rng.expovariate(2.0))
 
-        await self.workload._with_clients(7000 + number, body, keys=self.keys[name])
+        await self.workload.with_clients(7000 + number, body, keys=self.keys[name])
 
     # ------------------------------------------------------------------ agents and runners
 

@@ -259,7 +259,7 @@ class EsDriver:
                 await self.execute(bridge, application, command, f"{name}#{self._pids}")
                 await trio.sleep(rng.expovariate(2.0))
 
-        await self.workload._with_clients(7000 + number, body, keys=self.keys[name])
+        await self.workload.with_clients(7000 + number, body, keys=self.keys[name])
 
     def start(self, nursery: trio.Nursery) -> None:
         for i in range(self.app.clients):

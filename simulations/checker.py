@@ -63,7 +63,7 @@ from .checker_models import (
     get_model,
     observed_field,
 )
-from .checker_results import INVALID, UNKNOWN, VALID, Anomaly, CheckResult, Report, _finish
+from .checker_results import INVALID, UNKNOWN, VALID, Anomaly, CheckResult, Report, finish
 from .history import FAIL, OK, History, Op, short
 
 DETERMINATE = (OK, FAIL)  # completions the search must place: acknowledged ops and refusals
@@ -166,7 +166,7 @@ def check_linearizable(
         "steps": sum(v.steps for v in result.keys.values()),
     }
     incomplete = f"search budget exhausted on {len(unknown)} key(s)" if unknown else None
-    return _finish(result, incomplete)
+    return finish(result, incomplete)
 
 
 MAIN, ANY, GUARDED = 0, 1, 2  # the search's scan phases
@@ -450,7 +450,7 @@ def check_all(
 __all__ = [
     "DEFAULT_MAX_STEPS", "DETERMINATE", "INVALID", "MODELS", "TOMBSTONE", "UNKNOWN", "VALID", "Anomaly",
     "CheckResult", "Counterexample", "KeyVerdict", "LinearizabilityResult", "MDEntryModel", "Model",
-    "RegisterModel", "Report", "_finish", "_ops", "as_entry", "check_all", "check_linearizable",
+    "RegisterModel", "Report", "finish", "_ops", "as_entry", "check_all", "check_linearizable",
     "conflicting_acks", "convergence", "error_name", "get_model", "lost_writes", "monotonic_reads",
     "observed_field", "produced", "random_history",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from .checker_models import _MUTATIONS, TOMBSTONE, MDEntryModel, _insert_content, _update_args, as_entry
-from .checker_results import Anomaly, CheckResult, _finish
+from .checker_results import Anomaly, CheckResult, finish
 from .history import FAIL, OK, History, Op, short
 
 
@@ -49,7 +49,7 @@ def conflicting_acks(history: History | Iterable[Op]) -> CheckResult:
                 )
             )
     result.stats = {"acked_writes": sum(len(v) for v in claims.values())}
-    return _finish(result)
+    return finish(result)
 
 
 def lost_writes(history: History | Iterable[Op], final_reads: Mapping[Any, Any]) -> CheckResult:
@@ -77,7 +77,7 @@ def lost_writes(history: History | Iterable[Op], final_reads: Mapping[Any, Any])
     incomplete = (
         f"no final read for {len(missing)} key(s) with acknowledged writes" if missing else None
     )
-    return _finish(result, incomplete)
+    return finish(result, incomplete)
 
 
 def _check_final(
@@ -146,7 +146,7 @@ def monotonic_reads(history: History | Iterable[Op]) -> CheckResult:
         if current is None or version > _version(as_entry(current.output)):
             floor[where] = op
     result.stats = {"reads": len(events) // 2}
-    return _finish(result)
+    return finish(result)
 
 
 def convergence(replica_states: Mapping[Any, Mapping[Any, Any]]) -> CheckResult:
@@ -171,4 +171,4 @@ def convergence(replica_states: Mapping[Any, Mapping[Any, Any]]) -> CheckResult:
             text = "; ".join(f"{short(s)} on {', '.join(map(str, r))}" for s, r in groups)
             result.anomalies.append(Anomaly("divergent", key, f"replicas disagree: {text}"))
     result.stats = {"keys": len(keys), "replicas": len(replica_states)}
-    return _finish(result)
+    return finish(result)

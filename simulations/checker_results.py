@@ -67,7 +67,7 @@ class CheckResult:
 R = TypeVar("R", bound=CheckResult)
 
 
-def _finish(result: R, incomplete: str | None = None) -> R:
+def finish(result: R, incomplete: str | None = None) -> R:
     if result.anomalies:
         result.status = INVALID
     elif incomplete:

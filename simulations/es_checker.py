@@ -38,7 +38,7 @@ from typing import Any
 
 import networkx as nx
 
-from .checker import Anomaly, CheckResult, Report, _finish
+from .checker import Anomaly, CheckResult, Report, finish
 from .history import FAIL, OK, History, Op, short
 
 NO_STREAM, ANY, STREAM_EXISTS = -1, "any", "exists"
@@ -218,7 +218,7 @@ def check_streams(history: History | Iterable[Op], facts: Facts | None = None) -
         "refusals": sum(len(v) for v in facts.refusals.values()),
         "cycles": cycles,
     }
-    return _finish(result)
+    return finish(result)
 
 
 def _infer(facts: Facts, stream: str, appends: list[Append], result: CheckResult) -> StreamOrder:

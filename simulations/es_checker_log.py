@@ -34,7 +34,7 @@ import bisect
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from .checker import Anomaly, CheckResult, _finish
+from .checker import Anomaly, CheckResult, finish
 from .es_checker import (
     ALL,
     COMMAND,
@@ -144,7 +144,7 @@ def check_log(facts: Facts) -> CheckResult:
     _stream_order(ref, result)
     _acked_in_log(facts, ref, result)
     result.stats = {"log_reads": len(facts.log_reads), "positions": len(ref.at)}
-    return _finish(result)
+    return finish(result)
 
 
 def _stream_order(ref: ReferenceLog, result: CheckResult) -> None:
@@ -240,7 +240,7 @@ def check_subscriptions(facts: Facts) -> CheckResult:
                 last_ok = max(last_ok, r.position)
             last_any = max(last_any, r.position)
     result.stats = {"subscribers": len(per), "deliveries": delivered}
-    return _finish(result)
+    return finish(result)
 
 
 # ============================================================================ projections
@@ -264,7 +264,7 @@ def check_projections(facts: Facts) -> CheckResult:
             shown = ", ".join(f"{s}: {state.get(s, 0)} saved, {fold.get(s, 0)} in the log" for s in diff[:3])
             result.anomalies.append(Anomaly("projection-state", op.key, f"at checkpoint {checkpoint}: {shown}", [op]))
     result.stats = {"saved_states": checked}
-    return _finish(result)
+    return finish(result)
 
 
 # ============================================================================ process managers
@@ -289,7 +289,7 @@ def check_process_managers(facts: Facts) -> CheckResult:
             result.anomalies.append(Anomaly("command-twice", manager, f"{len(ok)} commands issued for "
                                             f"{short(cause)}", ok))
     result.stats = {"causes": len(issued)}
-    return _finish(result)
+    return finish(result)
 
 
 __all__ = ["ReferenceLog", "check_log", "check_process_managers", "check_projections",

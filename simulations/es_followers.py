@@ -130,7 +130,7 @@ async def _follow(load: EventStoreLoad, number: int, name: str, run: Any) -> Non
             wl.counts[f"{name}_kills"] += 1
             await trio.sleep(0.5)
 
-    await wl._with_clients(3950 + number, body, keys=load.follower_keys(number))
+    await wl.with_clients(3950 + number, body, keys=load.follower_keys(number))
 
 
 async def observe(load: EventStoreLoad, db: Any, attempts: int) -> None:

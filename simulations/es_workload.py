@@ -195,7 +195,7 @@ class EventStoreLoad:
                     nursery.start_soon(self._write_loop, db, writer)
                 nursery.start_soon(self._read_loop, db, reader_rng, log_seen)
 
-        await wl._with_clients(3000 + worker, body, keys=self.worker_keys[worker])
+        await wl.with_clients(3000 + worker, body, keys=self.worker_keys[worker])
 
     async def _subscriber(self, number: int) -> None:
         """A catch-up subscriber that is killed every few seconds (or between handling an
@@ -234,7 +234,7 @@ class EventStoreLoad:
                     wl.counts["subscriber_errors"] += 1
                 await trio.sleep(0.5)  # the killed subscriber restarts
 
-        await wl._with_clients(3900 + number, body, keys=self.follower_keys(number))
+        await wl.with_clients(3900 + number, body, keys=self.follower_keys(number))
 
     async def _write_loop(self, db: Any, w: _Writer) -> None:
         wl = self.workload
@@ -242,7 +242,7 @@ class EventStoreLoad:
         while not wl.stopping:
             if w.retry:
                 stream, expected, events, tries = w.retry.pop()
-                outcome = await self._append(db, pid, stream, expected, events, w)
+                outcome = await self.append_as_store(db, pid, stream, expected, events, w)
                 if outcome == "info" and tries < RETRIES:
                     w.retry.append((stream, expected, events, tries + 1))
             else:
@@ -269,12 +269,12 @@ class EventStoreLoad:
                             id=uuid.UUID(bytes=rng.randbytes(16)))
                   for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 4))]
         cancel_after = rng.uniform(0.0, 0.4) if rng.random() < CANCEL else None
-        outcome = await self._append(db, pid, stream, expected, events, w, cancel_after)
+        outcome = await self.append_as_store(db, pid, stream, expected, events, w, cancel_after)
         if outcome == "info":
             w.retry.append((stream, expected, events, 1))
         return outcome
 
-    async def _append(self, db: Any, pid: int, stream: str, expected: int, events: list[EventData],
+    async def append_as_store(self, db: Any, pid: int, stream: str, expected: int, events: list[EventData],
                       w: _Writer, cancel_after: float | None = None) -> str:
         """One append; with `cancel_after`, the writer is cancelled that many seconds in,
         between whichever steps of the append it has reached (its outcome is then unknown)."""
@@ -288,20 +288,20 @@ class EventStoreLoad:
                 result = await db.append(stream, events, expected_version=expected)
         except WrongExpectedVersion as exc:
             w.beliefs[stream] = exc.actual
-            wl._complete(op, "fail", started, error=exc, output={"version": exc.actual}, history=wl.streams)
+            wl.complete(op, "fail", started, error=exc, output={"version": exc.actual}, history=wl.streams)
             return "fail"
         except Exception as exc:  # noqa: BLE001 - timeouts and network errors: the outcome is unknown
-            wl._complete(op, "info", started, error=exc, history=wl.streams)
+            wl.complete(op, "info", started, error=exc, history=wl.streams)
             return "info"
         except BaseException:
-            wl._complete(op, "info", started, error="client crashed", history=wl.streams)
+            wl.complete(op, "info", started, error="client crashed", history=wl.streams)
             raise
         if scope.cancelled_caught:
             wl.counts["append:cancelled"] += 1
-            wl._complete(op, "info", started, error="writer cancelled mid-append", history=wl.streams)
+            wl.complete(op, "info", started, error="writer cancelled mid-append", history=wl.streams)
             return "info"
         w.beliefs[stream] = result.next_expected_version
-        wl._complete(op, "ok", started, output={"version": result.next_expected_version,
+        wl.complete(op, "ok", started, output={"version": result.next_expected_version,
                                                 "position": result.log_position}, history=wl.streams)
         return "ok"
 
@@ -332,13 +332,13 @@ class EventStoreLoad:
         except StreamNotFound:
             events = []
         except Exception as exc:  # noqa: BLE001 - any failure of a read leaves its output unknown
-            wl._complete(op, "info", started, error=exc, history=wl.streams)
+            wl.complete(op, "info", started, error=exc, history=wl.streams)
             return "info"
         except BaseException:
-            wl._complete(op, "info", started, error="client crashed", history=wl.streams)
+            wl.complete(op, "info", started, error="client crashed", history=wl.streams)
             raise
         ids = tuple(e.id.hex[:12] for e in events)
-        wl._complete(op, "ok", started, output=ids, history=wl.streams)
+        wl.complete(op, "ok", started, output=ids, history=wl.streams)
         if seen is not None:
             seen[stream] = ids
         return "ok"
@@ -353,13 +353,13 @@ class EventStoreLoad:
         try:
             events = await (db.read_all(start) if filter_ == ALL else db.read_category(filter_, start))
         except Exception as exc:  # noqa: BLE001 - any failure of a read leaves its output unknown
-            wl._complete(op, "info", started, error=exc, history=wl.streams)
+            wl.complete(op, "info", started, error=exc, history=wl.streams)
             return "info"
         except BaseException:
-            wl._complete(op, "info", started, error="client crashed", history=wl.streams)
+            wl.complete(op, "info", started, error="client crashed", history=wl.streams)
             raise
         rows = tuple((e.position, e.stream, e.version, e.id.hex[:12]) for e in events)
-        wl._complete(op, "ok", started, output=rows, history=wl.streams)
+        wl.complete(op, "ok", started, output=rows, history=wl.streams)
         if log_seen is not None and rows:
             log_seen[0] = max(log_seen[0], rows[-1][0] + 1)
         return "ok"

@@ -166,7 +166,7 @@ class Workload:
         self._scopes[worker].cancel()
         return worker
 
-    async def _with_clients(self, worker: int, body: Any, keys: Any = None) -> None:
+    async def with_clients(self, worker: int, body: Any, keys: Any = None) -> None:
         """Run `body(client)` with fresh clients until the run stops; a crash starts a new one."""
         while not self.stopping:
             scope = trio.CancelScope()
@@ -199,7 +199,7 @@ class Workload:
                     pid = self.new_pid()
                 await trio.sleep(rng.expovariate(1.0 / self.config.think))
 
-        await self._with_clients(worker, body)
+        await self.with_clients(worker, body)
 
     def _choose(self, belief: tuple[bytes | None, int] | None, rng: random.Random, n: int) -> tuple[str, Any]:
         content = f"v{n}".encode()
@@ -236,13 +236,13 @@ class Workload:
                 except E.NoSuchEntry:
                     got = None
                 output = None if got is None else (got.content, got.entry_version)
-                self._complete(op, "ok", started, output=output)
+                self.complete(op, "ok", started, output=output)
                 beliefs[key] = output
                 return "ok"
             action: EntryAction = Ins(value) if f == "insert" else Update(*value) if f == "update" else Del(value)
             request_id = rng.randbytes(16)
             await client.call(MutateEntries(address, {entry: action}), request_id=request_id)
-            self._complete(op, "ok", started)
+            self.complete(op, "ok", started)
             beliefs[key] = (value, 0) if f == "insert" else value if f == "update" else (b"", value)
             return "ok"
         except E.InvalidEntryActions as exc:
@@ -255,23 +255,23 @@ class Workload:
                 beliefs[key] = None  # no such entry
                 seen = {"version": -1}
             definite = client.stats["retries"] == retries
-            self._complete(op, "fail" if definite else "info", started, error=exc, output=seen)
+            self.complete(op, "fail" if definite else "info", started, error=exc, output=seen)
             return "fail" if definite else "info"
         except E.ClientError as exc:
             if isinstance(exc, E.NoSuchData):
                 self.anomalies.append(f"{key[0]} vanished: {f} at t={started:.3f} got {exc}")
             # A refusal is definite only if this very attempt was the only one (see above).
             definite = f != "read" and client.stats["retries"] == retries
-            self._complete(op, "fail" if definite else "info", started, error=exc)
+            self.complete(op, "fail" if definite else "info", started, error=exc)
             return "fail" if definite else "info"
         except (E.SafeError, trio.TooSlowError, ValueError, TypeError) as exc:
-            self._complete(op, "info", started, error=exc)
+            self.complete(op, "info", started, error=exc)
             return "info"
         except BaseException:  # the client crashed (its task was cancelled) mid-operation
-            self._complete(op, "info", started, error="client crashed")
+            self.complete(op, "info", started, error="client crashed")
             raise
 
-    def _complete(self, op: Op, outcome: str, started: float, *, output: Any = None, error: Any = None,
+    def complete(self, op: Op, outcome: str, started: float, *, output: Any = None, error: Any = None,
                   history: History | None = None) -> None:
         history = history or self.history
         now = trio.current_time()
@@ -303,7 +303,7 @@ class Workload:
                     pid = self.new_pid()
                 await trio.sleep(rng.expovariate(1.0 / self.config.chunk_think))
 
-        await self._with_clients(1000 + worker, body)
+        await self.with_clients(1000 + worker, body)
 
     async def _put_chunk(self, client: NetworkClient, pid: int, value: bytes) -> str:
         name = sha3_256(value)
@@ -313,15 +313,15 @@ class Workload:
         try:
             await client.put_idata(value)
         except E.ClientError as exc:
-            self._complete(op, "fail", started, error=exc, history=self.chunks)
+            self.complete(op, "fail", started, error=exc, history=self.chunks)
             return "fail"
         except (E.SafeError, trio.TooSlowError, ValueError, TypeError) as exc:
-            self._complete(op, "info", started, error=exc, history=self.chunks)
+            self.complete(op, "info", started, error=exc, history=self.chunks)
             return "info"
         except BaseException:
-            self._complete(op, "info", started, error="client crashed", history=self.chunks)
+            self.complete(op, "info", started, error="client crashed", history=self.chunks)
             raise
-        self._complete(op, "ok", started, history=self.chunks)
+        self.complete(op, "ok", started, history=self.chunks)
         return "ok"
 
     async def _get_chunk(self, client: NetworkClient, pid: int, name: bytes) -> str:
@@ -333,12 +333,12 @@ class Workload:
         except E.NoSuchData:
             output = None
         except (E.SafeError, trio.TooSlowError, ValueError, TypeError) as exc:
-            self._complete(op, "info", started, error=exc, history=self.chunks)
+            self.complete(op, "info", started, error=exc, history=self.chunks)
             return "info"
         except BaseException:
-            self._complete(op, "info", started, error="client crashed", history=self.chunks)
+            self.complete(op, "info", started, error="client crashed", history=self.chunks)
             raise
-        self._complete(op, "ok", started, output=output, history=self.chunks)
+        self.complete(op, "ok", started, output=output, history=self.chunks)
         return "ok"
 
     # ------------------------------------------------------------------ lookups
@@ -360,7 +360,7 @@ class Workload:
                     self.lookups["exact" if got == want else "inexact"] += 1
                 await trio.sleep(rng.expovariate(1.0 / self.config.lookup_think))
 
-        await self._with_clients(2000 + worker, body)
+        await self.with_clients(2000 + worker, body)
 
     # ------------------------------------------------------------------ the end of a run
 

@@ -155,7 +155,7 @@ async def test_a_reader_without_the_key_waits_at_a_pending_append(net, db, make_
     # it): it may read everything, but not finish appends.
     foreign = EventStore(net.client(Keypair(b"\x0b" * 32)), pending_grace=0.5, poll_interval=0.05)
     other = foreign.database("shop")
-    other._setup(db.info)
+    other.setup(db.info)
     assert [e.data["n"] for e in await other.read_all()] == [0]  # stops before the pending one
     assert [e.data["n"] for e in await make_store().database("shop").read_all()] == [0, 1]
 

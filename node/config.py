@@ -1,0 +1,48 @@
+"""`NodeConfig`: the tunables of one node, shared by the core and the services it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class NodeConfig:
+    """Tunables of one node. Times are seconds (virtual in the simulator)."""
+
+    replication: int = 5  # R: the close group holding each item; a majority is its quorum
+    k: int = 20
+    alpha: int = 3
+    strikes: int = 3  # failed checks before a contact is evicted
+    rpc_timeout: float = 1.5
+    ping_interval: float = 1.0
+    sync_interval: float = 2.0
+    refresh_interval: float = 600.0
+    proposal_attempts: int = 8
+    client_deadline: float = 12.0  # a client request not done by then is answered RequestTimeout
+    grace: float = 30.0  # how long a node keeps an item it no longer should hold
+    lost_memory: float = 3600.0  # how long evicted contacts are still pinged now and then
+    neighbour_refresh: float = 15.0  # how often a node looks up its own neighbourhood...
+    neighbour_backoff: int = 8  # ...stretched up to this many times while it stays the same
+    # Standing (node/routing.py `Standing`, docs/security.md): a peer that lets this many work
+    # requests in a row lapse while it keeps answering pings is left out of close groups for
+    # `probation` seconds; after `bans` such demotions with no work done, it is banned for `ban`.
+    shirk_strikes: int = 4
+    probation: float = 20.0
+    bans: int = 3
+    ban: float = 120.0
+    verify_on_accept: bool = True  # acceptors re-check client signatures in delta accepts
+    # The network's id, bound into every signed request. Empty: the first node of a network
+    # takes its own name, and every other node takes its bootstrap contacts' id.
+    network_id: bytes = b""
+    max_request_ttl: float = 3600.0  # how far ahead a request's expiry may be (seconds)
+    clock_skew: float = 120.0  # how far apart nodes' and clients' clocks may be
+    max_sync_proposals: int = 64  # concurrent repair/reconfiguration rounds
+    # Test-only switches that break the contract on purpose, so tests can show that the
+    # checker notices: "ack_before_quorum", "skip_version_check", "no_anti_entropy", and the
+    # trust breaks (docs/security.md): "trust_any_peer", "accept_unvalidated",
+    # "unbounded_numbers", "trust_idle_members" (a peer that answers pings but does no work
+    # keeps its place in close groups).
+    breaks: frozenset[str] = frozenset()
+    # Test-only lying modes (a Byzantine node, for proving clients trust no single node):
+    # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks).
+    lie: frozenset[str] = frozenset()
