@@ -13,6 +13,10 @@ clock.
     out = core.handle(now, Peer(...), msg)     # a message arrived
     out = core.tick(now)                       # timers due (call at core.next_deadline())
     # each item of `out` is a Send(to_name, to_address, msg)
+
+Why one module of about 630 lines: it is the dispatch of every message kind and the node's
+timers; the services it runs live in their own modules and see it only through
+node/services.py.
 """
 
 from __future__ import annotations

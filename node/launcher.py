@@ -16,6 +16,11 @@ async and run under trio. Clients never need this module: they read the cluster 
 It is about 600 lines because `LocalCluster` is most of it: the life of a node process
 (spawn, wait for convergence, signal, reap, restart under the same name and port) reads
 best as one class.
+
+Why one module of about 700 lines: `LocalCluster` is one object whose operations share the
+node table and its invariants (pids, ports, data dirs, the admin key); what grew beside it
+lives apart (faults in node/cluster_faults.py, namespaces in node/netns.py, the command line
+in node/cluster_cli.py). The seam if it grows further: the process helpers at the top.
 """
 
 from __future__ import annotations

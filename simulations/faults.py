@@ -21,6 +21,10 @@ Two budgets keep the faults inside the fault model the network promises to survi
 
 Partitions, link faults and kills with the disk kept are not budgeted beyond that: they
 may stop progress but must never lose anything acknowledged.
+
+Why one module of about 670 lines: the nemesis and its catalogue of faults (each a short
+function registered with `@fault`) are read together; `Churn`, at the end, is the seam if it
+grows.
 """
 
 from __future__ import annotations
