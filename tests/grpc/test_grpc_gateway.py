@@ -134,11 +134,14 @@ def test_catch_up_subscriptions_receive_what_is_appended_after_they_start(client
     to_stream = client.subscribe_to_stream(s, include_caught_up=True)
     to_all = client.subscribe_to_all(commit_position=start, filter_include=["New.*"])
     got: dict[str, list[str]] = {"stream": [], "all": []}
+    live = threading.Event()  # the stream subscription has caught up: it is live
 
     def follow(subscription, key: str, want: int) -> None:
         for event in subscription:
             if isinstance(event, CaughtUp):
                 got[key].append("caught-up")
+                if key == "stream":
+                    live.set()
                 continue
             got[key].append(event.type)
             if len([g for g in got[key] if g != "caught-up"]) == want:
@@ -148,7 +151,9 @@ def test_catch_up_subscriptions_receive_what_is_appended_after_they_start(client
                threading.Thread(target=follow, args=(to_all, "all", 2))]
     for t in threads:
         t.start()
-    time.sleep(1.0)  # a real pause: the subscriptions are live before the appends
+    # Append once the stream subscription is live (the $all one starts from `start`, so it
+    # receives the appends whenever it gets going).
+    assert live.wait(timeout=30), "the stream subscription never caught up"
     client.append_to_stream(s, current_version=0, events=[new("New1")])
     client.append_to_stream(name("other"), current_version=StreamState.ANY, events=[new("Ignored"), new("New2")])
     for t in threads:

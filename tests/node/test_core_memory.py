@@ -78,7 +78,7 @@ async def test_crash_of_two_group_members_loses_nothing(autojump_clock):
             group = net.close_group(md.name)
             for index in group[:2]:
                 await net.crash(index)
-            await trio.sleep(30)
+            await trio.sleep(30)  # virtual seconds (autojump_clock): anti-entropy rounds
             assert len(await client.list_entries(md.address)) == 10
             for name in names:
                 assert await client.get_idata(name) == b"chunk %s" % name_index(names, name)

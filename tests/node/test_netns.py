@@ -133,7 +133,7 @@ def test_a_kernel_partition_4_plus_2_majority_writes_minority_times_out_heal_res
                 if all(reports[i] and reports[i]["contacts"] == len(side) - 1
                        for side in (big_side, small_side) for i in side):
                     return
-                await trio.sleep(0.5)
+                await trio.sleep(0.1)
 
     trio.run(sides_evicted)
     acknowledged = {"created": "yes"}
