@@ -21,12 +21,13 @@ manager and projection up with a fresh process; read the log and the saved state
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -419,19 +420,22 @@ def run_app_sim(app: Any, seed: int, *, app_spec: str, scenario: Scenario = APP_
     return result
 
 
-async def _play(app: ChaosApp, scenario: Scenario, seed: int) -> AppRunResult:
-    from .app_checks import judge_app
+@contextlib.asynccontextmanager
+async def played_under_faults(scenario: Scenario, seed: int, trace: Trace,
+                              make_driver: Callable[[Any, Workload], Any]) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """Boot the scenario's nodes, set the app's driver up, run it under the scenario's faults
+    for its duration, heal and wait the quiet period; yield (sim, driver, nemesis) for the
+    final reads. Shared by our CQRS apps and `eventsourcing` ones (simulations/app_es.py)."""
     from .faults import Nemesis
     from .run import settle_time
     from .simulator import Simulator
 
-    trace = Trace()
     async with Simulator.open(seed, link=scenario.link, trace=trace) as sim:
         for _ in range(scenario.nodes):
             await sim.add_node()
         await trio.sleep(settle_time(scenario.nodes))
         workload = Workload(sim, scenario.workload, seed)
-        driver = AppDriver(app, sim, workload, trace, seed)
+        driver = make_driver(sim, workload)
         await driver.setup()
         nemesis = Nemesis(sim, sub_rng(seed, "nemesis"), scenario.faults, scenario.nemesis, workload)
         until = sim.now + scenario.duration
@@ -445,6 +449,16 @@ async def _play(app: ChaosApp, scenario: Scenario, seed: int) -> AppRunResult:
             processes.cancel_scope.cancel()  # the app's processes stop where they are
         await nemesis.heal_all()
         await trio.sleep(scenario.quiet)
+        yield sim, driver, nemesis
+
+
+async def _play(app: ChaosApp, scenario: Scenario, seed: int) -> AppRunResult:
+    from .app_checks import judge_app
+
+    trace = Trace()
+    async with played_under_faults(scenario, seed, trace,
+                                   lambda sim, workload: AppDriver(app, sim, workload, trace, seed)) as (
+            sim, driver, nemesis):
         final, raw = await driver.finish()
         report = judge_app(app, driver.history, final, raw)
         return AppRunResult(

@@ -319,33 +319,14 @@ def es_exactly_once(history: History, final: Any) -> CheckResult:
 
 
 async def play_es_app(app: EsChaosApp, scenario: Any, seed: int) -> Any:
-    from .app_chaos import AppRunResult
+    from .app_chaos import AppRunResult, played_under_faults
     from .app_checks import invariant_check
-    from .faults import Nemesis
-    from .run import settle_time
-    from .simulator import Simulator
 
     trace = Trace()
     started = time.perf_counter()
-    async with Simulator.open(seed, link=scenario.link, trace=trace) as sim:
-        for _ in range(scenario.nodes):
-            await sim.add_node()
-        await trio.sleep(settle_time(scenario.nodes))
-        workload = Workload(sim, scenario.workload, seed)
-        driver = EsDriver(app, sim, workload, trace, seed)
-        await driver.setup()
-        nemesis = Nemesis(sim, sub_rng(seed, "nemesis"), scenario.faults, scenario.nemesis, workload)
-        until = sim.now + scenario.duration
-        async with trio.open_nursery() as processes:
-            driver.start(processes)
-            async with trio.open_nursery() as chaos:
-                chaos.start_soon(nemesis.run, until)
-                await trio.sleep_until(until)
-                chaos.cancel_scope.cancel()
-            workload.stopping = True
-            processes.cancel_scope.cancel()
-        await nemesis.heal_all()
-        await trio.sleep(scenario.quiet)
+    async with played_under_faults(scenario, seed, trace,
+                                   lambda sim, workload: EsDriver(app, sim, workload, trace, seed)) as (
+            sim, driver, nemesis):
         final = await driver.finish()
         checks = {"exactly_once": es_exactly_once(driver.history, final)}
         for invariant in app.invariants:
