@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +48,21 @@ SAFENET_POLL_INTERVAL = "SAFENET_POLL_INTERVAL"
 
 
 # ================================================================================ the bridge
+
+
+@contextlib.contextmanager
+def as_library_errors(timeout: float) -> Iterator[None]:
+    """Raise the store's and the network's failures as the `eventsourcing` library's errors."""
+    try:
+        yield
+    except trio.TooSlowError:
+        raise OperationalError(f"the network did not answer within {timeout}s") from None
+    except E.NetworkError as exc:
+        raise OperationalError(f"{type(exc).__name__}: {exc}") from exc
+    except (InvalidEvent, CorruptData) as exc:
+        raise DataError(str(exc)) from exc
+    except EventStoreError as exc:
+        raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
 
 
 class TrioBridge:
@@ -113,19 +128,12 @@ class TrioBridge:
             with trio.fail_after(self.timeout):
                 return await fn(*args)
 
-        try:
-            return trio.from_thread.run(call, trio_token=self.token)
-        except trio.TooSlowError:
-            raise OperationalError(f"the network did not answer within {self.timeout}s") from None
-        except (trio.RunFinishedError, trio.Cancelled):
-            # Cancelled reaches this thread when the loop shuts down during the call.
-            raise InterfaceError("the trio loop of the bridge has stopped") from None
-        except E.NetworkError as exc:
-            raise OperationalError(f"{type(exc).__name__}: {exc}") from exc
-        except (InvalidEvent, CorruptData) as exc:
-            raise DataError(str(exc)) from exc
-        except EventStoreError as exc:
-            raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
+        with as_library_errors(self.timeout):
+            try:
+                return trio.from_thread.run(call, trio_token=self.token)
+            except (trio.RunFinishedError, trio.Cancelled):
+                # Cancelled reaches this thread when the loop shuts down during the call.
+                raise InterfaceError("the trio loop of the bridge has stopped") from None
 
     def close(self) -> None:
         """Stop the loop, if the bridge started it."""

@@ -42,18 +42,15 @@ import greenlet
 import outcome
 import trio
 from eventsourcing.persistence import (
-    DatabaseError,
-    DataError,
     IntegrityError,
     InterfaceError,
-    OperationalError,
     PersistenceError,
 )
 
 from eventstore import eventsourcing_module as module
-from eventstore.errors import CorruptData, EventStoreError, InvalidEvent, StreamNotFound
+from eventstore.errors import EventStoreError, StreamNotFound
 from eventstore.store import EventStore
-from eventstore.trio_bridge import CALL_TIMEOUT, TrioBridge
+from eventstore.trio_bridge import CALL_TIMEOUT, TrioBridge, as_library_errors
 from node import errors as E
 from node.keys import Keypair
 
@@ -104,16 +101,8 @@ class GreenletBridge(TrioBridge):
         if parent is None:
             raise InterfaceError("library code must run inside in_greenlet()")
         result: outcome.Outcome = parent.switch(_Call(fn, args))
-        try:
+        with as_library_errors(self.timeout):
             return result.unwrap()
-        except trio.TooSlowError:
-            raise OperationalError(f"the network did not answer within {self.timeout}s") from None
-        except E.NetworkError as exc:
-            raise OperationalError(f"{type(exc).__name__}: {exc}") from exc
-        except (InvalidEvent, CorruptData) as exc:
-            raise DataError(str(exc)) from exc
-        except EventStoreError as exc:
-            raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
 
 
 async def in_greenlet(bridge: GreenletBridge, fn: Callable[..., Any], *args: Any) -> Any:
