@@ -335,9 +335,20 @@ class NodeCore:
 
     # ================================================================ standing (Sybil members)
 
-    def _lapsed(self, name: XorName, sent: float) -> None:
-        """A work request to `name` went unanswered; it may have shirked (`Standing`)."""
+    def _lapsed(self, name: XorName, sent: float, probe: bool = True) -> None:
+        """A work request to `name` went unanswered; it may have shirked (`Standing`).
+
+        Whether it shirked depends on whether it answers pings sent after the work request.
+        Liveness pings go to our own neighbours only, so a peer near an item but far from us
+        (a Sybil placed next to the data) would never be asked and never judged: ask it now,
+        and judge the lapse again when it answers."""
         if "trust_idle_members" in self.config.breaks:
+            return
+        if probe and not self.standing.heard_since(name, sent):
+            contact = self.routing.get(name)
+            if contact is not None:
+                self.rpc(contact, new_message("ping", addr=self.address),
+                         lambda reply: self._lapsed(name, sent, probe=False) if reply is not None else None)
             return
         change = self.standing.lapsed(name, sent, self.now)
         if change is None:

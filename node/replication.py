@@ -42,7 +42,7 @@ from .proposer import Proposal, Respond
 from .requests import MDataOp, Request, read_mdata
 from .rules import MDataState
 from .wire import new_message
-from .xorname import XorName
+from .xorname import XorName, closest
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -334,7 +334,14 @@ class Replicator(Acceptor):
                 if self.core.now - since > self.core.config.grace:
                     self._drop(key)
                 continue
-            if self._coordinator(members, group) != me:
+            if self._coordinator(name, members, group) != me:
+                if full and self._sync_rounds % 9 == 0 and me in members and group == members:
+                    # A coordinator that withholds repair (Byzantine, or wedged) must only
+                    # slow it down: now and then every member checks the others itself.
+                    for member in members:
+                        if member != me:
+                            digests.setdefault(member, []).append(
+                                SyncItem(key, record.accepted, record.digest).to_wire())
                 continue
             if group != members or record.value.prev:
                 self._unsettled = True  # look again next round, until the members are right
@@ -358,11 +365,18 @@ class Replicator(Acceptor):
                 budget -= 1
                 self._enqueue(key, XorName(key[:32]), [], "repair")
 
-    def _coordinator(self, members: tuple[XorName, ...], group: tuple[XorName, ...]) -> XorName | None:
-        """The closest live member: it drives membership changes and repairs."""
-        for name in members:  # members are kept sorted by distance to the MD's name
-            if name == self.core.name or (name in self.core.routing and not self.core.routing.is_suspect(name)):
-                return name
+    def _coordinator(self, name: XorName, members: tuple[XorName, ...], group: tuple[XorName, ...]) -> XorName | None:
+        """The closest live member: it drives membership changes and repairs.
+
+        A node whose own copy is stale may not find itself among that copy's members while
+        every up-to-date copy names it, as the closest, the coordinator: each side would wait
+        for the other for ever. So a node that holds a copy and is in its own view of the
+        group counts itself a candidate, whatever its copy says."""
+        me = self.core.name
+        candidates = members if me in members or me not in group else tuple(closest(name, (*members, me), len(members) + 1))
+        for member in candidates:
+            if member == me or (member in self.core.routing and not self.core.routing.is_suspect(member)):
+                return member
         return group[0] if group else None
 
     def _drop(self, key: bytes) -> None:
