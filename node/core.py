@@ -61,6 +61,7 @@ class _Pending:
     on_reply: Callable[[dict[str, Any] | None], None]
     kind: str
     sent: float = 0.0
+    timer: int = 0  # its expiry timer, cancelled when the answer comes
 
 
 # Requests any live peer answers at once and at no cost: answering them proves nothing about
@@ -127,6 +128,9 @@ class NodeCore:
         self._pending: dict[bytes, _Pending] = {}
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = 0
+        # Timers cancelled before they are due (an answered rpc's expiry): skipped, and never
+        # the deadline a host sleeps until, so an answered request costs no later wake-up.
+        self._cancelled: set[int] = set()
         self._local: list[tuple[Peer, dict[str, Any]]] = []
         self._bootstrap: list[str] = []
         self._lookups_running = 0
@@ -176,12 +180,17 @@ class NodeCore:
     def tick(self, now: float) -> list[Send]:
         self.now = max(self.now, now)
         while self._timers and self._timers[0][0] <= now:
-            _, _, fn = heapq.heappop(self._timers)
+            _, seq, fn = heapq.heappop(self._timers)
+            if seq in self._cancelled:
+                self._cancelled.discard(seq)
+                continue
             fn()
             self._drain_local()
         return self.take_output()
 
     def next_deadline(self) -> float:
+        while self._timers and self._timers[0][1] in self._cancelled:
+            self._cancelled.discard(heapq.heappop(self._timers)[1])
         return self._timers[0][0] if self._timers else float("inf")
 
     # ================================================================ plumbing
@@ -219,6 +228,7 @@ class NodeCore:
             re = msg["re"]
             pending = self._pending.pop(re, None) if isinstance(re, bytes) else None
             if pending is not None and pending.to in (peer.name, _ANY_PEER):
+                self.cancel_timer(pending.timer)
                 if pending.kind in _FREE:
                     # It answers us (as of when we asked: over a congested link, a pong can
                     # overtake nothing sent after it, so only pings sent after a work
@@ -266,7 +276,7 @@ class NodeCore:
             contact = self.routing.get(name) or (self._lost[name][0] if name in self._lost else None)
             address = contact.address if contact else None
         mid = msg["id"]
-        self._pending[mid] = _Pending(name, on_reply, msg["k"], self.now)
+        pending = self._pending[mid] = _Pending(name, on_reply, msg["k"], self.now)
 
         def expire() -> None:
             pending = self._pending.pop(mid, None)
@@ -281,12 +291,20 @@ class NodeCore:
                     self.on_membership_change()
                 pending.on_reply(None)
 
-        self.at(self.now + (timeout or self.config.rpc_timeout), expire)
+        pending.timer = self.at(self.now + (timeout or self.config.rpc_timeout), expire)
         self.send(name, address, msg)
 
-    def at(self, when: float, fn: Callable[[], None]) -> None:
+    def at(self, when: float, fn: Callable[[], None]) -> int:
+        """Call `fn` once the time is `when`; returns a handle for `cancel_timer`."""
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, fn))
+        return self._timer_seq
+
+    def cancel_timer(self, handle: int) -> None:
+        """Forget a timer that has not fired yet (only such a handle may be given: one that
+        fired would be remembered here for ever). 0 means no timer."""
+        if handle:
+            self._cancelled.add(handle)
 
     def _every(self, interval: float, fn: Callable[[], None]) -> None:
         # Jitter spreads periodic work of many nodes apart (and is drawn from the seeded rng).
@@ -493,14 +511,14 @@ class NodeCore:
         # A bootstrap contact's name is unknown until the transport's handshake tells it, so
         # its reply is matched by message id alone.
         mid = msg["id"]
-        self._pending[mid] = _Pending(_ANY_PEER, on_reply, msg["k"])
+        pending = self._pending[mid] = _Pending(_ANY_PEER, on_reply, msg["k"])
 
         def expire() -> None:
             pending = self._pending.pop(mid, None)
             if pending is not None:
                 pending.on_reply(None)
 
-        self.at(self.now + self.config.rpc_timeout, expire)
+        pending.timer = self.at(self.now + self.config.rpc_timeout, expire)
         self.metrics.msgs_out[msg["k"]] += 1
         self._out.append(Send(None, address, msg))
 
@@ -558,21 +576,25 @@ class NodeCore:
             raise E.NotReady(
                 f"this node knows {len(self.routing) + 1} nodes; a close group needs {self.config.replication}")
         answered = {"done": False}
+        deadline = {"timer": 0}
 
         def respond(result: Any = None, error: E.SafeError | None = None) -> None:
             if answered["done"]:
                 return
             answered["done"] = True
+            self.cancel_timer(deadline["timer"])
             self.metrics.record_latency(kind, self.now - started)
             if error is not None:
                 self.reply_error(peer, msg, error)
             else:
                 self.reply(peer, msg, "response", result=result)
 
-        self.at(self.now + self.config.client_deadline,
-                lambda: respond(error=E.RequestTimeout("the close group did not answer in time")))
         if request.op.INTERNAL:
             raise E.InvalidOperation(f"{kind} is made by nodes, not clients")
+
+        def too_late() -> None:
+            deadline["timer"] = 0  # fired: nothing to cancel
+            respond(error=E.RequestTimeout("the close group did not answer in time"))
 
         def proceed(on_success: Callable[[], None] | None) -> None:
             def done(result: Any = None, error: E.SafeError | None = None) -> None:
@@ -586,6 +608,8 @@ class NodeCore:
                 self.replicator.submit(request, done)
 
         self.accounts.check(request, proceed, lambda error: respond(error=error))
+        if not answered["done"]:  # most reads are answered at once and need no deadline
+            deadline["timer"] = self.at(self.now + self.config.client_deadline, too_late)
 
     def check_fresh(self, request: Any) -> None:
         """A client's mutation must be signed for this network and not expired (nor expire
