@@ -22,6 +22,7 @@ node/services.py.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -131,6 +132,9 @@ class NodeCore:
         # Timers cancelled before they are due (an answered rpc's expiry): skipped, and never
         # the deadline a host sleeps until, so an answered request costs no later wake-up.
         self._cancelled: set[int] = set()
+        # When each node last sent us anything: a neighbour that spoke within the last ping
+        # interval is alive and needs no ping (most of a quiet network's traffic was pings).
+        self._heard_from: dict[bytes, float] = {}
         self._local: list[tuple[Peer, dict[str, Any]]] = []
         self._bootstrap: list[str] = []
         self._lookups_running = 0
@@ -224,6 +228,7 @@ class NodeCore:
         self.metrics.msgs_in[str(kind)] += 1
         if peer.role == "node" and peer.name != self.name and peer.address:
             self._observe(Contact(peer.name, peer.address))
+            self._heard_from[peer.name] = self.now
         if "re" in msg:
             re = msg["re"]
             pending = self._pending.pop(re, None) if isinstance(re, bytes) else None
@@ -410,8 +415,12 @@ class NodeCore:
     def _check_liveness(self) -> None:
         # Neighbours matter most: they share our close groups. Others are checked when used.
         near = self.routing.closest(self.name, 2 * self.config.replication + 2)
+        fresh = self.now - self.config.ping_interval
         for contact in near:
-            self._ping(contact)
+            if self._heard_from.get(contact.name, -math.inf) < fresh:
+                self._ping(contact)
+        if len(self._heard_from) > 4 * len(near) + 64:  # keep it to the neighbourhood
+            self._heard_from = {n: t for n, t in self._heard_from.items() if t >= fresh}
         self._recall_lost()
         self._probe_demoted()
 
