@@ -382,6 +382,9 @@ class NodeCore:
             self.routing.remove(name)
         self.on_membership_change()
 
+    def proven(self, name: bytes) -> bool:
+        return "trust_idle_members" in self.config.breaks or self.standing.proven(name)
+
     def _probe_demoted(self) -> None:
         """Give each demoted neighbour a little work now and then: one answer restores it."""
         demoted = self.standing.demoted(self.now)

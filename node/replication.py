@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 
 Reply = Callable[[dict[str, Any] | None], None]
 
+# How long a member waits for an MD's coordinator to move it to its current close group
+# before it runs the move itself (a few of the coordinator's sync rounds).
+MOVE_PATIENCE = 15.0
+
 
 class Replicator(Acceptor):
     """The MDs one node keeps: acceptor records, proposals, anti-entropy."""
@@ -70,6 +74,7 @@ class Replicator(Acceptor):
         self._first_seen: dict[bytes, AcceptorRecord] = {}  # only for the "stale" lying mode
         self._epoch_seen = -1
         self._unsettled = False
+        self._move_waits: dict[bytes, float] = {}  # MD -> since when we wait for its coordinator to move it
         self._catch_up: list[bytes] = []
         # Proofs of the values we hold (kept in memory: after a restart the first round on an
         # MD gathers them again). certs: votes of a majority of the group for a value we know
@@ -302,7 +307,7 @@ class Replicator(Acceptor):
 
     def sync(self, changed_only: bool = False) -> None:
         """Move each MD we coordinate to its current close group, and bring laggards up to date."""
-        if "no_anti_entropy" in self.core.config.breaks:
+        if "no_anti_entropy" in self.core.config.breaks or "withhold" in self.core.config.lie:
             return
         self._sync_rounds += 1
         full = not changed_only and self._sync_rounds % 3 == 0
@@ -334,16 +339,28 @@ class Replicator(Acceptor):
                 if self.core.now - since > self.core.config.grace:
                     self._drop(key)
                 continue
+            moving = group != members or bool(record.value.prev)
             if self._coordinator(name, members, group) != me:
-                if full and self._sync_rounds % 9 == 0 and me in members and group == members:
-                    # A coordinator that withholds repair (Byzantine, or wedged) must only
-                    # slow it down: now and then every member checks the others itself.
+                # A coordinator that withholds repair or moves (Byzantine, or wedged) must only
+                # slow them down: a member that has waited MOVE_PATIENCE for a move makes it
+                # itself, and now and then every member checks the others' copies itself.
+                if "trust_the_coordinator" in self.core.config.breaks:
+                    continue
+                if moving and me in group:
+                    self._unsettled = True
+                    waited = self.core.now - self._move_waits.setdefault(key, self.core.now)
+                    if waited >= MOVE_PATIENCE and budget > 0 and key not in self.proposals:
+                        budget -= 1
+                        self._enqueue(key, name, [], "reconfig")
+                elif full and self._sync_rounds % 9 == 0 and me in members and not moving:
+                    self._move_waits.pop(key, None)
                     for member in members:
                         if member != me:
                             digests.setdefault(member, []).append(
                                 SyncItem(key, record.accepted, record.digest).to_wire())
                 continue
-            if group != members or record.value.prev:
+            self._move_waits.pop(key, None)
+            if moving:
                 self._unsettled = True  # look again next round, until the members are right
                 if budget > 0 and key not in self.proposals:
                     budget -= 1
@@ -373,7 +390,9 @@ class Replicator(Acceptor):
         for the other for ever. So a node that holds a copy and is in its own view of the
         group counts itself a candidate, whatever its copy says."""
         me = self.core.name
-        candidates = members if me in members or me not in group else tuple(closest(name, (*members, me), len(members) + 1))
+        candidates = members
+        if me not in members and me in group:
+            candidates = tuple(closest(name, (*members, me), len(members) + 1))
         for member in candidates:
             if member == me or (member in self.core.routing and not self.core.routing.is_suspect(member)):
                 return member
@@ -387,6 +406,7 @@ class Replicator(Acceptor):
         self.chains.pop(key, None)
         self.left_at.pop(key, None)
         self._last_group.pop(key, None)
+        self._move_waits.pop(key, None)
         self.disk.delete(key, self.records.pop(key, None))
         self.core.log("md_dropped", key=key.hex())
 

@@ -576,6 +576,11 @@ class Standing:
         self._demoted.pop(name, None)
         self._demotions.pop(name, None)
 
+    def proven(self, name: bytes) -> bool:
+        """Has the peer ever answered work of ours? (Once the ledger is full it cannot tell,
+        and says yes: a flood of names must not shut honest newcomers out.)"""
+        return name in self._proven or len(self._proven) >= self.limit
+
     def heard_since(self, name: bytes, when: float) -> bool:
         """Has the peer answered a free request we sent at or after `when`?"""
         return self._heard.get(name, float("-inf")) >= when
