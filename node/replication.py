@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 Reply = Callable[[dict[str, Any] | None], None]
 
+# How long a commit with no accept to the same member waits for one to ride on.
+COMMIT_LINGER = 0.25
+
 # How long a member waits for an MD's coordinator to move it to its current close group
 # before it runs the move itself (a few of the coordinator's sync rounds).
 MOVE_PATIENCE = 15.0
@@ -87,6 +90,9 @@ class Replicator(Acceptor):
         # member: see `flush`.
         self._accepts: dict[XorName, list[tuple[list[Any], Reply]]] = {}
         self._commits: dict[XorName, list[list[Any]]] = {}
+        self._flush_due = False
+        self._linger: dict[XorName, list[list[Any]]] = {}  # commits waiting for an accept to ride on
+        self._linger_due = False
         self.verified: set[bytes] = set()  # client signatures this node checked (Acceptor.verify)
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
@@ -111,7 +117,8 @@ class Replicator(Acceptor):
     def _flush_soon(self) -> None:
         # A timer due now: the host (and the simulator) run the timers that are due right
         # after handling a batch of messages, in the same turn, so nothing waits for it.
-        if not self._accepts and not self._commits:
+        if not self._flush_due:
+            self._flush_due = True
             self.core.at(self.core.now, self.flush)
 
     def flush(self) -> None:
@@ -123,10 +130,24 @@ class Replicator(Acceptor):
         envelopes are fewer, and envelopes are most of a message's cost on the wire. Runs as
         a timer due at once (`_flush_soon`): the host runs due timers after each batch of
         messages it hands the core, so this is the end of the batch."""
+        self._flush_due = False
         accepts, commits = self._accepts, self._commits
         if not accepts and not commits:
             return
         self._accepts, self._commits = {}, {}
+        # A commit with no accept to ride on waits COMMIT_LINGER for one (under steady load
+        # the same members get the next round's accepts within milliseconds) and then goes
+        # on its own: every member still hears every commit, a little later at most.
+        lingering = {t: items for t, items in commits.items() if t not in accepts}
+        for target, items in lingering.items():
+            self._linger.setdefault(target, []).extend(items)
+            del commits[target]
+        if lingering and not self._linger_due:
+            self._linger_due = True
+            self.core.at(self.core.now + COMMIT_LINGER, self._commit_lingering)
+        for target in accepts:
+            if target in self._linger:  # its own lingering commits ride now, before the new ones
+                commits[target] = self._linger.pop(target) + commits.get(target, [])
         for target in list(dict.fromkeys([*commits, *accepts])):
             riding = commits.get(target, [])
             pending = accepts.get(target, [])
@@ -140,6 +161,16 @@ class Replicator(Acceptor):
                 contact = self.core.contact(target)
                 self.core.send(target, contact.address if contact else None,
                                new_message(COMMIT, items=riding[start:start + MAX_COMMITS]))
+
+    def _commit_lingering(self) -> None:
+        """Commits that found no accept to ride on within COMMIT_LINGER go on their own."""
+        self._linger_due = False
+        for target, items in self._linger.items():
+            contact = self.core.contact(target)
+            for start in range(0, len(items), MAX_COMMITS):
+                self.core.send(target, contact.address if contact else None,
+                               new_message(COMMIT, items=items[start:start + MAX_COMMITS]))
+        self._linger = {}
 
     # ---------------------------------------------------------------- records
 
