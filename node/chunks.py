@@ -240,10 +240,12 @@ class ChunkKeeper:
         Cheap when nothing moved: between full rounds (every fifth), chunks are looked at only
         if routing changed since the last look, and then only those whose group changed.
         """
-        if "no_anti_entropy" in self.core.config.breaks or "withhold" in self.core.config.lie:
+        if "no_anti_entropy" in self.core.config.breaks:
             return
         if not changed_only:
-            self._scrub()
+            self._scrub()  # our own disk: even a node that withholds its help keeps it honest
+        if "withhold" in self.core.config.lie:
+            return
         self._rounds += 1
         full = not changed_only and self._rounds % 5 == 0
         if not full and self._epoch_seen == self.core.membership_epoch:

@@ -47,5 +47,5 @@ class NodeConfig:
     # Test-only lying modes (a Byzantine node, for proving clients trust no single node):
     # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks),
     # "withhold" (answers everything but never starts anti-entropy: no digests, no repairs,
-    # no moves, no chunk pushes).
+    # no moves, no chunk pushes; it still scrubs its own disk).
     lie: frozenset[str] = frozenset()
