@@ -144,16 +144,18 @@ class Workload:
                     {ANYONE: PermissionSet.allowing(Action.INSERT, Action.UPDATE, Action.DELETE)},
                     0, frozenset({owner.public_key}),
                 )
+                last: Exception | None = None
                 for _ in range(attempts):
                     try:
                         await owner.put_mdata(md)
                         break
                     except E.DataExists:
                         break
-                    except (E.NetworkError, E.ProtocolError):
+                    except (E.NetworkError, E.ProtocolError) as exc:
+                        last = exc
                         await trio.sleep(1.0)
                 else:
-                    raise RuntimeError(f"could not create {self.md_label(i)} in {attempts} attempts")
+                    raise RuntimeError(f"could not create {self.md_label(i)} in {attempts} attempts: {last!r}")
                 self.mds.append(md)
 
     # ------------------------------------------------------------------ client crashes

@@ -36,17 +36,21 @@ def test_the_buggy_bank_is_caught_and_its_replay_fails_the_same_way():
     """Its handler runs a command again when the saga resends it after a restart: money is
     withdrawn twice. The run names the invariant and shows the slice; the replay printed
     for it (run here through the CLI) fails the same way, with the same digest."""
-    # The first seed of 1..10 that catches it since the simulator's digests changed (issue 18)
-    # and rounds share messages (issue 13); at the scenario's full length seed 2 does.
-    result = run("examples.buggy_bank:app", 10)
-    assert not result.valid
+    # The first seed of 1..10 that catches it (which one moves whenever the node's messages
+    # change; seed 10 until issue 11's fourth stop, seed 2 since).
+    for seed in range(1, 11):
+        result = run("examples.buggy_bank:app", seed)
+        if not result.valid:
+            break
+    else:
+        pytest.fail("the buggy bank passed seeds 1..10")
     broken = result.report.checks["invariant:money_is_conserved"]
     assert broken.status == "invalid"
     text = str(broken.anomalies[0])
     assert "money_is_conserved" in text and "the slice that breaks it" in text
     assert "applied-twice" in {a.kind for a in result.report.checks["process_managers"].anomalies}
     replay = result.replay_command()
-    assert replay.startswith("safenet chaos run app --app examples.buggy_bank:app --seed 10 ")
+    assert replay.startswith(f"safenet chaos run app --app examples.buggy_bank:app --seed {seed} ")
     assert replay.endswith(" --quiet 5")
     args = replay.split()[2:] + ["--json"]
     out = CliRunner().invoke(chaos, args)
