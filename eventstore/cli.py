@@ -30,12 +30,22 @@ from node.clikit import (
     SafenetGroup,
 )
 
-from .cli_kit import connection, echo_json, parse_expected, read_payload
+from .cli_kit import (
+    as_owner,
+    connection,
+    echo_json,
+    parse_expected,
+    parse_key,
+    parse_share,
+    read_payload,
+    share_text,
+)
 from .cli_persistent import persistent
 from .database import Database
 from .events import CORRECTION, END, EventData, RecordedEvent, StreamMetadata
 from .store import EventStore
 from .system_projections import SystemProjections
+from .writers import WriterChange
 
 
 def _names(names: list[str], as_json: bool) -> None:
@@ -77,7 +87,7 @@ def es() -> None:
 
 @es.group(name="db")
 def db_group() -> None:
-    """Create and list databases."""
+    """Create, list and share databases; choose who may append (add-writer, remove-writer)."""
 
 
 @db_group.command(name="create")
@@ -98,6 +108,105 @@ async def db_create(store: EventStore, as_json: bool, name: str, private: bool) 
 async def db_list(store: EventStore, as_json: bool) -> None:
     """List your databases."""
     _names(await store.databases(), as_json)
+
+
+@es.command()
+@connection
+async def whoami(store: EventStore, as_json: bool) -> None:
+    """The key the store acts with (give it to a database's owner for `es db add-writer`),
+    and the account it acts for."""
+    key, owner = store.client.public_key.hex(), store.client.account_owner.hex()
+    if as_json:
+        echo_json({"key": key, "account": owner})
+    else:
+        click.echo(key if key == owner else f"{key} (an app of account {owner})")
+
+
+def _writer_change(database: str, change: WriterChange, share: str | None, as_json: bool) -> None:
+    if as_json:
+        echo_json({"database": database, **change.to_json(), **({"share": share} if share else {})})
+        return
+    verb = "may append to" if change.added else "may no longer append to"
+    click.echo(f"{change.key.hex()[:16]}.. {verb} {database}: {change.changed} of {change.mds} MDs changed")
+    if change.held:
+        click.echo(f"warning: {len(change.held)} MDs are held by a writer that never handed them over; "
+                   "run this again once it has run", err=True)
+    if share:
+        click.echo(f"the writer records the database with: safenet es db join {share}")
+
+
+@db_group.command(name="add-writer")
+@click.argument("name")
+@click.argument("key")
+@connection
+async def db_add_writer(store: EventStore, as_json: bool, name: str, key: str) -> None:
+    """Let KEY (64 hex: what `es whoami` prints for the other app or account) append to NAME:
+    Insert on every MD of the database, now and those made later. Only the database's owner
+    can (for an app's database, its account: `safenet account login`). Prints the share the
+    writer records the database with (`es db join`)."""
+    writer = parse_key(key)
+    db = await _open(store, name)
+    async with as_owner(store, db) as owner:
+        change = await db.add_writer(writer, owner=owner)
+    assert db.info is not None
+    _writer_change(name, change, share_text(db.info), as_json)
+
+
+@db_group.command(name="remove-writer")
+@click.argument("name")
+@click.argument("key")
+@connection
+async def db_remove_writer(store: EventStore, as_json: bool, name: str, key: str) -> None:
+    """Take away KEY's right to append to NAME (its appends are then refused, exit code 3)."""
+    writer = parse_key(key)
+    db = await _open(store, name)
+    async with as_owner(store, db) as owner:
+        change = await db.remove_writer(writer, owner=owner)
+    _writer_change(name, change, None, as_json)
+
+
+@db_group.command(name="writers")
+@click.argument("name")
+@connection
+async def db_writers(store: EventStore, as_json: bool, name: str) -> None:
+    """Who may append to NAME, and who owns it."""
+    found = await (await _open(store, name)).writer_set()
+    owner = None if found.owner is None else found.owner.hex()
+    keys = sorted(k.hex() for k in found.keys)
+    if as_json:
+        echo_json({"database": name, "owner": owner, "writers": keys})
+        return
+    click.echo(f"owner: {owner or '(not recorded: a database older than writer sets)'}")
+    for k in keys:
+        click.echo(f"writer: {k}")
+
+
+@db_group.command(name="share")
+@click.argument("name")
+@connection
+async def db_share(store: EventStore, as_json: bool, name: str) -> None:
+    """Print NAME's record as one line for another app's `es db join` (it may then read; it
+    may append once added with `es db add-writer`). A private database's share holds its key."""
+    db = await _open(store, name)
+    assert db.info is not None
+    text = share_text(db.info)
+    if as_json:
+        echo_json({"database": name, "share": text, "private": db.info.private})
+    else:
+        click.echo(text)
+
+
+@db_group.command(name="join")
+@click.argument("share")
+@connection
+async def db_join(store: EventStore, as_json: bool, share: str) -> None:
+    """Record a database another app shared (SHARE, or @FILE) in this app's list."""
+    info = parse_share(share)
+    await store.add_database(info)
+    if as_json:
+        echo_json({"database": info.name, "id": info.id.hex()})
+    else:
+        click.echo(f"joined database {info.name}")
 
 
 @es.command()

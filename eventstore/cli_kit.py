@@ -3,10 +3,13 @@ and the one-line errors of the event store's own exceptions."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,13 +18,18 @@ import click
 import msgpack
 import trio
 
+from client.api import DataClient
 from client.authenticator import AppGrant
+from client.cli_md import logged_in
 from client.connect import connect
 from node.clikit import CommandError, cluster_option, json_option, leaf, mock_option
 from node.exitcodes import NOT_FOUND, REFUSED
 
+from .database import Database, DatabaseInfo
 from .errors import (
+    CorruptData,
     MaximumSubscribersReached,
+    NotTheOwner,
     PersistentSubscriptionExists,
     PersistentSubscriptionNotFound,
     WrongExpectedVersion,
@@ -31,6 +39,8 @@ from .store import EventStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 APP_ENV = "SAFENET_APP"
+WHERE = "safenet.es.where"  # the click context's note of --cluster / --mock, for second clients
+SHARE_PREFIX = "safenet-es-db:"
 
 app_option = click.option(
     "--app", "app_file", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="GRANT",
@@ -67,6 +77,7 @@ def connection(fn: F) -> F:
     @wraps(fn)
     def command(cluster: str | None, mock: str | None, app_file: str | None, as_json: bool, **kwargs: Any) -> None:
         grant = load_grant(app_file)
+        click.get_current_context().meta[WHERE] = (cluster, mock)
 
         async def main() -> None:
             keys, owner = (None, None) if grant is None else (grant.keys, grant.owner)
@@ -138,3 +149,51 @@ def read_payload(text: str, what: str, as_bytes: bool) -> Any:
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value))
 
+
+
+@contextlib.asynccontextmanager
+async def as_owner(store: EventStore, db: Database) -> AsyncIterator[DataClient]:
+    """A client acting with the key of `db`'s owner: the store's own, or that of the account
+    logged in on this machine (`safenet account login`) when the store acts as its app."""
+    owner = (await db.writer_set()).owner
+    if owner is None or owner == store.client.public_key:
+        yield store.client
+        return
+    cluster, mock = click.get_current_context().meta[WHERE]
+    auth = logged_in(cluster, mock)
+    if auth is None or auth.public_key != owner:
+        raise NotTheOwner(f"database {db.name!r} belongs to {owner.hex()[:16]}..; only that key changes its "
+                          "writers (an app's database: log in to its account with `safenet account login`)")
+    async with connect(cluster, mock, auth.secrets.keys) as client:
+        yield client
+
+
+def share_text(info: DatabaseInfo) -> str:
+    """A database's record as one line another app records with `es db join`."""
+    return SHARE_PREFIX + base64.urlsafe_b64encode(info.encode()).decode()
+
+
+def parse_share(text: str) -> DatabaseInfo:
+    text = text.strip()
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text().strip()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {text[1:]}: {exc.strerror or exc}", param_hint="SHARE") from None
+    if not text.startswith(SHARE_PREFIX):
+        raise click.BadParameter(f"a share starts with {SHARE_PREFIX} (see `safenet es db share`)",
+                                 param_hint="SHARE")
+    try:
+        return DatabaseInfo.decode(base64.urlsafe_b64decode(text[len(SHARE_PREFIX):].encode()))
+    except (binascii.Error, ValueError, CorruptData):
+        raise click.BadParameter("this share does not decode", param_hint="SHARE") from None
+
+
+def parse_key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise click.BadParameter("a public key is 64 hex digits (see `safenet es whoami`)", param_hint="KEY")
+    return key

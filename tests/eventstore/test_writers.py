@@ -10,6 +10,7 @@ import random
 
 import pytest
 import trio
+from es_testing import check_consistent, ev
 
 from eventstore.api import EventStore
 from eventstore.errors import NotAWriter, NotTheOwner
@@ -17,8 +18,6 @@ from eventstore.writers import database_mds
 from node.data import Action, MutableData
 from node.keys import Keypair
 from node.rules import is_action_allowed
-
-from es_testing import check_consistent, ev
 
 SMALL = {"stream_segment_size": 3, "log_segment_size": 4, "partitions": 2}  # many MDs from few events
 

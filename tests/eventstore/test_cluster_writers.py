@@ -1,0 +1,58 @@
+"""A database's writers on a real 8-node cluster of processes: a key of its own (another
+user, in the network's unregistered mode) is refused, is added and appends — concurrently
+with the owner, the log and every stream staying consistent, its new MDs handed to the owner
+— and is refused again once removed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+from es_testing import check_consistent, ev
+
+from client.network import NetworkClient
+from eventstore.api import EventStore
+from eventstore.errors import NotAWriter
+from eventstore.writers import database_mds
+from node.data import Action
+from node.keys import Keypair
+from node.rules import is_action_allowed
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_a_writer_added_and_removed_on_the_cluster(healthy_cluster):
+    addresses = healthy_cluster.addresses()
+    alice, bob = Keypair(), Keypair()
+    name = f"wr{os.getpid()}"
+    async with NetworkClient.open(addresses, alice) as a_client, NetworkClient.open(addresses, bob) as b_client:
+        a = await EventStore(a_client).create_database(name, stream_segment_size=4, log_segment_size=8)
+        await a.append("cart@0", [ev(by="alice")])
+        b = await EventStore(b_client).add_database(a.info)
+        with pytest.raises(NotAWriter):
+            await b.append("cart@0", [ev(by="bob")])
+        change = await a.add_writer(bytes(bob.public))
+        assert change.changed == change.mds > 0 and not change.held
+
+        async def writer(db, who: str) -> None:
+            for i in range(6):
+                await db.append(f"cart@{i % 3}", [ev(by=who, i=i)])
+                await db.append(f"{who}@{i}", [ev(by=who, i=i)])  # new streams: new MDs
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer, a, "alice")
+            nursery.start_soon(writer, b, "bob")
+        log = await check_consistent(a)
+        assert len(log) == 1 + 2 * 12
+        for address in await database_mds(a):
+            shell = await a_client.get_mdata_shell(address)
+            assert set(shell.owners) == {alice.public}
+            assert is_action_allowed(shell, bob.public, Action.INSERT)
+
+        await a.remove_writer(bytes(bob.public))
+        for stream in ("cart@0", "bob@0", "bob@99"):
+            with pytest.raises(NotAWriter):
+                await b.append(stream, [ev(by="bob")])
+        await a.append("cart@0", [ev(by="alice")])
+        assert len(await b.read_stream("cart@0")) == 1 + 2 * 2 + 1
