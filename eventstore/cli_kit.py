@@ -22,8 +22,9 @@ from client.api import DataClient
 from client.authenticator import AppGrant
 from client.cli_md import logged_in
 from client.connect import connect
-from node.clikit import CommandError, cluster_option, json_option, leaf, mock_option
+from node.clikit import CommandError, cluster_option, fail, json_option, leaf, mock_option
 from node.exitcodes import NOT_FOUND, REFUSED
+from node.keys import Keypair, PublicKey
 
 from .database import Database, DatabaseInfo
 from .errors import (
@@ -46,6 +47,38 @@ app_option = click.option(
     "--app", "app_file", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="GRANT",
     help="Act as an app your account authorised: the file `safenet account authorise APP --out GRANT` "
          f"wrote [default: ${APP_ENV}]. Without it, the tool's own key.")
+
+
+TOOLS_APP = "safenet-tools"  # the app `--account` acts as: one for es, the NoteBook and the UI
+
+account_option = click.option(
+    "--account", "as_account", is_flag=True,
+    help=f"Act as the app {TOOLS_APP!r} of the account logged in with `safenet account login` (authorised "
+         "on first use): your databases, on any machine you log in on.")
+
+
+async def account_grant(cluster: str | None, mock: str | None, app_id: str = TOOLS_APP) -> AppGrant:
+    """The grant of `app_id` in the account logged in on this machine; the account
+    authorises it the first time. Its key is kept in the account (SAFE's access container),
+    so every machine the user logs in on acts as the same app, with the same databases."""
+    auth = logged_in(cluster, mock)
+    if auth is None:
+        fail("not logged in: run `safenet account login` (or `account create`) first, or leave out --account")
+    for grant in await auth.apps():
+        if grant.app_id == app_id:
+            return grant
+    return await auth.authorise(app_id, {})
+
+
+async def identity(cluster: str | None, mock: str | None, grant: AppGrant | None,
+                   as_account: bool) -> tuple[Keypair | None, PublicKey | None]:
+    """The keys a tool acts with and the account they act for: an app grant (`--app`), the
+    tools' app of the account logged in (`--account`), or (None, None): the tool's own key."""
+    if grant is not None and as_account:
+        raise click.UsageError("give --app or --account, not both")
+    if as_account:
+        grant = await account_grant(cluster, mock)
+    return (None, None) if grant is None else (grant.keys, grant.owner)
 
 
 def load_grant(path: str | None) -> AppGrant | None:
@@ -72,15 +105,19 @@ def connection(fn: F) -> F:
 
     @json_option
     @app_option
+    @account_option
     @mock_option
     @cluster_option
     @wraps(fn)
-    def command(cluster: str | None, mock: str | None, app_file: str | None, as_json: bool, **kwargs: Any) -> None:
+    def command(cluster: str | None, mock: str | None, app_file: str | None, as_account: bool, as_json: bool,
+                **kwargs: Any) -> None:
         grant = load_grant(app_file)
+        if grant is not None and as_account:
+            raise click.UsageError("give --app or --account, not both")
         click.get_current_context().meta[WHERE] = (cluster, mock)
 
         async def main() -> None:
-            keys, owner = (None, None) if grant is None else (grant.keys, grant.owner)
+            keys, owner = await identity(cluster, mock, grant, as_account)
             async with connect(cluster, mock, keys, owner) as client:
                 await fn(EventStore(client), as_json, **kwargs)
 
