@@ -44,7 +44,7 @@ from .cli_persistent import persistent
 from .database import Database
 from .events import CORRECTION, END, EventData, RecordedEvent, StreamMetadata
 from .store import EventStore
-from .system_projections import SystemProjections
+from .system_projections import CATEGORY_PREFIX, SystemProjections
 from .writers import WriterChange
 
 
@@ -291,19 +291,29 @@ async def read(store: EventStore, as_json: bool, database: str, stream: str, fro
 
 @es.command()
 @click.argument("database")
-@click.option("--category", help="Only this category's events.")
+@click.argument("source", required=False)
+@click.option("--category", help="Only this category's events (filtering the log).")
 @click.option("--stream", help="Only this stream's events.")
 @click.option("--from", "checkpoint", type=int,
-              help="Start after this checkpoint (a log position; a version with --stream).")
+              help="Start after this checkpoint (a log position; a version for a stream).")
 @click.option("--new", "only_new", is_flag=True, help="Only events appended from now on.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
 @connection
-async def tail(store: EventStore, as_json: bool, database: str, category: str | None, stream: str | None,
-               checkpoint: int | None, only_new: bool, count: int | None) -> None:
-    """Follow DATABASE's log (or a category, or a stream): what is there, then what comes.
-    With --json, one JSON object a line. Stop with Ctrl-C."""
-    if category and stream:
-        raise click.UsageError("give --category or --stream, not both")
+async def tail(store: EventStore, as_json: bool, database: str, source: str | None, category: str | None,
+               stream: str | None, checkpoint: int | None, only_new: bool, count: int | None) -> None:
+    """Follow DATABASE's log, or SOURCE: a stream, `$ce-CATEGORY` (the category's events
+    through the $by_category links, resolved; the log after them while the projection lags,
+    which standard error says) or `$all`. With --json, one JSON object a line. Stop with Ctrl-C."""
+    if sum(x is not None for x in (source, category, stream)) > 1:
+        raise click.UsageError("give one of SOURCE, --category and --stream")
+    linked: str | None = None
+    if source is not None:
+        if source.startswith(CATEGORY_PREFIX):
+            linked = source[len(CATEGORY_PREFIX):]
+            if not linked:
+                raise click.BadParameter("$ce- needs a category", param_hint="SOURCE")
+        elif source != "$all":
+            stream = source
     db = await _open(store, database)
     if stream is not None:
         if only_new and checkpoint is None:
@@ -312,12 +322,20 @@ async def tail(store: EventStore, as_json: bool, database: str, category: str | 
     else:
         if only_new and checkpoint is None:
             checkpoint = await db.log_end()
-        subscription = (db.subscribe_to_category(category, checkpoint) if category
-                        else db.subscribe_to_all(checkpoint))
+        if linked is not None:
+            subscription = db.subscribe_to_category(linked, checkpoint, through_links=True)
+        elif category:
+            subscription = db.subscribe_to_category(category, checkpoint)
+        else:
+            subscription = db.subscribe_to_all(checkpoint)
     seen = 0
+    reading = ""
     if not as_json:
         click.echo(HEADER)
     async for event in subscription:
+        if subscription.reading != reading:
+            reading = subscription.reading
+            click.echo(f"subscribe: reading {reading}", err=True)
         click.echo(json.dumps(event.to_json()) if as_json else _line(event))
         seen += 1
         if count is not None and seen >= count:
