@@ -130,7 +130,7 @@ def _writer_change(database: str, change: WriterChange, share: str | None, as_js
     click.echo(f"{change.key.hex()[:16]}.. {verb} {database}: {change.changed} of {change.mds} MDs changed")
     if change.held:
         click.echo(f"warning: {len(change.held)} MDs are held by a writer that never handed them over; "
-                   "run this again once it has run", err=True)
+                   "once it runs `safenet es db hand-over`, run this again", err=True)
     if share:
         click.echo(f"the writer records the database with: safenet es db join {share}")
 
@@ -163,6 +163,19 @@ async def db_remove_writer(store: EventStore, as_json: bool, name: str, key: str
     async with as_owner(store, db) as owner:
         change = await db.remove_writer(writer, owner=owner)
     _writer_change(name, change, None, as_json)
+
+
+@db_group.command(name="hand-over")
+@click.argument("name")
+@connection
+async def db_hand_over(store: EventStore, as_json: bool, name: str) -> None:
+    """As a writer of NAME from another account: hand its owner every MD of NAME you made and
+    still own (you were stopped between making one and handing it over)."""
+    count = await (await _open(store, name)).hand_over()
+    if as_json:
+        echo_json({"database": name, "handed_over": count})
+    else:
+        click.echo(f"handed over {count} MD{'s' if count != 1 else ''} of {name}")
 
 
 @db_group.command(name="writers")

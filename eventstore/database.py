@@ -74,7 +74,7 @@ from .reads import DatabaseReads
 from .records import BLOB, INLINE, PACKED, Body, Intent, make_packs
 from .safe import gather
 from .stream import Tail
-from .writers import WriterChange, WriterSet, change_writer
+from .writers import WriterChange, WriterSet, change_writer, hand_over
 
 __all__ = ["BLOB_MIN", "INLINE_MAX", "Database", "DatabaseInfo", "RepairReport"]
 
@@ -109,6 +109,12 @@ class Database(DatabaseReads):
         """Take `key`'s Insert away from every MD of the database (its appends are refused
         with NotAWriter); see `add_writer`, and `WriterChange.held` for what it cannot undo."""
         return await change_writer(self, key, False, owner or self.store.client)
+
+    async def hand_over(self) -> int:
+        """As a writer of another account: hand to the owner every MD of the database this
+        store made and still owns (it was stopped between making one and handing it over,
+        see eventstore.writers). Returns how many it handed over."""
+        return await hand_over(self)
 
     # ------------------------------------------------------------------ appending
 

@@ -21,8 +21,9 @@ Removal is the same with grants taken away.
 
 **What remove cannot undo.** An MD is handed over by a second request after its creation:
 a writer killed in between keeps that MD (and, as its owner, every right on it) until it
-runs again. `add_writer` and `remove_writer` report such MDs as *held*; their walk can be
-run again at any time (both are idempotent).
+runs `hand_over` (`safenet es db hand-over`), which walks the database and hands over every
+MD it still owns. `add_writer` and `remove_writer` report such MDs as *held*; their walk can
+be run again at any time (both are idempotent).
 """
 
 from __future__ import annotations
@@ -168,6 +169,11 @@ class Writers:
                 return
             except E.InvalidSuccessor:
                 shell = None  # a retried request of ours went through: look again
+            except E.AccessDenied:
+                # Another task of ours handed it over meanwhile? Then it is not ours any more.
+                shell = await self.data.call(lambda: self.client.get_mdata_shell(address))
+                if set(shell.owners) == {me}:
+                    raise
         raise E.QuorumNotReached(f"could not settle the permissions of {address}")
 
 
@@ -216,6 +222,23 @@ async def database_mds(db: Database) -> list[MDataAddress]:
     for found in await gather([partial(chain, address_of) for address_of in chains]):
         out.extend(found)
     return out
+
+
+async def hand_over(db: Database) -> int:
+    """Settle every MD of `db` that this writer still owns (made, then killed before handing
+    it over): its grants brought up to date, and handed to the owner. Returns how many."""
+    await db.open()
+    client = db.store.client
+    found = await db.writers.current(fresh=True)
+    if found.owner is None or found.owner == client.account_owner:
+        return 0  # the owner's own MDs need no hand-over
+    settled = 0
+    for address in await database_mds(db):
+        shell = await db.data.call(partial(client.get_mdata_shell, address))
+        if set(shell.owners) == {client.account_owner}:
+            await db.writers.settle(address, shell)
+            settled += 1
+    return settled
 
 
 async def change_writer(db: Database, key: bytes, add: bool, manager: DataClient, *,
@@ -293,4 +316,4 @@ async def _fix(data: SafeData, client: DataClient, address: MDataAddress, key: b
             continue  # a retried request of ours, or a maker settling it: look again
 
 
-__all__ = ["WriterChange", "WriterSet", "Writers", "change_writer", "database_mds"]
+__all__ = ["WriterChange", "WriterSet", "Writers", "change_writer", "database_mds", "hand_over"]

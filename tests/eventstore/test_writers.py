@@ -136,3 +136,33 @@ async def test_an_apps_database_is_changed_by_its_account(net, autojump_clock):
     await db.remove_writer(bytes(other.public), owner=account)
     with pytest.raises(NotAWriter):
         await second.append("note@1", [ev()])
+
+
+class _Killed(Exception):
+    pass
+
+
+async def test_a_writer_stopped_before_handing_an_md_over_holds_it_until_it_hands_it_over(net, autojump_clock):
+    alice, bob, carol = (Keypair(bytes([0x40 + i]) * 32) for i in range(3))
+    a = await EventStore(net.client(alice)).create_database("shop", **SMALL)
+    await a.append("order@1", [ev()])
+    b = await EventStore(net.client(bob)).add_database(a.info)
+    await a.add_writer(bytes(bob.public))
+
+    async def killed(_address, _shell) -> None:
+        raise _Killed  # between making the MD and handing it over
+
+    settle = b.writers.settle
+    b.writers.settle = killed
+    with pytest.raises(_Killed):
+        await b.append("order@2", [ev()])  # a new stream: its first segment is bob's
+    b.writers.settle = settle
+    change = await a.add_writer(bytes(carol.public))
+    assert len(change.held) == 1 and change.changed == change.mds - 1
+    assert set((await a.store.client.get_mdata_shell(change.held[0])).owners) == {bob.public}
+    assert await b.hand_over() == 1
+    assert await b.hand_over() == 0
+    again = await a.add_writer(bytes(carol.public))
+    assert not again.held and again.changed == 0  # bob's hand-over granted carol already
+    await every_md(a, carol.public, owner=alice.public)
+    await check_consistent(a)  # the killed append is finished by the repair
