@@ -1,18 +1,21 @@
 """A database's writers on a real 8-node cluster of processes: a key of its own (another
 user, in the network's unregistered mode) is refused, is added and appends — concurrently
 with the owner, the log and every stream staying consistent, its new MDs handed to the owner
-— and is refused again once removed."""
+— and is refused again once removed; and the same from the command line."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import trio
+from click.testing import CliRunner
 from es_testing import check_consistent, ev
 
 from client.network import NetworkClient
 from eventstore.api import EventStore
+from eventstore.cli import es
 from eventstore.errors import NotAWriter
 from eventstore.writers import database_mds
 from node.data import Action
@@ -56,3 +59,27 @@ async def test_a_writer_added_and_removed_on_the_cluster(healthy_cluster):
                 await b.append(stream, [ev(by="bob")])
         await a.append("cart@0", [ev(by="alice")])
         assert len(await b.read_stream("cart@0")) == 1 + 2 * 2 + 1
+
+
+def test_add_writer_and_remove_writer_from_the_command_line(healthy_cluster, tmp_path, monkeypatch):
+    monkeypatch.delenv("SAFENET_APP", raising=False)
+    runner = CliRunner()
+    where = ["--cluster", str(healthy_cluster.lc.data_dir)]
+
+    def run(who: str, *args: str) -> tuple[int, str]:
+        result = runner.invoke(es, [*args, *where], env={"SAFENET_CLIENT_KEY": str(tmp_path / f"{who}.key")})
+        assert "Traceback" not in result.output, result.output
+        return result.exit_code, result.output
+
+    db = f"cw{os.getpid()}"
+    assert run("alice", "db", "create", db)[0] == 0
+    bob = json.loads(run("bob", "whoami", "--json")[1])["key"]
+    assert run("bob", "db", "join", json.loads(run("alice", "db", "share", db, "--json")[1])["share"])[0] == 0
+    code, out = run("bob", "append", db, "job@1", "--type", "Ran", "--data", "1")
+    assert code == 3 and "not a writer" in out
+    assert run("alice", "db", "add-writer", db, bob)[0] == 0
+    assert run("bob", "append", db, "job@1", "--type", "Ran", "--data", "1")[0] == 0
+    assert run("alice", "db", "remove-writer", db, bob)[0] == 0
+    code, out = run("bob", "append", db, "job@2", "--type", "Ran", "--data", "2")
+    assert code == 3 and "not a writer" in out
+    assert [e["data"] for e in json.loads(run("alice", "log", db, "--json")[1])] == [1]
