@@ -240,7 +240,7 @@ class ChunkKeeper:
         Cheap when nothing moved: between full rounds (every fifth), chunks are looked at only
         if routing changed since the last look, and then only those whose group changed.
         """
-        if "no_anti_entropy" in self.core.config.breaks:
+        if "no_anti_entropy" in self.core.config.breaks or "withhold" in self.core.config.lie:
             return
         if not changed_only:
             self._scrub()

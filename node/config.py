@@ -41,8 +41,11 @@ class NodeConfig:
     # checker notices: "ack_before_quorum", "skip_version_check", "no_anti_entropy", and the
     # trust breaks (docs/security.md): "trust_any_peer", "accept_unvalidated",
     # "unbounded_numbers", "trust_idle_members" (a peer that answers pings but does no work
-    # keeps its place in close groups).
+    # keeps its place in close groups), "trust_the_coordinator" (only an MD's coordinator
+    # checks the other members' copies, so a coordinator that withholds repair stops it).
     breaks: frozenset[str] = frozenset()
     # Test-only lying modes (a Byzantine node, for proving clients trust no single node):
-    # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks).
+    # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks),
+    # "withhold" (answers everything but never starts anti-entropy: no digests, no repairs,
+    # no moves, no chunk pushes).
     lie: frozenset[str] = frozenset()

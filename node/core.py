@@ -22,6 +22,7 @@ node/services.py.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -61,6 +62,7 @@ class _Pending:
     on_reply: Callable[[dict[str, Any] | None], None]
     kind: str
     sent: float = 0.0
+    timer: int = 0  # its expiry timer, cancelled when the answer comes
 
 
 # Requests any live peer answers at once and at no cost: answering them proves nothing about
@@ -127,6 +129,12 @@ class NodeCore:
         self._pending: dict[bytes, _Pending] = {}
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = 0
+        # Timers cancelled before they are due (an answered rpc's expiry): skipped, and never
+        # the deadline a host sleeps until, so an answered request costs no later wake-up.
+        self._cancelled: set[int] = set()
+        # When each node last sent us anything: a neighbour that spoke within the last ping
+        # interval is alive and needs no ping (most of a quiet network's traffic was pings).
+        self._heard_from: dict[bytes, float] = {}
         self._local: list[tuple[Peer, dict[str, Any]]] = []
         self._bootstrap: list[str] = []
         self._lookups_running = 0
@@ -176,12 +184,17 @@ class NodeCore:
     def tick(self, now: float) -> list[Send]:
         self.now = max(self.now, now)
         while self._timers and self._timers[0][0] <= now:
-            _, _, fn = heapq.heappop(self._timers)
+            _, seq, fn = heapq.heappop(self._timers)
+            if seq in self._cancelled:
+                self._cancelled.discard(seq)
+                continue
             fn()
             self._drain_local()
         return self.take_output()
 
     def next_deadline(self) -> float:
+        while self._timers and self._timers[0][1] in self._cancelled:
+            self._cancelled.discard(heapq.heappop(self._timers)[1])
         return self._timers[0][0] if self._timers else float("inf")
 
     # ================================================================ plumbing
@@ -215,10 +228,12 @@ class NodeCore:
         self.metrics.msgs_in[str(kind)] += 1
         if peer.role == "node" and peer.name != self.name and peer.address:
             self._observe(Contact(peer.name, peer.address))
+            self._heard_from[peer.name] = self.now
         if "re" in msg:
             re = msg["re"]
             pending = self._pending.pop(re, None) if isinstance(re, bytes) else None
             if pending is not None and pending.to in (peer.name, _ANY_PEER):
+                self.cancel_timer(pending.timer)
                 if pending.kind in _FREE:
                     # It answers us (as of when we asked: over a congested link, a pong can
                     # overtake nothing sent after it, so only pings sent after a work
@@ -266,7 +281,7 @@ class NodeCore:
             contact = self.routing.get(name) or (self._lost[name][0] if name in self._lost else None)
             address = contact.address if contact else None
         mid = msg["id"]
-        self._pending[mid] = _Pending(name, on_reply, msg["k"], self.now)
+        pending = self._pending[mid] = _Pending(name, on_reply, msg["k"], self.now)
 
         def expire() -> None:
             pending = self._pending.pop(mid, None)
@@ -281,12 +296,20 @@ class NodeCore:
                     self.on_membership_change()
                 pending.on_reply(None)
 
-        self.at(self.now + (timeout or self.config.rpc_timeout), expire)
+        pending.timer = self.at(self.now + (timeout or self.config.rpc_timeout), expire)
         self.send(name, address, msg)
 
-    def at(self, when: float, fn: Callable[[], None]) -> None:
+    def at(self, when: float, fn: Callable[[], None]) -> int:
+        """Call `fn` once the time is `when`; returns a handle for `cancel_timer`."""
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, fn))
+        return self._timer_seq
+
+    def cancel_timer(self, handle: int) -> None:
+        """Forget a timer that has not fired yet (only such a handle may be given: one that
+        fired would be remembered here for ever). 0 means no timer."""
+        if handle:
+            self._cancelled.add(handle)
 
     def _every(self, interval: float, fn: Callable[[], None]) -> None:
         # Jitter spreads periodic work of many nodes apart (and is drawn from the seeded rng).
@@ -335,9 +358,20 @@ class NodeCore:
 
     # ================================================================ standing (Sybil members)
 
-    def _lapsed(self, name: XorName, sent: float) -> None:
-        """A work request to `name` went unanswered; it may have shirked (`Standing`)."""
+    def _lapsed(self, name: XorName, sent: float, probe: bool = True) -> None:
+        """A work request to `name` went unanswered; it may have shirked (`Standing`).
+
+        Whether it shirked depends on whether it answers pings sent after the work request.
+        Liveness pings go to our own neighbours only, so a peer near an item but far from us
+        (a Sybil placed next to the data) would never be asked and never judged: ask it now,
+        and judge the lapse again when it answers."""
         if "trust_idle_members" in self.config.breaks:
+            return
+        if probe and not self.standing.heard_since(name, sent):
+            contact = self.routing.get(name)
+            if contact is not None:
+                self.rpc(contact, new_message("ping", addr=self.address),
+                         lambda reply: self._lapsed(name, sent, probe=False) if reply is not None else None)
             return
         change = self.standing.lapsed(name, sent, self.now)
         if change is None:
@@ -347,6 +381,9 @@ class NodeCore:
             self._lost.pop(name, None)
             self.routing.remove(name)
         self.on_membership_change()
+
+    def proven(self, name: bytes) -> bool:
+        return "trust_idle_members" in self.config.breaks or self.standing.proven(name)
 
     def _probe_demoted(self) -> None:
         """Give each demoted neighbour a little work now and then: one answer restores it."""
@@ -381,8 +418,12 @@ class NodeCore:
     def _check_liveness(self) -> None:
         # Neighbours matter most: they share our close groups. Others are checked when used.
         near = self.routing.closest(self.name, 2 * self.config.replication + 2)
+        fresh = self.now - self.config.ping_interval
         for contact in near:
-            self._ping(contact)
+            if self._heard_from.get(contact.name, -math.inf) < fresh:
+                self._ping(contact)
+        if len(self._heard_from) > 4 * len(near) + 64:  # keep it to the neighbourhood
+            self._heard_from = {n: t for n, t in self._heard_from.items() if t >= fresh}
         self._recall_lost()
         self._probe_demoted()
 
@@ -482,14 +523,14 @@ class NodeCore:
         # A bootstrap contact's name is unknown until the transport's handshake tells it, so
         # its reply is matched by message id alone.
         mid = msg["id"]
-        self._pending[mid] = _Pending(_ANY_PEER, on_reply, msg["k"])
+        pending = self._pending[mid] = _Pending(_ANY_PEER, on_reply, msg["k"])
 
         def expire() -> None:
             pending = self._pending.pop(mid, None)
             if pending is not None:
                 pending.on_reply(None)
 
-        self.at(self.now + self.config.rpc_timeout, expire)
+        pending.timer = self.at(self.now + self.config.rpc_timeout, expire)
         self.metrics.msgs_out[msg["k"]] += 1
         self._out.append(Send(None, address, msg))
 
@@ -547,21 +588,25 @@ class NodeCore:
             raise E.NotReady(
                 f"this node knows {len(self.routing) + 1} nodes; a close group needs {self.config.replication}")
         answered = {"done": False}
+        deadline = {"timer": 0}
 
         def respond(result: Any = None, error: E.SafeError | None = None) -> None:
             if answered["done"]:
                 return
             answered["done"] = True
+            self.cancel_timer(deadline["timer"])
             self.metrics.record_latency(kind, self.now - started)
             if error is not None:
                 self.reply_error(peer, msg, error)
             else:
                 self.reply(peer, msg, "response", result=result)
 
-        self.at(self.now + self.config.client_deadline,
-                lambda: respond(error=E.RequestTimeout("the close group did not answer in time")))
         if request.op.INTERNAL:
             raise E.InvalidOperation(f"{kind} is made by nodes, not clients")
+
+        def too_late() -> None:
+            deadline["timer"] = 0  # fired: nothing to cancel
+            respond(error=E.RequestTimeout("the close group did not answer in time"))
 
         def proceed(on_success: Callable[[], None] | None) -> None:
             def done(result: Any = None, error: E.SafeError | None = None) -> None:
@@ -575,6 +620,8 @@ class NodeCore:
                 self.replicator.submit(request, done)
 
         self.accounts.check(request, proceed, lambda error: respond(error=error))
+        if not answered["done"]:  # most reads are answered at once and need no deadline
+            deadline["timer"] = self.at(self.now + self.config.client_deadline, too_late)
 
     def check_fresh(self, request: Any) -> None:
         """A client's mutation must be signed for this network and not expired (nor expire

@@ -331,8 +331,16 @@ class Proposal:
         if value.prev and base_chosen:
             value = value.with_members(value.members)  # the move was accepted by both groups
         if self.purpose == "reconfig" and not value.prev and group != value.members:
-            # A move starts only from a settled value: one group change at a time.
-            value = value.with_members(group, prev=value.members)
+            # A move starts only from a settled value: one group change at a time. And it
+            # takes in only nodes that have done work for us: a newcomer that has not yet is
+            # given a little (an empty chunk_has) and the move waits for a later round, so a
+            # Sybil that answers pings but never works is demoted before it can get in.
+            untried = [n for n in group if n not in value.members and n != self.core.name
+                       and not self.core.proven(n)]
+            for name in untried:
+                self.core.rpc(name, new_message("chunk_has", names=[]), lambda reply: None)
+            if not untried:
+                value = value.with_members(group, prev=value.members)
         unchanged = value.digest() == start.digest()
         # A repair exists to write the value back to members that lag, so it always writes.
         if unchanged and (base is None or (chosen and self.purpose != "repair")):

@@ -42,13 +42,20 @@ from .proposer import Proposal, Respond
 from .requests import MDataOp, Request, read_mdata
 from .rules import MDataState
 from .wire import new_message
-from .xorname import XorName
+from .xorname import XorName, closest
 
 if TYPE_CHECKING:
     from .peer import Peer
     from .services import NodeServices
 
 Reply = Callable[[dict[str, Any] | None], None]
+
+# How long a commit with no accept to the same member waits for one to ride on.
+COMMIT_LINGER = 0.25
+
+# How long a member waits for an MD's coordinator to move it to its current close group
+# before it runs the move itself (a few of the coordinator's sync rounds).
+MOVE_PATIENCE = 15.0
 
 
 class Replicator(Acceptor):
@@ -70,6 +77,7 @@ class Replicator(Acceptor):
         self._first_seen: dict[bytes, AcceptorRecord] = {}  # only for the "stale" lying mode
         self._epoch_seen = -1
         self._unsettled = False
+        self._move_waits: dict[bytes, float] = {}  # MD -> since when we wait for its coordinator to move it
         self._catch_up: list[bytes] = []
         # Proofs of the values we hold (kept in memory: after a restart the first round on an
         # MD gathers them again). certs: votes of a majority of the group for a value we know
@@ -82,6 +90,9 @@ class Replicator(Acceptor):
         # member: see `flush`.
         self._accepts: dict[XorName, list[tuple[list[Any], Reply]]] = {}
         self._commits: dict[XorName, list[list[Any]]] = {}
+        self._flush_due = False
+        self._linger: dict[XorName, list[list[Any]]] = {}  # commits waiting for an accept to ride on
+        self._linger_due = False
         self.verified: set[bytes] = set()  # client signatures this node checked (Acceptor.verify)
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
@@ -106,7 +117,8 @@ class Replicator(Acceptor):
     def _flush_soon(self) -> None:
         # A timer due now: the host (and the simulator) run the timers that are due right
         # after handling a batch of messages, in the same turn, so nothing waits for it.
-        if not self._accepts and not self._commits:
+        if not self._flush_due:
+            self._flush_due = True
             self.core.at(self.core.now, self.flush)
 
     def flush(self) -> None:
@@ -118,10 +130,24 @@ class Replicator(Acceptor):
         envelopes are fewer, and envelopes are most of a message's cost on the wire. Runs as
         a timer due at once (`_flush_soon`): the host runs due timers after each batch of
         messages it hands the core, so this is the end of the batch."""
+        self._flush_due = False
         accepts, commits = self._accepts, self._commits
         if not accepts and not commits:
             return
         self._accepts, self._commits = {}, {}
+        # A commit with no accept to ride on waits COMMIT_LINGER for one (under steady load
+        # the same members get the next round's accepts within milliseconds) and then goes
+        # on its own: every member still hears every commit, a little later at most.
+        lingering = {t: items for t, items in commits.items() if t not in accepts}
+        for target, items in lingering.items():
+            self._linger.setdefault(target, []).extend(items)
+            del commits[target]
+        if lingering and not self._linger_due:
+            self._linger_due = True
+            self.core.at(self.core.now + COMMIT_LINGER, self._commit_lingering)
+        for target in accepts:
+            if target in self._linger:  # its own lingering commits ride now, before the new ones
+                commits[target] = self._linger.pop(target) + commits.get(target, [])
         for target in list(dict.fromkeys([*commits, *accepts])):
             riding = commits.get(target, [])
             pending = accepts.get(target, [])
@@ -135,6 +161,16 @@ class Replicator(Acceptor):
                 contact = self.core.contact(target)
                 self.core.send(target, contact.address if contact else None,
                                new_message(COMMIT, items=riding[start:start + MAX_COMMITS]))
+
+    def _commit_lingering(self) -> None:
+        """Commits that found no accept to ride on within COMMIT_LINGER go on their own."""
+        self._linger_due = False
+        for target, items in self._linger.items():
+            contact = self.core.contact(target)
+            for start in range(0, len(items), MAX_COMMITS):
+                self.core.send(target, contact.address if contact else None,
+                               new_message(COMMIT, items=items[start:start + MAX_COMMITS]))
+        self._linger = {}
 
     # ---------------------------------------------------------------- records
 
@@ -302,7 +338,7 @@ class Replicator(Acceptor):
 
     def sync(self, changed_only: bool = False) -> None:
         """Move each MD we coordinate to its current close group, and bring laggards up to date."""
-        if "no_anti_entropy" in self.core.config.breaks:
+        if "no_anti_entropy" in self.core.config.breaks or "withhold" in self.core.config.lie:
             return
         self._sync_rounds += 1
         full = not changed_only and self._sync_rounds % 3 == 0
@@ -334,9 +370,28 @@ class Replicator(Acceptor):
                 if self.core.now - since > self.core.config.grace:
                     self._drop(key)
                 continue
-            if self._coordinator(members, group) != me:
+            moving = group != members or bool(record.value.prev)
+            if self._coordinator(name, members, group) != me:
+                # A coordinator that withholds repair or moves (Byzantine, or wedged) must only
+                # slow them down: a member that has waited MOVE_PATIENCE for a move makes it
+                # itself, and now and then every member checks the others' copies itself.
+                if "trust_the_coordinator" in self.core.config.breaks:
+                    continue
+                if moving and me in group:
+                    self._unsettled = True
+                    waited = self.core.now - self._move_waits.setdefault(key, self.core.now)
+                    if waited >= MOVE_PATIENCE and budget > 0 and key not in self.proposals:
+                        budget -= 1
+                        self._enqueue(key, name, [], "reconfig")
+                elif full and self._sync_rounds % 9 == 0 and me in members and not moving:
+                    self._move_waits.pop(key, None)
+                    for member in members:
+                        if member != me:
+                            digests.setdefault(member, []).append(
+                                SyncItem(key, record.accepted, record.digest).to_wire())
                 continue
-            if group != members or record.value.prev:
+            self._move_waits.pop(key, None)
+            if moving:
                 self._unsettled = True  # look again next round, until the members are right
                 if budget > 0 and key not in self.proposals:
                     budget -= 1
@@ -358,11 +413,20 @@ class Replicator(Acceptor):
                 budget -= 1
                 self._enqueue(key, XorName(key[:32]), [], "repair")
 
-    def _coordinator(self, members: tuple[XorName, ...], group: tuple[XorName, ...]) -> XorName | None:
-        """The closest live member: it drives membership changes and repairs."""
-        for name in members:  # members are kept sorted by distance to the MD's name
-            if name == self.core.name or (name in self.core.routing and not self.core.routing.is_suspect(name)):
-                return name
+    def _coordinator(self, name: XorName, members: tuple[XorName, ...], group: tuple[XorName, ...]) -> XorName | None:
+        """The closest live member: it drives membership changes and repairs.
+
+        A node whose own copy is stale may not find itself among that copy's members while
+        every up-to-date copy names it, as the closest, the coordinator: each side would wait
+        for the other for ever. So a node that holds a copy and is in its own view of the
+        group counts itself a candidate, whatever its copy says."""
+        me = self.core.name
+        candidates = members
+        if me not in members and me in group:
+            candidates = tuple(closest(name, (*members, me), len(members) + 1))
+        for member in candidates:
+            if member == me or (member in self.core.routing and not self.core.routing.is_suspect(member)):
+                return member
         return group[0] if group else None
 
     def _drop(self, key: bytes) -> None:
@@ -373,6 +437,7 @@ class Replicator(Acceptor):
         self.chains.pop(key, None)
         self.left_at.pop(key, None)
         self._last_group.pop(key, None)
+        self._move_waits.pop(key, None)
         self.disk.delete(key, self.records.pop(key, None))
         self.core.log("md_dropped", key=key.hex())
 

@@ -85,6 +85,15 @@ class Request:
         return self.owner if self.owner is not None else self.requester
 
     def signing_bytes(self) -> bytes:
+        """What the signature covers. Computed once per request: signing, verifying, the
+        replay window and the proofs each ask for it (a frozen request never changes)."""
+        cached = self.__dict__.get("_signing")
+        if cached is None:
+            cached = self._encode_signed()
+            object.__setattr__(self, "_signing", cached)
+        return cached
+
+    def _encode_signed(self) -> bytes:
         return msgpack.packb(
             [
                 SIGNING_DOMAIN,
@@ -102,7 +111,10 @@ class Request:
     def signed(cls, op: Op, keys: Keypair, *, owner: PublicKey | None = None,
                request_id: bytes | None = None, network: bytes = b"", expires: int = 0) -> Request:
         unsigned = cls(op, keys.public, request_id or new_request_id(), owner, b"", network, expires)
-        return cls(op, keys.public, unsigned.request_id, owner, keys.sign(unsigned.signing_bytes()), network, expires)
+        signing = unsigned.signing_bytes()
+        request = cls(op, keys.public, unsigned.request_id, owner, keys.sign(signing), network, expires)
+        object.__setattr__(request, "_signing", signing)  # the signature is not part of it
+        return request
 
     def verify(self) -> None:
         """Raise InvalidSignature unless a mutation is validly signed by its requester."""

@@ -576,10 +576,19 @@ class Standing:
         self._demoted.pop(name, None)
         self._demotions.pop(name, None)
 
+    def proven(self, name: bytes) -> bool:
+        """Has the peer ever answered work of ours? (Once the ledger is full it cannot tell,
+        and says yes: a flood of names must not shut honest newcomers out.)"""
+        return name in self._proven or len(self._proven) >= self.limit
+
+    def heard_since(self, name: bytes, when: float) -> bool:
+        """Has the peer answered a free request we sent at or after `when`?"""
+        return self._heard.get(name, float("-inf")) >= when
+
     def lapsed(self, name: bytes, asked_at: float, now: float) -> str | None:
         """A work request sent at `asked_at` got no answer by `now`. Returns "demoted" or
         "banned" when that changes the peer's standing, else None."""
-        if self._heard.get(name, float("-inf")) < asked_at:
+        if not self.heard_since(name, asked_at):
             return None  # no ping sent since we asked was answered: down, cut off or slow
         count = self._shirks.get(name, 0) + 1
         if count < self.strikes:

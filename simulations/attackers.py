@@ -11,8 +11,10 @@ node's, so a node core sees them as it would see a peer on TCP:
   the routing tables like a node; its key is chosen so that it is far from every item it
   attacks (never in their close groups).
 - ``member``: a real node (the real core, joined like any other) whose key is chosen so
-  that it is in the close group of one of the workload's MDs; besides running the protocol
-  honestly, it sends forged messages about the items of its own group.
+  that it is the closest node to one of the workload's MDs, so that MD's coordinator; it
+  answers the protocol honestly but withholds all anti-entropy (no digests, repairs, moves
+  or chunk pushes: lying mode "withhold"), and sends forged messages about the items of its
+  own group.
 
 Each round, every attacker that is up performs one attack from the scenario's menu:
 
@@ -37,6 +39,7 @@ how the network answered (``<kind>:<reply>``).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -123,10 +126,15 @@ class Attackers:
             label = f"x{index}" if kind != "member" else "member"
             if kind == "member":
                 self.member_md = self.rng.randrange(len(names))
-                keys = self._grind(lambda n: self._rank(n, names[self.member_md]) < self.sim.config.replication - 1)
+                # The closest node to its MD, so the coordinator of that MD's moves and repairs,
+                # which it withholds (lying mode "withhold"): the other members must not wait
+                # for it for ever (node.replication, MOVE_PATIENCE).
+                keys = self._grind(lambda n: self._rank(n, names[self.member_md]) == 0)
                 attacker = Attacker(kind, label, keys)
                 slot = len(self.sim.nodes)
-                attacker.node = SimNode(slot, keys, SimStore(), f"sim:{slot}", wrapper=self._capturing(attacker))
+                config = dataclasses.replace(self.sim.config, lie=self.sim.config.lie | {"withhold"})
+                attacker.node = SimNode(slot, keys, SimStore(), f"sim:{slot}", wrapper=self._capturing(attacker),
+                                        config=config)
                 self.sim.nodes.append(attacker.node)
                 await self.sim.start(attacker.node)
                 attacker.label = attacker.node.label

@@ -101,6 +101,7 @@ class SimNode:
     scope: trio.CancelScope | None = None
     wrapper: EndpointWrapper | None = None
     started_at: float = 0.0
+    config: NodeConfig | None = None  # this node's own (a Byzantine one's lying modes); else the run's
 
     @property
     def name(self) -> XorName:
@@ -212,8 +213,8 @@ class Simulator:
         node.incarnation += 1
         endpoint = SimEndpoint(self.network, node.name, "node", node.address, node.slot, node.label)
         rng = random.Random(self._node_rngs.getrandbits(64))
-        core = NodeCore(node.keys, node.store, self.config, rng=rng, address=node.address, log=self._logger(node),
-                        wall_offset=SIM_EPOCH)
+        core = NodeCore(node.keys, node.store, node.config or self.config, rng=rng, address=node.address,
+                        log=self._logger(node), wall_offset=SIM_EPOCH)
         outward = node.wrapper(node, endpoint) if node.wrapper is not None else endpoint
         node.core, node.endpoint = core, endpoint
         node.state, node.started_at = "up", self.now

@@ -138,3 +138,34 @@ def test_one_answer_to_work_restores_a_demoted_peer_and_the_break_switches_it_of
     for _ in range(core.config.shirk_strikes * core.config.bans):
         now = _shirk(core, sybil, now)
     assert sybil.name in core.routing and sybil.name in core.group(XorName(sybil.name))
+
+
+def test_a_shirker_we_never_ping_is_probed_when_its_work_lapses_and_so_demoted() -> None:
+    """A Sybil placed next to the data but far from us is not among the neighbours we ping:
+    each lapsed work request now sends it a ping, and its answer makes the lapse count."""
+    core, sybil = _core()
+    now = 0.0
+    for _ in range(core.config.shirk_strikes):
+        core.rpc(sybil.name, new_message("chunk_has", names=[]), lambda reply: None)
+        core.take_output()
+        now += core.config.rpc_timeout + 0.1
+        sent = core.tick(now)  # the work request lapses: the core probes the peer with a ping
+        probes = [s.msg for s in sent if s.msg["k"] == "ping" and s.to == sybil.name]
+        assert probes, "a lapse with no fresh answer from the peer must send it a ping"
+        core.handle(now + 0.05, sybil, reply_to(probes[-1], "pong", addr=sybil.address))
+        core.take_output()
+    assert sybil.name in core.routing and sybil.name not in core.group(sybil.name)
+
+
+def test_a_silent_peer_is_probed_but_never_demoted() -> None:
+    core, sybil = _core()
+    now, probes = 0.0, 0
+    for _ in range(3 * core.config.shirk_strikes):
+        core.rpc(sybil.name, new_message("chunk_has", names=[]), lambda reply: None)
+        core.take_output()
+        now += core.config.rpc_timeout + 0.1
+        probes += sum(s.msg["k"] == "ping" and s.to == sybil.name for s in core.tick(now))
+        now += core.config.rpc_timeout + 0.1
+        core.tick(now)  # the probe lapses too: the peer is down or cut off, not shirking
+    assert probes >= 3 * core.config.shirk_strikes  # a probe per lapse (liveness pings besides)
+    assert core.standing.demoted(now) == set() and not core.standing.banned(sybil.name, now)

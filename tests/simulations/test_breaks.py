@@ -61,6 +61,8 @@ TRUST_CASES = {
     # the stranger answers pings and never works, yet keeps its place in close groups: copies
     # wait for it to push them and MD moves for its vote
     "trust_idle_members": {"under-replicated", "misplaced", "forged-members"},
+    # the member, its MD's coordinator, withholds moves and repairs; nobody else acts
+    "trust_the_coordinator": {"misplaced", "divergent", "under-replicated"},
 }
 
 
@@ -83,6 +85,8 @@ def test_a_trust_break_is_caught_by_the_attackers_and_its_replay_is_exact(brk: s
     replay = run_sim(scenario, failing.seed, breaks=(brk,), max_steps=STEPS)
     assert replay.digest == failing.digest
     assert replay.failures() == failing.failures()
+    defended = run_sim(scenario, failing.seed, max_steps=STEPS)  # the same attacks, defence on
+    assert defended.valid, defended.report.summary()
 
 
 def test_the_byzantine_scenario_with_its_attackers_is_valid() -> None:

@@ -5,6 +5,8 @@ Three bugs the simulator found are pinned here by the seeds that found them (all
 9343eb4): routing that stayed split after a partition healed (`partitions` seed 2), a liar
 and two lagging replicas making a stale quorum read (`byzantine` seed 4), and an existing
 MD read as absent from the wrong nodes after an incomplete lookup (`mixed-nopart` seed 6).
+A fourth, anti-entropy that stalled for good: a member whose stale copy left itself out of
+the members while every fresh copy named it the coordinator (`byzantine` seed 4, full length).
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def test_routing_recovers_after_a_partition() -> None:
 def test_a_liar_cannot_make_a_stale_read() -> None:
     result = run_sim(get_scenario("byzantine").with_(**SHORT), 4)
     assert result.report.checks["linearizable"].valid, result.report.checks["linearizable"].summary()
+
+
+def test_a_stale_member_that_the_others_name_coordinator_is_repaired() -> None:
+    # n4's copy of md1 (members without n4) is behind; the fresh copies name n4 the closest
+    # live member. Before the fix each side waited for the other and n4 ended 1 version behind.
+    result = run_sim(get_scenario("byzantine"), 4)
+    assert result.report.checks["convergence"].valid, result.report.checks["convergence"].summary()
 
 
 def test_an_existing_md_never_reads_as_absent() -> None:
