@@ -11,7 +11,10 @@ cluster is found with `--cluster PATH`, then $SAFENET_CLUSTER, then ./.safenet/c
 
 Who you are: the store acts with a key pair kept in a file, made on first use — next to the
 mock file (`PATH.client.key`) with --mock, else `~/.safenet/client.key`; $SAFENET_CLIENT_KEY
-names another file. Databases belong to that key: keep it to keep them.
+names another file. Databases belong to that key: keep it to keep them. With --account the
+store acts as the app `safenet-tools` of the account logged in (`safenet account login`),
+with --app GRANT as an app the account authorised; `es db add-writer` lets another key
+append to a database of yours (docs/eventstore.md, "Writers").
 
 Errors and exit codes are those of every `safenet` command (docs/cli.md): 3 for a wrong
 expected version or a database that exists, 4 for no such database or stream (or a deleted
