@@ -151,6 +151,13 @@ def _load_session(cluster: str | None, mock: str | None) -> tuple[Authenticator,
         fail(f"the session in {path} is damaged; `safenet account logout` removes it", exitcodes.USAGE)
 
 
+def logged_in(cluster: str | None, mock: str | None) -> Authenticator | None:
+    """The account logged in on this machine (`safenet account login`), or None; for other
+    tools that act for it (`safenet es`, the NoteBook, the UI)."""
+    session = _load_session(cluster, mock)
+    return None if session is None else session[0]
+
+
 def _factory(cluster: str | None, mock: str | None) -> Callable[..., Any]:
     return lambda keys=None, owner=None: connect(cluster, mock, keys, owner)
 

@@ -11,7 +11,10 @@ cluster is found with `--cluster PATH`, then $SAFENET_CLUSTER, then ./.safenet/c
 
 Who you are: the store acts with a key pair kept in a file, made on first use — next to the
 mock file (`PATH.client.key`) with --mock, else `~/.safenet/client.key`; $SAFENET_CLIENT_KEY
-names another file. Databases belong to that key: keep it to keep them.
+names another file. Databases belong to that key: keep it to keep them. With --account the
+store acts as the app `safenet-tools` of the account logged in (`safenet account login`),
+with --app GRANT as an app the account authorised; `es db add-writer` lets another key
+append to a database of yours (docs/eventstore.md, "Writers").
 
 Errors and exit codes are those of every `safenet` command (docs/cli.md): 3 for a wrong
 expected version or a database that exists, 4 for no such database or stream (or a deleted
@@ -30,12 +33,22 @@ from node.clikit import (
     SafenetGroup,
 )
 
-from .cli_kit import connection, echo_json, parse_expected, read_payload
+from .cli_kit import (
+    as_owner,
+    connection,
+    echo_json,
+    parse_expected,
+    parse_key,
+    parse_share,
+    read_payload,
+    share_text,
+)
 from .cli_persistent import persistent
 from .database import Database
 from .events import CORRECTION, END, EventData, RecordedEvent, StreamMetadata
 from .store import EventStore
-from .system_projections import SystemProjections
+from .system_projections import CATEGORY_PREFIX, SystemProjections
+from .writers import WriterChange
 
 
 def _names(names: list[str], as_json: bool) -> None:
@@ -77,7 +90,7 @@ def es() -> None:
 
 @es.group(name="db")
 def db_group() -> None:
-    """Create and list databases."""
+    """Create, list and share databases; choose who may append (add-writer, remove-writer)."""
 
 
 @db_group.command(name="create")
@@ -98,6 +111,118 @@ async def db_create(store: EventStore, as_json: bool, name: str, private: bool) 
 async def db_list(store: EventStore, as_json: bool) -> None:
     """List your databases."""
     _names(await store.databases(), as_json)
+
+
+@es.command()
+@connection
+async def whoami(store: EventStore, as_json: bool) -> None:
+    """The key the store acts with (give it to a database's owner for `es db add-writer`),
+    and the account it acts for."""
+    key, owner = store.client.public_key.hex(), store.client.account_owner.hex()
+    if as_json:
+        echo_json({"key": key, "account": owner})
+    else:
+        click.echo(key if key == owner else f"{key} (an app of account {owner})")
+
+
+def _writer_change(database: str, change: WriterChange, share: str | None, as_json: bool) -> None:
+    if as_json:
+        echo_json({"database": database, **change.to_json(), **({"share": share} if share else {})})
+        return
+    verb = "may append to" if change.added else "may no longer append to"
+    click.echo(f"{change.key.hex()[:16]}.. {verb} {database}: {change.changed} of {change.mds} MDs changed")
+    if change.held:
+        click.echo(f"warning: {len(change.held)} MDs are held by a writer that never handed them over; "
+                   "once it runs `safenet es db hand-over`, run this again", err=True)
+    if share:
+        click.echo(f"the writer records the database with: safenet es db join {share}")
+
+
+@db_group.command(name="add-writer")
+@click.argument("name")
+@click.argument("key")
+@connection
+async def db_add_writer(store: EventStore, as_json: bool, name: str, key: str) -> None:
+    """Let KEY (64 hex: what `es whoami` prints for the other app or account) append to NAME:
+    Insert on every MD of the database, now and those made later. Only the database's owner
+    can (for an app's database, its account: `safenet account login`). Prints the share the
+    writer records the database with (`es db join`)."""
+    writer = parse_key(key)
+    db = await _open(store, name)
+    async with as_owner(store, db) as owner:
+        change = await db.add_writer(writer, owner=owner)
+    assert db.info is not None
+    _writer_change(name, change, share_text(db.info), as_json)
+
+
+@db_group.command(name="remove-writer")
+@click.argument("name")
+@click.argument("key")
+@connection
+async def db_remove_writer(store: EventStore, as_json: bool, name: str, key: str) -> None:
+    """Take away KEY's right to append to NAME (its appends are then refused, exit code 3)."""
+    writer = parse_key(key)
+    db = await _open(store, name)
+    async with as_owner(store, db) as owner:
+        change = await db.remove_writer(writer, owner=owner)
+    _writer_change(name, change, None, as_json)
+
+
+@db_group.command(name="hand-over")
+@click.argument("name")
+@connection
+async def db_hand_over(store: EventStore, as_json: bool, name: str) -> None:
+    """As a writer of NAME from another account: hand its owner every MD of NAME you made and
+    still own (you were stopped between making one and handing it over)."""
+    count = await (await _open(store, name)).hand_over()
+    if as_json:
+        echo_json({"database": name, "handed_over": count})
+    else:
+        click.echo(f"handed over {count} MD{'s' if count != 1 else ''} of {name}")
+
+
+@db_group.command(name="writers")
+@click.argument("name")
+@connection
+async def db_writers(store: EventStore, as_json: bool, name: str) -> None:
+    """Who may append to NAME, and who owns it."""
+    found = await (await _open(store, name)).writer_set()
+    owner = None if found.owner is None else found.owner.hex()
+    keys = sorted(k.hex() for k in found.keys)
+    if as_json:
+        echo_json({"database": name, "owner": owner, "writers": keys})
+        return
+    click.echo(f"owner: {owner or '(not recorded: a database older than writer sets)'}")
+    for k in keys:
+        click.echo(f"writer: {k}")
+
+
+@db_group.command(name="share")
+@click.argument("name")
+@connection
+async def db_share(store: EventStore, as_json: bool, name: str) -> None:
+    """Print NAME's record as one line for another app's `es db join` (it may then read; it
+    may append once added with `es db add-writer`). A private database's share holds its key."""
+    db = await _open(store, name)
+    assert db.info is not None
+    text = share_text(db.info)
+    if as_json:
+        echo_json({"database": name, "share": text, "private": db.info.private})
+    else:
+        click.echo(text)
+
+
+@db_group.command(name="join")
+@click.argument("share")
+@connection
+async def db_join(store: EventStore, as_json: bool, share: str) -> None:
+    """Record a database another app shared (SHARE, or @FILE) in this app's list."""
+    info = parse_share(share)
+    await store.add_database(info)
+    if as_json:
+        echo_json({"database": info.name, "id": info.id.hex()})
+    else:
+        click.echo(f"joined database {info.name}")
 
 
 @es.command()
@@ -182,19 +307,29 @@ async def read(store: EventStore, as_json: bool, database: str, stream: str, fro
 
 @es.command()
 @click.argument("database")
-@click.option("--category", help="Only this category's events.")
+@click.argument("source", required=False)
+@click.option("--category", help="Only this category's events (filtering the log).")
 @click.option("--stream", help="Only this stream's events.")
 @click.option("--from", "checkpoint", type=int,
-              help="Start after this checkpoint (a log position; a version with --stream).")
+              help="Start after this checkpoint (a log position; a version for a stream).")
 @click.option("--new", "only_new", is_flag=True, help="Only events appended from now on.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
 @connection
-async def tail(store: EventStore, as_json: bool, database: str, category: str | None, stream: str | None,
-               checkpoint: int | None, only_new: bool, count: int | None) -> None:
-    """Follow DATABASE's log (or a category, or a stream): what is there, then what comes.
-    With --json, one JSON object a line. Stop with Ctrl-C."""
-    if category and stream:
-        raise click.UsageError("give --category or --stream, not both")
+async def tail(store: EventStore, as_json: bool, database: str, source: str | None, category: str | None,
+               stream: str | None, checkpoint: int | None, only_new: bool, count: int | None) -> None:
+    """Follow DATABASE's log, or SOURCE: a stream, `$ce-CATEGORY` (the category's events
+    through the $by_category links, resolved; the log after them while the projection lags,
+    which standard error says) or `$all`. With --json, one JSON object a line. Stop with Ctrl-C."""
+    if sum(x is not None for x in (source, category, stream)) > 1:
+        raise click.UsageError("give one of SOURCE, --category and --stream")
+    linked: str | None = None
+    if source is not None:
+        if source.startswith(CATEGORY_PREFIX):
+            linked = source[len(CATEGORY_PREFIX):]
+            if not linked:
+                raise click.BadParameter("$ce- needs a category", param_hint="SOURCE")
+        elif source != "$all":
+            stream = source
     db = await _open(store, database)
     if stream is not None:
         if only_new and checkpoint is None:
@@ -203,12 +338,20 @@ async def tail(store: EventStore, as_json: bool, database: str, category: str | 
     else:
         if only_new and checkpoint is None:
             checkpoint = await db.log_end()
-        subscription = (db.subscribe_to_category(category, checkpoint) if category
-                        else db.subscribe_to_all(checkpoint))
+        if linked is not None:
+            subscription = db.subscribe_to_category(linked, checkpoint, through_links=True)
+        elif category:
+            subscription = db.subscribe_to_category(category, checkpoint)
+        else:
+            subscription = db.subscribe_to_all(checkpoint)
     seen = 0
+    reading = ""
     if not as_json:
         click.echo(HEADER)
     async for event in subscription:
+        if subscription.reading != reading:
+            reading = subscription.reading
+            click.echo(f"subscribe: reading {reading}", err=True)
         click.echo(json.dumps(event.to_json()) if as_json else _line(event))
         seen += 1
         if count is not None and seen >= count:

@@ -3,10 +3,13 @@ and the one-line errors of the event store's own exceptions."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,13 +18,19 @@ import click
 import msgpack
 import trio
 
+from client.api import DataClient
 from client.authenticator import AppGrant
+from client.cli_md import logged_in
 from client.connect import connect
-from node.clikit import CommandError, cluster_option, json_option, leaf, mock_option
+from node.clikit import CommandError, cluster_option, fail, json_option, leaf, mock_option
 from node.exitcodes import NOT_FOUND, REFUSED
+from node.keys import Keypair, PublicKey
 
+from .database import Database, DatabaseInfo
 from .errors import (
+    CorruptData,
     MaximumSubscribersReached,
+    NotTheOwner,
     PersistentSubscriptionExists,
     PersistentSubscriptionNotFound,
     WrongExpectedVersion,
@@ -31,11 +40,45 @@ from .store import EventStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 APP_ENV = "SAFENET_APP"
+WHERE = "safenet.es.where"  # the click context's note of --cluster / --mock, for second clients
+SHARE_PREFIX = "safenet-es-db:"
 
 app_option = click.option(
     "--app", "app_file", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="GRANT",
     help="Act as an app your account authorised: the file `safenet account authorise APP --out GRANT` "
          f"wrote [default: ${APP_ENV}]. Without it, the tool's own key.")
+
+
+TOOLS_APP = "safenet-tools"  # the app `--account` acts as: one for es, the NoteBook and the UI
+
+account_option = click.option(
+    "--account", "as_account", is_flag=True,
+    help=f"Act as the app {TOOLS_APP!r} of the account logged in with `safenet account login` (authorised "
+         "on first use): your databases, on any machine you log in on.")
+
+
+async def account_grant(cluster: str | None, mock: str | None, app_id: str = TOOLS_APP) -> AppGrant:
+    """The grant of `app_id` in the account logged in on this machine; the account
+    authorises it the first time. Its key is kept in the account (SAFE's access container),
+    so every machine the user logs in on acts as the same app, with the same databases."""
+    auth = logged_in(cluster, mock)
+    if auth is None:
+        fail("not logged in: run `safenet account login` (or `account create`) first, or leave out --account")
+    for grant in await auth.apps():
+        if grant.app_id == app_id:
+            return grant
+    return await auth.authorise(app_id, {})
+
+
+async def identity(cluster: str | None, mock: str | None, grant: AppGrant | None,
+                   as_account: bool) -> tuple[Keypair | None, PublicKey | None]:
+    """The keys a tool acts with and the account they act for: an app grant (`--app`), the
+    tools' app of the account logged in (`--account`), or (None, None): the tool's own key."""
+    if grant is not None and as_account:
+        raise click.UsageError("give --app or --account, not both")
+    if as_account:
+        grant = await account_grant(cluster, mock)
+    return (None, None) if grant is None else (grant.keys, grant.owner)
 
 
 def load_grant(path: str | None) -> AppGrant | None:
@@ -62,14 +105,19 @@ def connection(fn: F) -> F:
 
     @json_option
     @app_option
+    @account_option
     @mock_option
     @cluster_option
     @wraps(fn)
-    def command(cluster: str | None, mock: str | None, app_file: str | None, as_json: bool, **kwargs: Any) -> None:
+    def command(cluster: str | None, mock: str | None, app_file: str | None, as_account: bool, as_json: bool,
+                **kwargs: Any) -> None:
         grant = load_grant(app_file)
+        if grant is not None and as_account:
+            raise click.UsageError("give --app or --account, not both")
+        click.get_current_context().meta[WHERE] = (cluster, mock)
 
         async def main() -> None:
-            keys, owner = (None, None) if grant is None else (grant.keys, grant.owner)
+            keys, owner = await identity(cluster, mock, grant, as_account)
             async with connect(cluster, mock, keys, owner) as client:
                 await fn(EventStore(client), as_json, **kwargs)
 
@@ -138,3 +186,51 @@ def read_payload(text: str, what: str, as_bytes: bool) -> Any:
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value))
 
+
+
+@contextlib.asynccontextmanager
+async def as_owner(store: EventStore, db: Database) -> AsyncIterator[DataClient]:
+    """A client acting with the key of `db`'s owner: the store's own, or that of the account
+    logged in on this machine (`safenet account login`) when the store acts as its app."""
+    owner = (await db.writer_set()).owner
+    if owner is None or owner == store.client.public_key:
+        yield store.client
+        return
+    cluster, mock = click.get_current_context().meta[WHERE]
+    auth = logged_in(cluster, mock)
+    if auth is None or auth.public_key != owner:
+        raise NotTheOwner(f"database {db.name!r} belongs to {owner.hex()[:16]}..; only that key changes its "
+                          "writers (an app's database: log in to its account with `safenet account login`)")
+    async with connect(cluster, mock, auth.secrets.keys) as client:
+        yield client
+
+
+def share_text(info: DatabaseInfo) -> str:
+    """A database's record as one line another app records with `es db join`."""
+    return SHARE_PREFIX + base64.urlsafe_b64encode(info.encode()).decode()
+
+
+def parse_share(text: str) -> DatabaseInfo:
+    text = text.strip()
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text().strip()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {text[1:]}: {exc.strerror or exc}", param_hint="SHARE") from None
+    if not text.startswith(SHARE_PREFIX):
+        raise click.BadParameter(f"a share starts with {SHARE_PREFIX} (see `safenet es db share`)",
+                                 param_hint="SHARE")
+    try:
+        return DatabaseInfo.decode(base64.urlsafe_b64decode(text[len(SHARE_PREFIX):].encode()))
+    except (binascii.Error, ValueError, CorruptData):
+        raise click.BadParameter("this share does not decode", param_hint="SHARE") from None
+
+
+def parse_key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise click.BadParameter("a public key is 64 hex digits (see `safenet es whoami`)", param_hint="KEY")
+    return key

@@ -21,6 +21,7 @@ import click
 from .cli_kit import connection, echo_json
 from .events import RecordedEvent
 from .persistent import GroupInfo, NackAction, PersistentSettings
+from .persistent_model import STRATEGIES
 from .store import EventStore
 
 
@@ -49,7 +50,7 @@ def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--history-buffer", type=click.IntRange(min=1), default=500, show_default=True),
         click.option("--max-subscribers", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Live consumers allowed (0: any number)."),
-        click.option("--strategy", type=click.Choice(["RoundRobin", "DispatchToSingle"]), default="RoundRobin",
+        click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="RoundRobin",
                      show_default=True),
     ]
     for option in reversed(options):

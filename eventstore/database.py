@@ -37,12 +37,15 @@ from typing import Any
 
 import trio
 
+from client.api import DataClient
+from node import errors as E
 from node.xorname import sha3_256
 
 from .dbcore import BLOB_MIN, INLINE_MAX, MAX_ATTEMPTS, PACK_LIMIT, DatabaseInfo, RepairReport
 from .errors import (
     EventStoreError,
     InvalidEvent,
+    NotAWriter,
     ReservedName,
     StreamDeleted,
     StreamNotFound,
@@ -71,6 +74,7 @@ from .reads import DatabaseReads
 from .records import BLOB, INLINE, PACKED, Body, Intent, make_packs
 from .safe import gather
 from .stream import Tail
+from .writers import WriterChange, WriterSet, change_writer, hand_over
 
 __all__ = ["BLOB_MIN", "INLINE_MAX", "Database", "DatabaseInfo", "RepairReport"]
 
@@ -85,6 +89,32 @@ class Database(DatabaseReads):
         if found is None:
             found = self.__dict__["_persistent"] = PersistentSubscriptions(self)
         return found
+
+    # ------------------------------------------------------------------ writers
+
+    async def writer_set(self) -> WriterSet:
+        """Who may append now, and the database's owner (eventstore.writers)."""
+        await self._open()
+        return await self.writers.current(fresh=True)
+
+    async def add_writer(self, key: bytes, *, owner: DataClient | None = None) -> WriterChange:
+        """Let `key` (an app's or another account's public key) append: recorded in the
+        database's writer set, and Insert granted on every MD of the database — those that
+        exist and, through the set, those any writer makes later. Only the owner may: pass
+        `owner`, a client acting with the owner's own key, when this store acts as an app.
+        The new writer opens the database with `EventStore.add_database(db.info)`."""
+        return await change_writer(self, key, True, owner or self.store.client)
+
+    async def remove_writer(self, key: bytes, *, owner: DataClient | None = None) -> WriterChange:
+        """Take `key`'s Insert away from every MD of the database (its appends are refused
+        with NotAWriter); see `add_writer`, and `WriterChange.held` for what it cannot undo."""
+        return await change_writer(self, key, False, owner or self.store.client)
+
+    async def hand_over(self) -> int:
+        """As a writer of another account: hand to the owner every MD of the database this
+        store made and still owns (it was stopped between making one and handing it over,
+        see eventstore.writers). Returns how many it handed over."""
+        return await hand_over(self)
 
     # ------------------------------------------------------------------ appending
 
@@ -124,6 +154,11 @@ class Database(DatabaseReads):
             return start
         try:
             result = await self._write(stream, events, expected, start, corrects)
+        except E.AccessDenied as exc:
+            self._tails.pop(stream, None)
+            if not isinstance(exc, NotAWriter) and not await self.writers.may_write():
+                raise NotAWriter(self.name, bytes(self.store.client.public_key)) from None
+            raise
         except BaseException:
             # The outcome may be unknown: forget what we believed about the stream, so a
             # retry reads its end and recognises its own events if they made it.

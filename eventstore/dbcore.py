@@ -30,6 +30,7 @@ from .privacy import Sealer
 from .records import Intent
 from .safe import IndexSet, Layout, SafeData
 from .stream import Streams, Tail
+from .writers import Writers
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -144,7 +145,9 @@ class DatabaseCore:
         self.sealer = Sealer(info.key)
         namespace = info.id if info.key is None else self.sealer.name(info.id.hex())
         self.layout = Layout(namespace, self.sealer)
-        self.data: SafeData = self.store.data.for_writers(info.writers or (bytes(self.store.client.public_key),))
+        self.writers = Writers(self.store.data, self.layout.writers(), info.name,
+                               info.writers or (bytes(self.store.client.public_key),), self.now_us)
+        self.data: SafeData = self.store.data.for_database(self.writers)
         self.log = Log(self.data, self.layout, self.sealer, info.log_segment_size)
         self.streams_ = Streams(self.data, self.layout, self.sealer, info.stream_segment_size, self._intent_at)
         self._categories = IndexSet(self.data, self.sealer, self.layout.categories, CATEGORY_PARTITIONS)
@@ -163,6 +166,10 @@ class DatabaseCore:
 
     def _now_us(self) -> int:
         return int(self.store.clock() * 1_000_000)
+
+    def now_us(self) -> int:
+        """The store's clock, in microseconds (event timestamps)."""
+        return self._now_us()
 
     def _remember(self, stream: str, tail: Tail) -> None:
         self._tails[stream] = tail

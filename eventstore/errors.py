@@ -8,9 +8,28 @@ store recognises events it already holds (see `Database.append`).
 
 from __future__ import annotations
 
+from node.errors import AccessDenied
+
 
 class EventStoreError(Exception):
     """Root of every error the event store raises on purpose."""
+
+
+class NotAWriter(AccessDenied, EventStoreError):
+    """This key may not append to the database: it is not one of its writers (the owner
+    adds one with `Database.add_writer`, `safenet es db add-writer`). Also an
+    `AccessDenied`, which is what the network said or would say."""
+
+    def __init__(self, database: str, key: bytes) -> None:
+        self.database = database
+        self.key = bytes(key)
+        super().__init__(f"key {self.key.hex()[:16]}.. is not a writer of database {database!r}: "
+                         f"its owner can run `safenet es db add-writer {database} {self.key.hex()}`")
+
+
+class NotTheOwner(AccessDenied, EventStoreError):
+    """Only the database's owner (the account, or the key, that owns its MDs) changes its
+    writers."""
 
 
 class WrongExpectedVersion(EventStoreError):

@@ -17,6 +17,8 @@ REGISTRY = "$persistentsubscriptions"
 LEDGER_PREFIX = "$persistentsubscription-"
 SNAPSHOT_EVERY = 256  # ledger events between snapshots of the folded state
 CLAIM_ATTEMPTS = 8  # clashes on the ledger before a consumer pauses for a poll
+STRATEGIES = ("RoundRobin", "DispatchToSingle", "Pinned")
+PIN_BUCKETS = 1024  # the Pinned strategy hashes stream names into this many buckets
 
 StartFrom = int | Literal["start", "end"]
 
@@ -43,9 +45,11 @@ class PersistentSettings:
     consumer's own `buffer_size`), `read_batch_size` how many source events one read takes.
     `live_buffer_size`, `checkpoint_after`, `min/max_checkpoint_count`, `extra_statistics`
     are kept for clients that send them; state is checkpointed by ledger snapshots instead.
-    `consumer_strategy`: "RoundRobin" (events go to whichever consumer asks) or
-    "DispatchToSingle" (the same, one consumer at a time is the usual taker); Pinned is not
-    offered. `max_subscriber_count` 0 means no limit.
+    `consumer_strategy`: "RoundRobin" (events go to whichever consumer asks),
+    "DispatchToSingle" (the same, one consumer at a time is the usual taker) or "Pinned" (the
+    events of one stream go to one consumer while it lives: streams are hashed into buckets,
+    a bucket is pinned to a live consumer and moves only when that one leaves or is silent
+    for `message_timeout`). `max_subscriber_count` 0 means no limit.
     """
 
     start_from: StartFrom = "end"
@@ -73,8 +77,8 @@ class PersistentSettings:
         for name in ("live_buffer_size", "read_batch_size", "history_buffer_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise InvalidEvent(f"{name} is a positive int")
-        if self.consumer_strategy not in ("RoundRobin", "DispatchToSingle"):
-            raise InvalidEvent(f"consumer strategy {self.consumer_strategy!r}: RoundRobin or DispatchToSingle")
+        if self.consumer_strategy not in STRATEGIES:
+            raise InvalidEvent(f"consumer strategy {self.consumer_strategy!r}: {', '.join(STRATEGIES)}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,6 +174,7 @@ class _State:
     acked: dict[str, int] = field(default_factory=dict)
     nacked: dict[str, int] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
+    pins: dict[int, str] = field(default_factory=dict)  # Pinned: bucket -> consumer
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -177,6 +182,7 @@ class _State:
             "held": [[list(h.ref), h.consumer, h.deadline, h.retries] for h in self.held.values()],
             "parked": [[list(r), why, n] for r, why, n in self.parked], "replay": [list(r) for r in self.replay],
             "delivered": self.delivered, "acked": self.acked, "nacked": self.nacked, "seen": self.seen,
+            "pins": [[b, c] for b, c in self.pins.items()],
         }
 
     @classmethod
@@ -188,7 +194,7 @@ class _State:
         return cls(
             int(obj["version"]), obj["cursor"], held, [(ref(r), str(w), int(n)) for r, w, n in obj["parked"]],
             [ref(r) for r in obj["replay"]], int(obj["delivered"]), dict(obj["acked"]), dict(obj["nacked"]),
-            dict(obj["seen"]),
+            dict(obj["seen"]), {int(b): str(c) for b, c in obj.get("pins", [])},
         )
 
     def apply(self, version: int, kind: str, data: dict[str, Any], generation: int) -> None:
@@ -199,21 +205,28 @@ class _State:
         if who and "t" in data:
             self.seen[who] = float(data["t"])
         if kind == "$psClaim":
+            # A claim takes events for its maker; under Pinned an item may name the consumer
+            # it is handed to instead (its 4th element, or [key, consumer] for a retry).
             for r in data.get("n", []):
                 item = (str(r[0]), int(r[1]), int(r[2]))
-                self.held[item[2]] = _Held(item, who, float(data["d"]), 0)
+                self.held[item[2]] = _Held(item, str(r[3]) if len(r) > 3 else who, float(data["d"]), 0)
                 self.delivered += 1
             for key in data.get("r", []):
-                held = self.held.get(int(key))
+                key, to = (int(key[0]), str(key[1])) if isinstance(key, list) else (int(key), who)
+                held = self.held.get(key)
                 if held is not None:
-                    held.consumer, held.deadline, held.retries = who, float(data["d"]), held.retries + 1
+                    held.consumer, held.deadline, held.retries = to, float(data["d"]), held.retries + 1
             for r in data.get("p", []):
                 item = (str(r[0]), int(r[1]), int(r[2]))
                 if item in self.replay:
                     self.replay.remove(item)
-                self.held[item[2]] = _Held(item, who, float(data["d"]), 0)
+                self.held[item[2]] = _Held(item, str(r[3]) if len(r) > 3 else who, float(data["d"]), 0)
+            for bucket, consumer in data.get("pin", []):
+                self.pins[int(bucket)] = str(consumer)
             if data.get("to") is not None:
                 self.cursor = int(data["to"])
+        elif kind == "$psLeave":
+            self.seen.pop(who, None)  # gone: under Pinned, its buckets go to others at once
         elif kind == "$psAck":
             for key in data.get("k", []):
                 if self.held.pop(int(key), None) is not None:

@@ -34,7 +34,7 @@ from .log import Fate
 from .records import BLOB, INLINE, PACKED, Body, Intent, StreamEntry, unpack_payload
 from .safe import gather
 from .stream import Tail
-from .subscriptions import LogCursor, StreamCursor, Subscription
+from .subscriptions import LinkCursor, LogCursor, StreamCursor, Subscription
 
 
 class DatabaseReads(DatabaseCore):
@@ -236,6 +236,12 @@ class DatabaseReads(DatabaseCore):
         items = [(v, position(e.slot, e.index), b) for v, e, b in chosen]
         out = await self.load_events(stream, items, corrections)
         return await self._resolve_links(out, hide_deleted=True) if resolve_links else out
+
+    async def resolve_links(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Link events replaced by the events they point at (with `link` set), as the log has
+        them: links to events of deleted streams are kept; other events stay as they are."""
+        await self._open()
+        return await self._resolve_links(events, hide_deleted=False)
 
     async def _resolve_links(self, events: list[RecordedEvent], *, hide_deleted: bool) -> list[RecordedEvent]:
         """Link events replaced by what they point at (see `read_stream`), fetched at once."""
@@ -459,8 +465,18 @@ class DatabaseReads(DatabaseCore):
         start = 0 if from_checkpoint is None else from_checkpoint + 1
         return Subscription(self, lambda: LogCursor(self, start))
 
-    def subscribe_to_category(self, category: str, from_checkpoint: int | None = None) -> Subscription:
+    def subscribe_to_category(self, category: str, from_checkpoint: int | None = None, *,
+                              through_links: bool = False) -> Subscription:
+        """Catch-up subscription to a category: its events after `from_checkpoint` (a log
+        position, exclusive), in log order. By default it filters the log (every event of
+        the category's streams, the store's own corrections and tombstones included).
+        `through_links=True` reads the links of `$ce-<category>` instead — what the
+        `$by_category` projection links: the category's events, not the store's `$` events —
+        and the log after the last link while the projection lags; `subscription.reading`
+        says which. Checkpoints are log positions either way."""
         start = 0 if from_checkpoint is None else from_checkpoint + 1
+        if through_links:
+            return Subscription(self, lambda: LinkCursor(self, category, start))
         return Subscription(self, lambda: LogCursor(self, start, lambda s: category_of(s) == category))
 
     def subscribe_to_stream(self, stream: str, from_checkpoint: int | None = None) -> Subscription:

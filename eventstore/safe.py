@@ -22,7 +22,8 @@ import copy
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from functools import partial
+from typing import Generic, Protocol, TypeVar
 
 import msgpack
 import trio
@@ -80,6 +81,19 @@ class Layout:
 
     def log_segment(self, segment: int) -> MDataAddress:
         return MDataAddress(derive_name("log", self.namespace, segment), TAG)
+
+    def writers(self) -> MDataAddress:
+        """The database's writer set (eventstore.writers), changed by its owner alone."""
+        return MDataAddress(derive_name("writers", self.namespace), TAG)
+
+
+class NewMdPolicy(Protocol):
+    """Who a database's new MDs are granted to, and what happens once one is made
+    (eventstore.writers.Writers)."""
+
+    async def grants(self) -> tuple[PublicKey, ...]: ...
+
+    async def settle(self, address: MDataAddress, shell: MutableData | None) -> None: ...
 
 
 class Clash(Exception):
@@ -143,28 +157,39 @@ class SafeData:
         self.client = client
         # The app keys that get Insert on the MDs this makes (a database's writers).
         self.grants: tuple[PublicKey, ...] = (client.public_key,)
+        # A database's view: the writer set of the moment decides the grants of a new MD,
+        # and the MD is settled (re-granted, handed to the owner) once made.
+        self.policy: NewMdPolicy | None = None
         self._blobs: ByteLRU[bytes, bytes] = ByteLRU(cache_bytes)
         self._stored: OrderedDict[bytes, XorName] = OrderedDict()  # sha3(plain) -> map name
         self._owned: set[MDataAddress] = set()
         self.stats: Counter[str] = Counter()  # chunk_gets: chunks fetched from the network
 
-    def for_writers(self, writers: tuple[bytes, ...]) -> SafeData:
-        """The same client and caches, making MDs that grant Insert to `writers`."""
+    def for_database(self, policy: NewMdPolicy) -> SafeData:
+        """The same client and caches, making MDs as `policy` says (a database's writers)."""
         view = copy.copy(self)
-        view.grants = tuple(PublicKey(w) for w in writers)
+        view.policy = policy
         return view
 
     def new_md(
-        self, address: MDataAddress, entries: Mapping[bytes, bytes], permissions: PermissionSet = INSERT_ONLY
+        self,
+        address: MDataAddress,
+        entries: Mapping[bytes, bytes],
+        permissions: PermissionSet = INSERT_ONLY,
+        grants: tuple[PublicKey, ...] | None = None,
     ) -> MutableData:
         return MutableData(
             address.name,
             address.tag,
             {k: Value(v, 0) for k, v in entries.items()},
-            dict.fromkeys(self.grants, permissions),
+            dict.fromkeys(self.grants if grants is None else grants, permissions),
             0,
             frozenset({self.client.account_owner}),
         )
+
+    async def call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, retried on network errors like every request of the store."""
+        return await self._retrying(call)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(RETRIES + 1):
@@ -198,8 +223,12 @@ class SafeData:
             except E.NoSuchData:
                 pass
             try:
-                await self._retrying(lambda: self.client.put_mdata(self.new_md(address, entries, permissions)))
+                grants = None if self.policy is None else await self.policy.grants()
+                md = self.new_md(address, entries, permissions, grants)
+                await self._retrying(partial(self.client.put_mdata, md))
                 self._owned.add(address)
+                if self.policy is not None:
+                    await self.policy.settle(address, md)
                 return
             except E.DataExists:
                 # Created meanwhile (by a rival, or by our own attempt whose reply was lost):
@@ -217,6 +246,8 @@ class SafeData:
         ours = set(shell.owners) == {self.client.account_owner}
         if not ours and not is_action_allowed(shell, self.client.public_key, Action.INSERT):
             raise CorruptData(f"the address {address} is held by another owner")
+        if ours and self.policy is not None:
+            await self.policy.settle(address, shell)  # our own put, its reply lost
         self._owned.add(address)
 
     # ------------------------------------------------------------------ MD reads

@@ -112,6 +112,10 @@ class EventStore:
             name, os.urandom(32), new_key() if private else None, partitions,
             stream_segment_size, log_segment_size, int(self.clock() * 1_000_000), grants,
         )
+        # The writer set first: every MD made afterwards is granted to it (eventstore.writers).
+        first = Database(self, name)
+        first.setup(info)
+        await first.writers.create()
         return await self.add_database(info)
 
     async def add_database(self, info: DatabaseInfo) -> Database:

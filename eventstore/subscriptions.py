@@ -20,9 +20,11 @@ import trio
 
 from node import errors as E
 
-from .events import TOMBSTONE, RecordedEvent, position, split_position
+from .errors import CorruptData, StreamNotFound
+from .events import TOMBSTONE, RecordedEvent, category_of, position, split_position
 from .log import Fate
 from .records import Intent
+from .system_projections import CATEGORY_PREFIX, link_targets
 
 if TYPE_CHECKING:
     from .reads import DatabaseReads as Database
@@ -52,6 +54,11 @@ class LogCursor:
 
     def checkpoint_of(self, event: RecordedEvent) -> int:
         return event.position
+
+    @property
+    def position(self) -> int:
+        """The first log position the cursor has not passed."""
+        return position(self.slot, self.index)
 
     async def read(self, limit: int) -> list[RecordedEvent]:
         """Up to `limit` events from the cursor on. A page of intents is handled at once:
@@ -176,6 +183,75 @@ class StreamCursor:
                 await self.db.streams_.tail(self.stream)
 
 
+class LinkCursor:
+    """A category's events as `$by_category` links them into `$ce-<category>`, in log order,
+    with log positions as checkpoints (the same as a log-scanning category subscription's).
+
+    It reads the links from where it stands and resolves them; where the links end (the
+    projection lags, or never ran) it scans the log after them, keeping what the projection
+    would link (the category's events, not the store's own `$` events). Both sources hold the
+    category's events in log order and each once, so taking from either only what lies past
+    the last position delivered or scanned merges them without a gap or a repeat: a link
+    for an event the scan already passed is skipped. `reading` says which source the last
+    read used.
+    """
+
+    def __init__(self, db: Database, category: str, from_position: int) -> None:
+        self.db = db
+        self.category = category
+        self.stream = CATEGORY_PREFIX + category
+        self.next_position = max(0, from_position)
+        self.link_version = 0  # the first link not looked at yet
+        self.linked_to: int | None = None  # the position of the last link seen
+        self.blocked = False
+        self.finished = False
+        self.reading = ""
+        self._scan: LogCursor | None = None
+
+    def checkpoint_of(self, event: RecordedEvent) -> int:
+        return event.position
+
+    def _wanted(self, stream: str) -> bool:
+        return category_of(stream) == self.category
+
+    async def read(self, limit: int) -> list[RecordedEvent]:
+        self.blocked = False
+        while True:
+            try:
+                links = await self.db.read_stream(self.stream, self.link_version, count=limit,
+                                                  resolve_corrections=False)
+            except StreamNotFound:
+                links = []
+            if not links:
+                break
+            self.link_version = links[-1].version + 1
+            at = [_linked_position(e) for e in links]
+            self.linked_to = max([self.linked_to or -1, *at])
+            fresh = [e for e, p in zip(links, at, strict=True) if p >= self.next_position]
+            if fresh:
+                self._scan = None
+                self.next_position = max(at) + 1
+                self.reading = f"links of {self.stream}"
+                return await self.db.resolve_links(fresh)
+            if len(links) < limit:
+                break  # every link is of what was delivered or scanned already
+        if self._scan is None or self._scan.position != self.next_position:
+            self._scan = LogCursor(self.db, self.next_position, self._wanted)
+        got = await self._scan.read(limit)
+        self.blocked = self._scan.blocked
+        self.next_position = max(self.next_position, self._scan.position)
+        after = "no links yet" if self.linked_to is None else f"links end at position {self.linked_to}"
+        self.reading = f"the log from position {self._scan.position} on ({self.stream}: {after})"
+        return [e for e in got if link_targets(e)]
+
+
+def _linked_position(link: RecordedEvent) -> int:
+    meta = link.metadata
+    if not isinstance(meta, dict) or not isinstance(meta.get("position"), int):
+        raise CorruptData(f"a link of {link.stream} lacks the position it links")
+    return int(meta["position"])
+
+
 class Subscription:
     """A catch-up subscription: `async for event in subscription`. It never ends on its own
     (except after a stream's tombstone); break out of the loop, or cancel, to stop.
@@ -196,6 +272,12 @@ class Subscription:
 
     def __aiter__(self) -> Subscription:
         return self
+
+    @property
+    def reading(self) -> str:
+        """Where the last events came from, for a category subscription through links
+        ("links of $ce-order", or the log after them); empty otherwise."""
+        return str(getattr(self._cursor, "reading", ""))
 
     async def __anext__(self) -> RecordedEvent:
         if self._cursor is None:

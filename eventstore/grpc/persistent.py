@@ -93,8 +93,6 @@ def _settings(options: Any) -> Any:
     # Create carries the strategy by name; Update only as a deprecated enum, which the
     # gateway ignores (Update keeps the group's strategy, see PersistentService.Update).
     strategy = getattr(s, "consumer_strategy", "") or defaults.consumer_strategy
-    if strategy == "Pinned":
-        raise store_errors.InvalidEvent("the Pinned consumer strategy is not offered (RoundRobin, DispatchToSingle)")
     return PersistentSettings(
         start_from=_start_from(options),
         resolve_links=s.resolve_links,

@@ -9,7 +9,10 @@
 Where the data lives: on the cluster found with `--cluster PATH`, then $SAFENET_CLUSTER,
 then ./.safenet/cluster.json; or, with `--mock PATH`, on a mock network kept in one file.
 Who you are: the key pair of `safenet es` (~/.safenet/client.key, or PATH.client.key next
-to a mock file, or $SAFENET_CLIENT_KEY): notebooks belong to the key that made them.
+to a mock file, or $SAFENET_CLIENT_KEY): notebooks belong to the key that made them. With
+`--account`, the app `safenet-tools` of the account logged in with `safenet account login`
+(authorised on first use): your own notebooks, the same on every machine you log in on; with
+`--app GRANT`, an app your account authorised (`safenet account authorise APP --out GRANT`).
 
 `new` and `add` bring the notebook index up to date after their change, so `list` - on
 any machine - shows it. `agent` does that on its own (`--follow` keeps at it).
@@ -35,7 +38,9 @@ import click
 import trio
 
 from client.api import DataClient
+from client.authenticator import AppGrant
 from client.connect import FileMockNetwork, key_file
+from eventstore.cli_kit import account_option, app_option, identity, load_grant
 from eventstore.cqrs import CommandResult, ProjectionState
 from eventstore.errors import EventStoreError
 from eventstore.store import EventStore
@@ -67,27 +72,36 @@ class Where:
     """What a command connected to, in words for the user."""
 
     description: str
-    key_path: Path
-    flags: str  # the --mock / --cluster of this invocation, to repeat in hints
+    who: str  # the key acted with, in words
+    flags: str  # the --mock / --cluster (and --account) of this invocation, to repeat in hints
 
 
 @contextlib.asynccontextmanager
-async def connect(cluster: str | None, mock: str | None) -> AsyncIterator[tuple[DataClient, Where]]:
-    """A client on the mock file or the cluster, acting with the stable client key."""
-    key_path = key_file(mock)
-    keys = Keypair.load_or_create(key_path)
+async def connect(cluster: str | None, mock: str | None, grant: AppGrant | None = None,
+                  as_account: bool = False) -> AsyncIterator[tuple[DataClient, Where]]:
+    """A client on the mock file or the cluster, acting with the stable client key, or as
+    an app of the user's account (`grant`, or the tools' app with `as_account`)."""
+    app_keys, owner = await identity(cluster, mock, grant, as_account)
+    if app_keys is None:
+        key_path = key_file(mock)
+        keys = Keypair.load_or_create(key_path)
+        who = f"client key {_home(key_path)}"
+    else:
+        keys = app_keys
+        who = f"app key {keys.public.hex()[:16]}.. of account {owner.hex()[:16] if owner else '?'}.."
+    extra = " --account" if as_account else ""
     if mock is not None:
-        yield (FileMockNetwork(Path(mock)).client(keys),
-               Where(f"the mock network in {mock}", key_path, f" --mock {mock}"))
+        yield (FileMockNetwork(Path(mock)).client(keys, owner=owner),
+               Where(f"the mock network in {mock}", who, f" --mock {mock}{extra}"))
         return
     from client.network import NetworkClient
     from node.clusterfile import load_cluster_file
 
     path, info = load_cluster_file(cluster)
-    flags = f" --cluster {cluster}" if cluster is not None else ""
+    flags = (f" --cluster {cluster}" if cluster is not None else "") + extra
     # How many of them run is the launcher's business (`safenet cluster status`), not a client's.
-    where = Where(f"the cluster at {path} ({len(info.nodes)} nodes)", key_path, flags)
-    async with NetworkClient.open(info.addresses, keys, replication=info.replication) as client:
+    where = Where(f"the cluster at {path} ({len(info.nodes)} nodes)", who, flags)
+    async with NetworkClient.open(info.addresses, keys, owner=owner, replication=info.replication) as client:
         yield client, where
 
 
@@ -104,12 +118,19 @@ def _command(fn: F) -> F:
 
     @json_option
     @click.option("--database", default=DATABASE, show_default=True, help="The event-store database to use.")
+    @app_option
+    @account_option
     @mock_option
     @cluster_option
     @wraps(fn)
-    def command(cluster: str | None, mock: str | None, database: str, as_json: bool, **kwargs: Any) -> None:
+    def command(cluster: str | None, mock: str | None, database: str, app_file: str | None, as_account: bool,
+                as_json: bool, **kwargs: Any) -> None:
+        grant = load_grant(app_file)
+        if grant is not None and as_account:
+            raise click.UsageError("give --app or --account, not both")
+
         async def main() -> None:
-            async with connect(cluster, mock) as (client, where):
+            async with connect(cluster, mock, grant, as_account) as (client, where):
                 app = await NoteBookApp.open(EventStore(client), database)
                 await fn(app, where, as_json, **kwargs)
 
@@ -323,7 +344,7 @@ async def demo(app: NoteBookApp, where: Where, as_json: bool, name: str | None) 
 
     checks = _Checks(say)
     say(f"NoteBook demo on {where.description}")
-    say(f"  database {app.db.name!r}, client key {_home(where.key_path)}")
+    say(f"  database {app.db.name!r}, {where.who}")
 
     say(f"\n1. create the notebook {name!r}")
     created = await app.new(name)

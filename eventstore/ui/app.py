@@ -34,11 +34,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from client.authenticator import AppGrant
 from client.connect import connect
 from node.clikit import CONTEXT, SafenetCommand, cluster_option, explained, mock_option
 from node.clusterfile import ClusterError, resolve_cluster_file
 from node.tools import open_tools
 
+from ..cli_kit import account_option, app_option, identity, load_grant
 from ..cqrs import Projection
 from ..store import EventStore
 from . import network_pages, persistent_pages, projection_pages, store_pages, tail
@@ -101,10 +103,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 @asynccontextmanager
 async def open_context(cluster: str | None, mock: str | None, nursery: trio.Nursery,
-                       projections: dict[str, Projection] | None = None) -> AsyncIterator[UiContext]:
-    """The store on the mock file or the cluster, and on a cluster its node tools."""
+                       projections: dict[str, Projection] | None = None, *,
+                       grant: AppGrant | None = None, as_account: bool = False) -> AsyncIterator[UiContext]:
+    """The store on the mock file or the cluster, and on a cluster its node tools. The store
+    acts with the tool's key, or as an app of the user's account (`grant`, or with
+    `as_account` the tools' app of the account logged in)."""
     async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(connect(cluster, mock))
+        keys, owner = await identity(cluster, mock, grant, as_account)
+        client = await stack.enter_async_context(connect(cluster, mock, keys, owner))
         control = None
         if mock is not None:
             source = f"mock network in {mock}"
@@ -113,12 +119,15 @@ async def open_context(cluster: str | None, mock: str | None, nursery: trio.Nurs
             tools = await stack.enter_async_context(open_tools(timeout=TOOLS_TIMEOUT))
             control = ClusterControl(path, tools)
             source = f"cluster {path}"
+        if keys is not None:
+            source += f", as app key {keys.public.hex()[:12]}.. of your account"
         yield UiContext(EventStore(client), source, nursery, control, dict(projections or {}))
 
 
 async def serve(*, host: str, port: int, cluster: str | None, mock: str | None,
                 projections: dict[str, Projection] | None = None,
-                announce: Callable[[str], None] = print) -> None:
+                announce: Callable[[str], None] = print,
+                grant: AppGrant | None = None, as_account: bool = False) -> None:
     """Serve until SIGINT or SIGTERM."""
     config = Config()
     config.bind = [f"{host}:{port}"]
@@ -126,7 +135,7 @@ async def serve(*, host: str, port: int, cluster: str | None, mock: str | None,
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through logging: warnings and errors
     async with trio.open_nursery() as nursery:
-        async with open_context(cluster, mock, nursery, projections) as ui:
+        async with open_context(cluster, mock, nursery, projections, grant=grant, as_account=as_account) as ui:
             app = create_app(ui, allowed_hosts=list(LOOPBACK_NAMES) if host in LOOPBACK_NAMES else None)
 
             stopped = trio.Event()
@@ -166,10 +175,17 @@ def _announce(line: str) -> None:
 @mock_option
 @click.option("--projections", "projection_specs", multiple=True, metavar="MODULE:NAME",
               help="A Projection (or a list of them) whose code the UI may run to rebuild it. Repeatable.")
-def ui(port: int, host: str, cluster: str | None, mock: str | None, projection_specs: tuple[str, ...]) -> None:
-    """The management web UI: databases, streams, events, live tail, projections, nodes."""
+@app_option
+@account_option
+def ui(port: int, host: str, cluster: str | None, mock: str | None, projection_specs: tuple[str, ...],
+       app_file: str | None, as_account: bool) -> None:
+    """The management web UI: databases, streams, events, live tail, projections, nodes.
+    With --account (or --app GRANT) it shows the databases of an app of your account."""
     if cluster is not None and mock is not None:
         raise click.UsageError("give --cluster or --mock, not both")
+    grant = load_grant(app_file)
+    if grant is not None and as_account:
+        raise click.UsageError("give --app or --account, not both")
     try:
         projections = load_projections(projection_specs)
     except ValueError as exc:
@@ -177,7 +193,7 @@ def ui(port: int, host: str, cluster: str | None, mock: str | None, projection_s
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trio.run(partial(serve, host=host, port=port, cluster=cluster, mock=mock, projections=projections,
-                         announce=_announce))
+                         announce=_announce, grant=grant, as_account=as_account))
     except Exception as exc:  # the group reports it: one line, the exit code of docs/cli.md
         leaf = first_leaf(exc)
         if isinstance(leaf, click.ClickException | ClusterError):

@@ -25,3 +25,13 @@ def test_projections_are_named_module_colon_name(tmp_path) -> None:
     assert result.exit_code == 2 and "has no attribute 'nothing'" in result.output
     result = CliRunner().invoke(ui, ["--mock", str(tmp_path / "m"), "--projections", "eventstore.cqrs:Projection"])
     assert result.exit_code == 2 and "is not a Projection" in result.output
+
+
+def test_account_without_a_login_is_one_line(tmp_path) -> None:
+    env = {"SAFENET_SESSION": str(tmp_path / "no-session"), "SAFENET_APP": None}
+    result = CliRunner().invoke(ui, ["--mock", str(tmp_path / "m"), "--port", "0", "--account"], env=env)
+    assert result.exit_code == 1 and "not logged in" in result.output and "Traceback" not in result.output
+    (tmp_path / "app.grant").write_bytes(b"")
+    result = CliRunner().invoke(ui, ["--mock", str(tmp_path / "m"), "--account", "--app", str(tmp_path / "app.grant")],
+                                env=env)
+    assert result.exit_code == 2
