@@ -110,6 +110,10 @@ class RunResult:
         return self.report.status
 
     def replay_command(self) -> str:
+        if self.mode == "cluster":
+            # Real time: the seed fixes which faults come in what order, not when they come.
+            return (f"safenet chaos run {self.scenario} --mode cluster --seed {self.seed} --nodes {self.nodes} "
+                    f"--duration {self.duration:g}")
         parts = [f"safenet chaos run {self.scenario} --seed {self.seed} --nodes {self.nodes}",
                  f"--duration {self.duration:g}", "--mode sim"]
         parts += [f"--break {b}" for b in self.breaks]
