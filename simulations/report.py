@@ -96,10 +96,10 @@ def _run_markdown(result: RunResult, summary: dict[str, Any], images: list[tuple
         f"# Chaos run: `{result.scenario}`, seed {result.seed}",
         "",
         f"**{result.status.upper()}** — {result.nodes} nodes, {result.duration:g} s of faults "
-        + (f"({result.virtual:.1f} s simulated in {result.wall:.2f} s wall, {result.cpu:.2f} s CPU)."
-           if result.mode != "cluster" else
-           f"on {result.nodes} node processes ({result.wall:.1f} s of real time, {result.cpu:.2f} s CPU in the "
-           "runner)."),
+        f"({result.virtual:.1f} s simulated in {result.wall:.2f} s wall, {result.cpu:.2f} s CPU)."
+        if result.mode != "cluster" else
+        f"**{result.status.upper()}** — {result.nodes} node processes, {result.duration:g} s of faults "
+        f"({result.wall:.1f} s of real time, {result.cpu:.2f} s CPU in the runner).",
         "",
         f"Replay: `{result.replay_command()}`  ",
         f"Trace digest: `{result.digest}` ({result.messages} messages delivered)" if result.mode != "cluster"
