@@ -434,18 +434,25 @@ async def run_cluster(scenario: Scenario, seed: int, *, nodes: int | None = None
         return await _run_cluster(scenario, seed, nodes, duration, data_dir, quiet, log, cleanup)
     caught: list[int] = []
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
+        try:
+            async with trio.open_nursery() as nursery:
 
-            async def watch() -> None:
-                async for signum in signals:
-                    caught.append(signum)
-                    log(f"{signal.Signals(signum).name}: stopping the run and cleaning up ...")
-                    nursery.cancel_scope.cancel()
-                    return
+                async def watch() -> None:
+                    async for signum in signals:
+                        caught.append(signum)
+                        log(f"{signal.Signals(signum).name}: stopping the run and cleaning up ...")
+                        nursery.cancel_scope.cancel()
+                        return
 
-            nursery.start_soon(watch)
-            result = await _run_cluster(scenario, seed, nodes, duration, data_dir, quiet, log, cleanup)
-            nursery.cancel_scope.cancel()
+                nursery.start_soon(watch)
+                result = await _run_cluster(scenario, seed, nodes, duration, data_dir, quiet, log, cleanup)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The watcher never fails: the run's own error comes out as it is, not in a group
+            # (callers and the CLI's error lines know BadClusterRequest, not groups of it).
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
     if caught:
         raise Interrupted(caught[0], "; ".join(cleanup) or "no cluster was started yet")
     return result
