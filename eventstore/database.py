@@ -161,9 +161,15 @@ class Database(DatabaseReads):
             raise
         except BaseException:
             # The outcome may be unknown: forget what we believed about the stream, so a
-            # retry reads its end and recognises its own events if they made it.
+            # retry reads its end and recognises its own events if they made it. The retry
+            # must not trust an end another task of this process caches meanwhile either
+            # (`_start`): appended after its own events, it would store them twice.
             self._tails.pop(stream, None)
+            self._unsure[ids[0]] = stream
+            if len(self._unsure) > 4096:
+                self._unsure.popitem(last=False)
             raise
+        self._unsure.pop(ids[0], None)
         self._recent[ids[0]] = (stream, tuple(ids), result)
         if len(self._recent) > 4096:
             self._recent.popitem(last=False)
@@ -217,7 +223,7 @@ class Database(DatabaseReads):
         Either way an append targets version v only once v-1 is known to exist, so whoever
         finishes its intent can never leave a hole in the stream.
         """
-        cached = self._tails.get(stream)
+        cached = None if self._unsure.get(ids[0]) == stream else self._tails.get(stream)
         if cached is None:
             if expected == NO_STREAM:
                 return 0  # a stream that exists clashes at version 0

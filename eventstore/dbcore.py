@@ -120,6 +120,7 @@ class DatabaseCore:
         self._opening: trio.Lock | None = None
         self._tails: OrderedDict[str, Tail] = OrderedDict()
         self._recent: OrderedDict[Any, tuple[str, tuple[Any, ...], AppendResult]] = OrderedDict()
+        self._unsure: OrderedDict[Any, str] = OrderedDict()  # first event id -> stream, of appends that failed
         self._registered: set[str] = set()
         self._known_categories: set[str] = set()
         self.last_category_read = ""  # how the last read_category read: links of $ce-, or the log

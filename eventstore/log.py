@@ -44,7 +44,7 @@ class Fate(enum.Enum):
 PROBES = 32  # one-entry reads to find the end of the log after a clash, before listing
 
 
-@dataclass
+@dataclass(eq=False)  # a claim is one waiter: found and removed by identity, never by value
 class _Claim:
     value: bytes
     slot: int | None = None
@@ -157,16 +157,22 @@ class Log:
             # readers resolve them like any other. The appends fail with this error.
             for c in batch:
                 c.error = exc
-            del self._queue[: len(batch)]
+            self._dequeue(batch)
             self._tip = None
             return
         self._clashes = 0
         for j, c in enumerate(batch):
             c.slot = slot + j
-        del self._queue[: len(batch)]
+        self._dequeue(batch)
         self.stats["claimed"] += len(batch)
         self._tip = slot + len(batch)
         self._known_segment = max(self._known_segment, self.segment_of(slot))
+
+    def _dequeue(self, batch: list[_Claim]) -> None:
+        # By identity, not by count: a waiter of the batch cancelled during the write has
+        # taken itself out of the queue already, and counting would drop a later claim.
+        served = {id(c) for c in batch}
+        self._queue = [c for c in self._queue if id(c) not in served]
 
     async def tip(self) -> int:
         """The first free slot (cached; rediscovered after a clash)."""

@@ -25,9 +25,9 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from node.clikit import CONTEXT, SafenetGroup, json_option
+from node.clikit import CONTEXT, SafenetGroup, fail, json_option
 from node.clusterfile import cluster_dir
-from node.exitcodes import FAILED, OK
+from node.exitcodes import FAILED, INTERRUPTED, OK
 
 from .cli_check import check_command
 from .faults import FAULTS
@@ -393,14 +393,16 @@ def _run_on_cluster(scenario: Scenario, seed: int, *, nodes: int | None, duratio
     """`chaos run SCENARIO --mode cluster`: play it on real node processes; its summary."""
     import trio
 
-    from .cluster_chaos import run_cluster
+    from .cluster_chaos import Interrupted, run_cluster
 
-    result = trio.run(lambda: run_cluster(scenario, seed, nodes=nodes, duration=duration, data_dir=data_dir,
-                                          quiet=45.0 if quiet is None else quiet,
-                                          log=lambda text: click.echo(text, err=True)))
+    try:
+        result = trio.run(lambda: run_cluster(scenario, seed, nodes=nodes, duration=duration, data_dir=data_dir,
+                                              quiet=45.0 if quiet is None else quiet,
+                                              log=lambda text: click.echo(text, err=True)))
+    except Interrupted as exc:
+        fail(str(exc), INTERRUPTED)
     summary = result.summary()
-    summary["replay"] = (f"safenet chaos run {scenario.name} --mode cluster --seed {seed} --nodes {result.nodes} "
-                         f"--duration {result.duration:g}  (real time: the same faults, not the same timing)")
+    summary["replay"] = f"{result.replay_command()}  (real time: the same faults, not the same timing)"
     if report_dir:
         from .report import write_run_report
 

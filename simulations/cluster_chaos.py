@@ -29,6 +29,7 @@ import random
 import signal
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,6 +294,15 @@ class ClusterNemesis:
 
         return undo
 
+    def release_paused(self) -> None:
+        """SIGCONT every paused node now (a stopped process would sit out a SIGTERM)."""
+        for index in sorted(self.paused):
+            entry = self.target.cluster.node(self.target.info, index)
+            if entry.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(entry.pid, signal.SIGCONT)
+        self.paused.clear()
+
     async def heal_all(self) -> None:
         for index in sorted(self.paused):
             await self._resume(index)
@@ -351,14 +361,18 @@ async def _placement(target: ClusterTarget, tools: NodeTools, workload: Workload
     return result
 
 
-async def _routing(target: ClusterTarget, tools: NodeTools, k: int = 20) -> CheckResult:
+async def _routing(target: ClusterTarget, tools: NodeTools, received: Counter[str] | None = None,
+                   k: int = 20) -> CheckResult:
     """Every node knows every other live one again (when there are at most k + 1 of them,
-    a routing table holds them all): from each node's `status`."""
+    a routing table holds them all): from each node's `status`, whose counts of messages
+    received by kind are added to `received`."""
     live = target.alive()
     want = min(len(live) - 1, k)
     anomalies, sizes = [], []
     for entry in live:
         status = await tools.try_status(entry.address, expect=entry.name)
+        if status is not None and received is not None and isinstance(status.get("msgs_in"), dict):
+            received.update({str(kind): int(n) for kind, n in status["msgs_in"].items()})
         contacts = None if status is None else int(status.get("contacts", 0))
         sizes.append(contacts)
         if contacts is None or contacts < want:
@@ -391,6 +405,14 @@ def _node_errors(info: ClusterFile) -> CheckResult:
 # ============================================================================ a run
 
 
+class Interrupted(Exception):
+    """A cluster run stopped by SIGTERM or SIGINT, after it cleaned up (see `run_cluster`)."""
+
+    def __init__(self, signum: int, cleanup: str) -> None:
+        self.signum, self.cleanup = signum, cleanup
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; {cleanup}")
+
+
 async def run_cluster(scenario: Scenario, seed: int, *, nodes: int | None = None, duration: float | None = None,
                       data_dir: str | Path | None = None, quiet: float = 20.0,
                       log: Any = print) -> RunResult:
@@ -400,7 +422,44 @@ async def run_cluster(scenario: Scenario, seed: int, *, nodes: int | None = None
     replication - and left running with its data at the end (faults healed, killed nodes
     restarted); it must be running, and `nodes`, if given, must match it. Otherwise a new
     cluster of `nodes` (8 by default) is started in `data_dir` (or a temporary dir) and
-    stopped at the end (the temporary dir removed)."""
+    stopped at the end (the temporary dir removed).
+
+    SIGTERM or SIGINT (when called from the main thread) ends the run the same way - the
+    cluster it started stopped, the one it was given healed - and then raises `Interrupted`:
+    node processes run in sessions of their own, so nothing else would stop them."""
+    import threading
+
+    cleanup: list[str] = []  # what the run did with the cluster at its end, in words
+    if threading.current_thread() is not threading.main_thread():
+        return await _run_cluster(scenario, seed, nodes, duration, data_dir, quiet, log, cleanup)
+    caught: list[int] = []
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def watch() -> None:
+                    async for signum in signals:
+                        caught.append(signum)
+                        log(f"{signal.Signals(signum).name}: stopping the run and cleaning up ...")
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(watch)
+                result = await _run_cluster(scenario, seed, nodes, duration, data_dir, quiet, log, cleanup)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The watcher never fails: the run's own error comes out as it is, not in a group
+            # (callers and the CLI's error lines know BadClusterRequest, not groups of it).
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+    if caught:
+        raise Interrupted(caught[0], "; ".join(cleanup) or "no cluster was started yet")
+    return result
+
+
+async def _run_cluster(scenario: Scenario, seed: int, nodes: int | None, duration: float | None,
+                       data_dir: str | Path | None, quiet: float, log: Any, cleanup: list[str]) -> RunResult:
     duration = scenario.duration if duration is None else duration
     made_dir = data_dir is None
     directory = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="safenet-chaos-"))
@@ -424,8 +483,10 @@ async def run_cluster(scenario: Scenario, seed: int, *, nodes: int | None = None
             await cluster.up(nodes, replication=5)
         except BaseException:
             _stop_ours(cluster, directory, made_dir)
+            cleanup.append(f"the cluster it was starting in {directory} was stopped")
             raise
     trace = Trace()
+    received: Counter[str] = Counter()  # messages the node processes counted (status), at the end
     started_wall, started_cpu = time.perf_counter(), time.process_time()
     nemesis: ClusterNemesis | None = None
     try:
@@ -474,17 +535,23 @@ async def run_cluster(scenario: Scenario, seed: int, *, nodes: int | None = None
 
                 checks.update(es_checks(workload, es, stream_finals or {}))
             checks["placement"] = await _placement(target, tools, workload)
-            checks["routing"] = await _routing(target, tools)
+            checks["routing"] = await _routing(target, tools, received)
             checks["node_errors"] = _node_errors(target.reload())
     finally:
         if not theirs:
+            if nemesis is not None:
+                nemesis.release_paused()
             _stop_ours(cluster, directory, made_dir)
+            cleanup.append(f"the {nodes}-node cluster it started in {directory} was stopped")
         elif nemesis is not None:
             # A run cut short still hands the user's cluster back whole: no node left paused,
             # killed or cut off.
             with contextlib.suppress(Exception):
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), trio.move_on_after(60.0):
                     await nemesis.heal_all()
+            cleanup.append(f"the cluster in {directory} was healed and left running")
+        else:
+            cleanup.append(f"the cluster in {directory} was left running, no fault injected yet")
     result = RunResult(
         scenario=scenario.name, seed=seed, nodes=nodes, duration=duration, breaks=(), digest=trace.digest(),
         report=Report(checks), wall=time.perf_counter() - started_wall, cpu=time.process_time() - started_cpu,
@@ -492,6 +559,7 @@ async def run_cluster(scenario: Scenario, seed: int, *, nodes: int | None = None
         events=[e for e in trace.events if e.kind != "op"], latencies=workload.latencies,
         history=workload.history, chunks=workload.chunks, mode="cluster",
         streams=workload.streams if es is not None else None,
+        messages=sum(received.values()), kinds=dict(received.most_common()),
     )
     result.virtual = result.wall
     return result

@@ -16,6 +16,7 @@ and this module is the only thing to fix.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -42,7 +43,7 @@ def _hook() -> Any:
 @contextmanager
 def seeded_scheduling(seed: int | str) -> Iterator[None]:
     """Within the block, trio's task order in every `trio.run` is a function of `seed` (and
-    so is the global `random` generator).
+    so are the global `random` generator and `os.urandom`).
 
     The previous flag and generator state are restored afterwards, so tests that rely on
     trio's ordinary randomised order are not affected by a simulation run beside them.
@@ -51,14 +52,21 @@ def seeded_scheduling(seed: int | str) -> Iterator[None]:
     old_flag = run_module._ALLOW_DETERMINISTIC_SCHEDULING
     old_state = run_module._r.getstate()
     old_global = random.getstate()
+    old_urandom = os.urandom
     run_module._ALLOW_DETERMINISTIC_SCHEDULING = True
     run_module._r.seed(f"trio-scheduler:{seed}")
     # Code that draws from the global generator (a retry's random back-off, say) would make
     # the run differ from its replay; inside the simulator that generator is seeded too.
     random.seed(f"global:{seed}")
+    # So is the system's entropy: the event store names its log intents with os.urandom and
+    # its events with uuid4 (which reads os.urandom), and those bytes decide races (which
+    # copy of a value wins), so an event-store run never replayed without this.
+    entropy = random.Random(f"entropy:{seed}")
+    os.urandom = entropy.randbytes
     try:
         yield
     finally:
+        os.urandom = old_urandom
         run_module._ALLOW_DETERMINISTIC_SCHEDULING = old_flag
         run_module._r.setstate(old_state)
         random.setstate(old_global)

@@ -31,7 +31,7 @@ docs/simulations.md ("Event-store histories").
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,6 +146,32 @@ class Facts:
                 self.log_reads.append(op)
             else:
                 self.other[op.f].append(op)
+        self.by_stream: dict[str, list[Append]] = defaultdict(list)
+        for a in self.appends:
+            self.by_stream[a.stream].append(a)
+        self.by_index = {op.index: op for op in self.ops}
+        self._rows: dict[int, list[Row]] = {}
+        self._log_rows: dict[str, list[tuple[Row, Op]]] | None = None
+        self.cache: dict[str, Any] = {}  # what several checks derive alike (the reference log)
+
+    # Rows are parsed once and indexed: the checks ask for them per stream and per append,
+    # and parsing every log read's rows each time made a run's check quadratic.
+
+    def rows(self, op: Op) -> list[Row]:
+        """The rows of a log read, parsed once."""
+        found = self._rows.get(op.index)
+        if found is None:
+            found = self._rows[op.index] = rows_of(op.output)
+        return found
+
+    def log_rows(self, stream: str) -> list[tuple[Row, Op]]:
+        """Every (row, log read) of `stream`, in the order of the log reads and their rows."""
+        if self._log_rows is None:
+            self._log_rows = defaultdict(list)
+            for op in self.log_reads:
+                for r in self.rows(op):
+                    self._log_rows[r.stream].append((r, op))
+        return self._log_rows.get(stream, [])
 
     def streams(self) -> list[str]:
         """The streams the history writes or reads. A stream only log readers saw (a
@@ -202,9 +228,7 @@ def check_streams(history: History | Iterable[Op], facts: Facts | None = None) -
     facts = facts or Facts(_ops(history))
     result = CheckResult("es_streams")
     cycles = 0
-    by_stream: dict[str, list[Append]] = defaultdict(list)
-    for a in facts.appends:
-        by_stream[a.stream].append(a)
+    by_stream = facts.by_stream
     for stream in facts.streams():
         order = _infer(facts, stream, by_stream[stream], result)
         _check_appends(facts, order, by_stream[stream], result)
@@ -230,17 +254,15 @@ def _infer(facts: Facts, stream: str, appends: list[Append], result: CheckResult
 
     for read in facts.reads[stream]:
         start, ids = read_start(read), [str(i) for i in read.output or ()]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
+        twice = sorted(i for i, n in Counter(ids).items() if n > 1)
         if twice:
             result.anomalies.append(Anomaly("duplicate", stream, f"read saw {short(twice)} twice", [read]))
         for offset, event in enumerate(ids):
             claim(start + offset, event, read)
             order.read.add(event)
-    for op in facts.log_reads:
-        for r in rows_of(op.output):
-            if r.stream == stream:
-                claim(r.version, r.id, op)
-                order.read.add(r.id)
+    for r, op in facts.log_rows(stream):
+        claim(r.version, r.id, op)
+        order.read.add(r.id)
     for a in appends:
         if a.op.type == OK and a.version is not None:
             for offset, event in enumerate(a.ids):
@@ -269,17 +291,16 @@ def _infer(facts: Facts, stream: str, appends: list[Append], result: CheckResult
 def _check_appends(facts: Facts, order: StreamOrder, appends: list[Append], result: CheckResult) -> None:
     stream = order.stream
     for event in order.seen_at:
-        witness = _witness(facts, stream, event)
         if event not in facts.writers:
             result.anomalies.append(Anomaly("phantom-event", stream, f"event {short(event)} was appended by nobody",
-                                            witness))
+                                            _witness(facts, stream, event)))
         elif not facts.effective(event):
             result.anomalies.append(Anomaly("G1a", stream, f"event {short(event)} of a refused append is visible",
-                                            [a.op for a in facts.writers[event]] + witness))
+                                            [a.op for a in facts.writers[event]] + _witness(facts, stream, event)))
         elif facts.stream_of(event) != stream:
             result.anomalies.append(Anomaly("wrong-stream", stream,
                                             f"event {short(event)} was appended to {facts.stream_of(event)!r}",
-                                            witness))
+                                            _witness(facts, stream, event)))
     reads_after = [r for r in facts.reads[stream] if is_full(r)]
     for a in appends:
         if a.op.type == FAIL:
@@ -309,8 +330,8 @@ def _witness(facts: Facts, stream: str, event: str) -> list[Op]:
     for read in facts.reads[stream]:
         if event in (str(i) for i in read.output or ()):
             return [read]
-    for op in facts.log_reads:
-        if any(r.id == event for r in rows_of(op.output)):
+    for r, op in facts.log_rows(stream):
+        if r.id == event:
             return [op]
     return []
 
@@ -351,9 +372,8 @@ def _sat_at(facts: Facts, order: StreamOrder, refusal: Append) -> bool:
                                     for w in facts.writers.get(event, ())):
             return False
     later = {order.at[v] for v in order.at if v > expected}
-    for a in facts.appends:
-        concurrent = a.stream == order.stream and a.op is not refusal.op and a.op.type != FAIL \
-            and a.op.invoked_at < refusal.op.completed_at
+    for a in facts.by_stream.get(order.stream, ()):
+        concurrent = a.op is not refusal.op and a.op.type != FAIL and a.op.invoked_at < refusal.op.completed_at
         if concurrent and (set(a.ids) & later or not any(e in order.seen_at for e in a.ids)):
             return False  # it may have moved the stream during the call
     return True
@@ -408,7 +428,7 @@ def _cycles(facts: Facts, order: StreamOrder, appends: list[Append], result: Che
         span.setdefault(op.index, (op.invoked_at, op.completed_at if op.type in (OK, FAIL) else None))
     _realtime([nodes[i] for i in sorted(nodes)], span, edge)
     found = 0
-    ops_by_index = {op.index: op for op in facts.ops}
+    ops_by_index = facts.by_index
     for part in nx.strongly_connected_components(graph):
         if len(part) < 2:
             continue

@@ -46,7 +46,6 @@ from .es_checker import (
     Row,
     as_dict,
     row,
-    rows_of,
 )
 from .history import FAIL, OK, Op, short
 
@@ -83,12 +82,25 @@ class ReferenceLog:
 
 
 def reference_log(facts: Facts, result: CheckResult | None = None) -> ReferenceLog:
+    """The reference log of `facts` (built once, shared by the checks); its own anomalies
+    (``slot-shared``, ``position-moved``) go to `result` if given."""
+    built = facts.cache.get("reference_log")
+    if built is None:
+        built = facts.cache["reference_log"] = _reference_log(facts)
+    ref, anomalies = built
+    if result is not None:
+        result.anomalies.extend(anomalies)
+    return ref
+
+
+def _reference_log(facts: Facts) -> tuple[ReferenceLog, list[Anomaly]]:
+    result = CheckResult("reference_log")
     claims: dict[int, dict[str, list[Op]]] = defaultdict(lambda: defaultdict(list))
     rows: dict[tuple[int, str], Row] = {}
     sources = list(facts.log_reads) + [o for o in facts.other.get(DELIVER, []) if o.type == OK]
     sources += [o for o in facts.ops if o.f == DELIVER and o.type != OK and o.output]
     for op in sources:
-        for r in ([row(op.output)] if op.f == DELIVER else rows_of(op.output)):
+        for r in ([row(op.output)] if op.f == DELIVER else facts.rows(op)):
             claims[r.position][r.id].append(op)
             rows[(r.position, r.id)] = r
     for a in facts.appends:  # the writer's acknowledgement names a position too
@@ -100,7 +112,7 @@ def reference_log(facts: Facts, result: CheckResult | None = None) -> ReferenceL
     positions: dict[str, dict[int, Op]] = defaultdict(dict)
     for position in sorted(claims):
         events = claims[position]
-        if len(events) > 1 and result is not None:
+        if len(events) > 1:
             result.anomalies.append(Anomaly("slot-shared", ALL, f"position {position} holds different events: "
                                             f"{short(sorted(events))}", [ops[0] for ops in events.values()]))
         event = max(events, key=lambda e: len(events[e]))
@@ -111,11 +123,11 @@ def reference_log(facts: Facts, result: CheckResult | None = None) -> ReferenceL
         if a.op.type == OK and a.position is not None:
             positions[a.ids[-1]].setdefault(int(a.position), a.op)
     for event, seen in positions.items():
-        if len(seen) > 1 and result is not None:
+        if len(seen) > 1:
             result.anomalies.append(Anomaly("position-moved", ALL, f"event {short(event)} seen at positions "
                                             f"{sorted(seen)}", list(seen.values())))
         ref.position_of[event] = min(seen)
-    return ref
+    return ref, result.anomalies
 
 
 # ============================================================================ the log
@@ -125,7 +137,7 @@ def check_log(facts: Facts) -> CheckResult:
     result = CheckResult("es_log")
     ref = reference_log(facts, result)
     for op in facts.log_reads:
-        rows = rows_of(op.output)
+        rows = facts.rows(op)
         filter_ = ALL if op.f == READ_ALL else str(op.key)
         ids = Counter(r.id for r in rows)
         twice = sorted(e for e, n in ids.items() if n > 1)
@@ -161,9 +173,11 @@ def _stream_order(ref: ReferenceLog, result: CheckResult) -> None:
 
 
 def _acked_in_log(facts: Facts, ref: ReferenceLog, result: CheckResult) -> None:
-    full = [op for op in facts.log_reads if op.f == READ_ALL and not as_dict(op.value).get("from")
-            and as_dict(op.value).get("limit") is None]
-    in_log = {r.id for op in facts.log_reads for r in rows_of(op.output)}
+    # Each full read once: when it was invoked, the last position it reached, what it saw.
+    full = [(op, facts.rows(op)[-1].position, {x.id for x in facts.rows(op)}) for op in facts.log_reads
+            if op.f == READ_ALL and not as_dict(op.value).get("from") and as_dict(op.value).get("limit") is None
+            and facts.rows(op)]
+    in_log = {r.id for op in facts.log_reads for r in facts.rows(op)}
     for a in facts.appends:
         if a.op.type != OK:
             continue
@@ -171,11 +185,10 @@ def _acked_in_log(facts: Facts, ref: ReferenceLog, result: CheckResult) -> None:
             continue
         # A full read may stop at an intent still pending after the grace period; only one
         # that went past the append's position must show it.
-        later = [r for r in full if r.invoked_at > a.op.completed_at and r.output
-                 and rows_of(r.output)[-1].position > int(a.position)]
+        later = [(r, seen) for r, last, seen in full if r.invoked_at > a.op.completed_at and last > int(a.position)]
         if not later:
             continue
-        missing = [r for r in later if not {x.id for x in rows_of(r.output)} >= set(a.ids)]
+        missing = [r for r, seen in later if not seen >= set(a.ids)]
         if not missing:
             continue
         if not in_log & set(a.ids):

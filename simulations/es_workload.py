@@ -60,6 +60,7 @@ SUBSCRIBERS = 2  # catch-up subscribers (one to $all, one to a category), run by
 FOLLOWERS = 2  # a projection agent and a process manager (simulations.es_followers)
 FOLLOWER_POLL = 1.0  # how often subscribers and followers look for new events, seconds
 FINAL_READERS = 8  # concurrent readers of the streams at the end
+STOP_GRACE = 120.0  # seconds an es process has, once the run stops, to finish the operation it is in
 
 
 def _expected(value: Any) -> int | str:
@@ -149,6 +150,7 @@ class EventStoreLoad:
         writers = tuple(bytes(k.public) for k in [self.keys, *self.worker_keys])
         self.info = DatabaseInfo(DATABASE, self.rng.randbytes(32), None, 2, 1000, 1000, 0, writers)
         self.errors: list[str] = []  # store errors a subscriber or follower met (a check fails on any)
+        self.stuck: list[str] = []  # es processes that did not stop within STOP_GRACE (a check fails on any)
         self.per_process = workload.config.es_writers
         self.writers = [_Writer(workload.op_rng(f"es:{i}"), i) for i in range(self.processes * self.per_process)]
 
@@ -171,17 +173,42 @@ class EventStoreLoad:
             raise RuntimeError(f"could not create the event-store database: {last!r}")
 
     async def process(self, worker: int) -> None:
-        """One of the scenario's es processes (see the class docstring)."""
+        """One of the scenario's es processes (see the class docstring). Once the run stops,
+        it has STOP_GRACE seconds to finish the operations it is in; one that does not is
+        stuck - a store call that never returns - and is cancelled and reported (a run that
+        waited for it would never end)."""
         from .es_followers import process_manager, projection_agent
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._app, worker)
-            for i in range(SUBSCRIBERS if worker == 0 else 0):
-                nursery.start_soon(self._subscriber, i)
-            if worker == min(1, self.processes - 1):
-                nursery.start_soon(projection_agent, self, SUBSCRIBERS)
-            if worker == min(2, self.processes - 1):
-                nursery.start_soon(process_manager, self, SUBSCRIBERS + 1)
+        finished = trio.Event()
+        async with trio.open_nursery() as outer:
+            outer.start_soon(self._watchdog, worker, finished, outer.cancel_scope)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._app, worker)
+                    for i in range(SUBSCRIBERS if worker == 0 else 0):
+                        nursery.start_soon(self._subscriber, i)
+                    if worker == min(1, self.processes - 1):
+                        nursery.start_soon(projection_agent, self, SUBSCRIBERS)
+                    if worker == min(2, self.processes - 1):
+                        nursery.start_soon(process_manager, self, SUBSCRIBERS + 1)
+            finally:
+                finished.set()
+
+    async def _watchdog(self, worker: int, finished: trio.Event, process: trio.CancelScope) -> None:
+        wl = self.workload
+        while not wl.stopping and not finished.is_set():
+            await trio.sleep(1.0)
+        stopped = trio.current_time()
+        with trio.move_on_after(STOP_GRACE):
+            await finished.wait()
+            return
+        open_ops = [op for op in wl.streams.ops() if op.pending and op.invoked_at[0] < stopped]
+        shown = "; ".join(f"#{op.index} {op.f} {short(op.key)} since t={op.invoked_at[0]:.1f}"
+                          for op in open_ops[:5])
+        self.stuck.append(f"es process {worker} still running {STOP_GRACE:g} s after the run stopped "
+                          f"(t={stopped:.1f}); open: {shown or 'no recorded op'}")
+        wl.counts["es_stuck"] += 1
+        process.cancel()
 
     async def _app(self, worker: int) -> None:
         wl = self.workload
@@ -407,9 +434,11 @@ class _Writer:
 
 
 def subscriber_errors(load: EventStoreLoad) -> CheckResult:
-    """A subscriber's store call that failed with a store error (not a network one)."""
-    result = CheckResult("es_client_errors", stats={"errors": len(load.errors)})
+    """A subscriber's store call that failed with a store error (not a network one), and an
+    es process that never finished once the run stopped (``stuck``: a liveness failure)."""
+    result = CheckResult("es_client_errors", stats={"errors": len(load.errors), "stuck": len(load.stuck)})
     result.anomalies = [Anomaly("store-error", "subscriber", text) for text in load.errors]
+    result.anomalies += [Anomaly("stuck", "es process", text) for text in load.stuck]
     if result.anomalies:
         result.status = "invalid"
     return result
@@ -448,6 +477,6 @@ def es_checks(workload: Workload, load: EventStoreLoad, finals: dict[str, tuple[
     streams.name = "streams_linearizable"
     checks: dict[str, CheckResult] = {"streams_linearizable": streams, "lost_events": lost_events(workload, finals)}
     checks.update(check_eventstore(workload.streams).checks)
-    if load.errors:
+    if load.errors or load.stuck:
         checks["es_client_errors"] = subscriber_errors(load)
     return checks

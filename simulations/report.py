@@ -96,11 +96,19 @@ def _run_markdown(result: RunResult, summary: dict[str, Any], images: list[tuple
         f"# Chaos run: `{result.scenario}`, seed {result.seed}",
         "",
         f"**{result.status.upper()}** — {result.nodes} nodes, {result.duration:g} s of faults "
-        f"({result.virtual:.1f} s simulated in {result.wall:.2f} s wall, {result.cpu:.2f} s CPU).",
+        f"({result.virtual:.1f} s simulated in {result.wall:.2f} s wall, {result.cpu:.2f} s CPU)."
+        if result.mode != "cluster" else
+        f"**{result.status.upper()}** — {result.nodes} node processes, {result.duration:g} s of faults "
+        f"({result.wall:.1f} s of real time, {result.cpu:.2f} s CPU in the runner).",
         "",
         f"Replay: `{result.replay_command()}`  ",
-        f"Trace digest: `{result.digest}` ({result.messages} messages delivered)",
+        f"Trace digest: `{result.digest}` ({result.messages} messages delivered)" if result.mode != "cluster"
+        else f"Trace digest: `{result.digest}` (faults and operations; the nodes' messages travel over TCP, "
+             f"unseen by the runner: the live node processes counted {result.messages} received at the end)",
     ]
+    if result.mode == "cluster":
+        lines += ["", "Real time: the seed fixes which faults come in what order, not when; a replay is "
+                  "another run of the same plan."]
     if result.breaks:
         lines += ["", f"Broken on purpose: {', '.join(result.breaks)}"]
     lines += ["", "## Checks", "", "| check | status | figures |", "|---|---|---|"]
@@ -128,8 +136,14 @@ def _run_markdown(result: RunResult, summary: dict[str, Any], images: list[tuple
     if result.lookups:
         lines += ["", f"Lookups: {result.lookups}"]
     lines += _eventstore_markdown(result)
-    lines += ["", "## Network", "", f"- delivered: {result.messages}", f"- dropped: {result.drops}",
-              f"- by kind: {dict(list(result.kinds.items())[:12])}", f"- node log events: {result.node_logs}"]
+    if result.mode == "cluster":
+        lines += ["", "## Network", "", f"- received by the live node processes (their own counters at the end; "
+                  f"a node restarted during the run counts from its restart): {result.messages}",
+                  f"- by kind: {dict(list(result.kinds.items())[:12])}",
+                  "- dropped: not counted (loss and partitions act inside the nodes' transports)"]
+    else:
+        lines += ["", "## Network", "", f"- delivered: {result.messages}", f"- dropped: {result.drops}",
+                  f"- by kind: {dict(list(result.kinds.items())[:12])}", f"- node log events: {result.node_logs}"]
     for title, path in images:
         lines += ["", f"## {title}", "", f"![{title}]({path.name})"]
     lines += ["", "Histories: `history.jsonl` (MD entries, model `md_entry`), "

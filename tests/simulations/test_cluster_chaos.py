@@ -7,6 +7,7 @@ import pytest
 import trio
 
 from simulations.cluster_chaos import run_cluster
+from simulations.report import write_run_report
 from simulations.scenarios import get_scenario
 
 
@@ -21,3 +22,10 @@ def test_kill_restart_against_a_process_cluster_loses_nothing(tmp_path) -> None:
     for name in ("linearizable", "conflicting_acks", "lost_writes", "lost_chunks", "node_errors"):
         assert checks[name].valid, checks[name].summary()
     assert result.mode == "cluster" and result.ops.get("update:ok", 0) > 0
+    # The report tells how to run it again in this mode, and counts the messages the nodes
+    # themselves counted (the runner sees none of them).
+    assert result.replay_command().startswith("safenet chaos run kill-restart --mode cluster --seed 1 --nodes 5")
+    assert result.messages > 0 and result.kinds
+    report = write_run_report(result, tmp_path / "report", plots=False).read_text()
+    assert "--mode cluster --seed 1" in report and "--mode sim" not in report
+    assert f"counted {result.messages} received" in report and "simulated" not in report
