@@ -36,14 +36,15 @@ def test_the_buggy_bank_is_caught_and_its_replay_fails_the_same_way():
     """Its handler runs a command again when the saga resends it after a restart: money is
     withdrawn twice. The run names the invariant and shows the slice; the replay printed
     for it (run here through the CLI) fails the same way, with the same digest."""
-    # The first seed of 1..10 that catches it (which one moves whenever the node's messages
-    # change; seed 10 until issue 11's fourth stop, seed 2 since).
-    for seed in range(1, 11):
+    # The first seed of 1..20 that catches it: the saga must be killed between a withdrawal
+    # landing and its record of it, which a short run hits about once in ten to twenty seeds,
+    # and which seed does moves whenever the node's messages change (10, then 2, now 18).
+    for seed in range(1, 21):
         result = run("examples.buggy_bank:app", seed)
         if not result.valid:
             break
     else:
-        pytest.fail("the buggy bank passed seeds 1..10")
+        pytest.fail("the buggy bank passed seeds 1..20")
     broken = result.report.checks["invariant:money_is_conserved"]
     assert broken.status == "invalid"
     text = str(broken.anomalies[0])
