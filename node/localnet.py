@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +120,14 @@ class LocalNetwork:
         if node.alive:
             raise RuntimeError(f"node {index} is running")
         await self._boot(node)
+
+    async def until(self, condition: Callable[[], bool], within: float, step: float = 0.25) -> None:
+        """Wait until `condition()` holds, looking every `step` seconds; TooSlowError after
+        `within`. Under the autojump clock the waiting costs no real time, and a test waits
+        for what it expects rather than for a guess at how long it takes."""
+        with trio.fail_after(within):
+            while not condition():
+                await trio.sleep(step)
 
     def holders(self, name: bytes) -> list[int]:
         """Indexes of live nodes that hold any item named `name` right now."""

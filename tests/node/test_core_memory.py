@@ -78,7 +78,9 @@ async def test_crash_of_two_group_members_loses_nothing(autojump_clock):
             group = net.close_group(md.name)
             for index in group[:2]:
                 await net.crash(index)
-            await trio.sleep(30)  # virtual seconds (autojump_clock): anti-entropy rounds
+            # Anti-entropy brings every item back to R live holders (virtual seconds).
+            await net.until(lambda: all(sorted(net.holders(n)) == sorted(net.close_group(n))
+                                        for n in [md.name, *names]), within=30)
             assert len(await client.list_entries(md.address)) == 10
             for name in names:
                 assert await client.get_idata(name) == b"chunk %s" % name_index(names, name)
@@ -101,11 +103,13 @@ async def test_restarted_node_keeps_its_data_and_rejoins(autojump_clock):
             member = net.close_group(md.name)[0]
             before = net.nodes[member].core.replicator.record(next(iter(net.nodes[member].core.replicator.records)))
             await net.crash(member)
-            await trio.sleep(5)
-            await client.mutate_entries(md.address, {b"y": Ins(b"2")})
+            others = [n for n in net.live() if n.index != member]
+            await net.until(lambda: all(net.nodes[member].keys.name not in n.core.routing for n in others), within=30)
+            await client.mutate_entries(md.address, {b"y": Ins(b"2")})  # written while it is gone
             await net.restart(member)
-            await trio.sleep(30)
             node = net.nodes[member]
+            await net.until(lambda: node.core.ready and len(node.core.routing) == 5 and member in net.holders(md.name),
+                            within=30)
             assert node.core.ready and len(node.core.routing) == 5
             assert before is not None
             # It rejoined the group and caught up on what it missed while down.
@@ -141,7 +145,7 @@ async def test_a_chunk_that_rots_unread_is_found_and_stored_again(autojump_clock
     async with LocalNetwork.start(nodes=6, seed=6) as net:
         async with net.client() as client:
             name = await client.put_idata(b"a chunk nobody reads again")
-            await trio.sleep(5)
+            await net.until(lambda: sorted(net.holders(name)) == sorted(net.close_group(name)), within=30)
             victim = net.nodes[net.close_group(name)[0]]
             victim.store.corrupt("chunk", name)
             assert victim.store.contains_chunk(name)  # the index still lists it: only a read finds the rot
