@@ -385,15 +385,17 @@ class NodeCore:
     def proven(self, name: bytes) -> bool:
         return "trust_idle_members" in self.config.breaks or self.standing.proven(name)
 
+    def give_work(self, name: bytes) -> None:
+        """Send a peer the least work there is (an empty `chunk_has`): its answer, or its
+        lapse, is what `Standing` judges it by."""
+        contact = self.routing.get(name)
+        if contact is not None:
+            self.rpc(contact, new_message("chunk_has", names=[]), lambda reply: None)
+
     def _probe_demoted(self) -> None:
         """Give each demoted neighbour a little work now and then: one answer restores it."""
-        demoted = self.standing.demoted(self.now)
-        if not demoted:
-            return
-        for name in sorted(demoted):
-            contact = self.routing.get(name)
-            if contact is not None:
-                self.rpc(contact, new_message("chunk_has", names=[]), lambda reply: None)
+        for name in sorted(self.standing.demoted(self.now)):
+            self.give_work(name)
 
     def recently_lost(self, name: bytes, count: int) -> list[XorName]:
         """The `count` contacts nearest `name` among those evicted lately and not back."""

@@ -338,7 +338,7 @@ class Proposal:
             untried = [n for n in group if n not in value.members and n != self.core.name
                        and not self.core.proven(n)]
             for name in untried:
-                self.core.rpc(name, new_message("chunk_has", names=[]), lambda reply: None)
+                self.core.give_work(name)
             if not untried:
                 value = value.with_members(group, prev=value.members)
         unchanged = value.digest() == start.digest()

@@ -93,6 +93,9 @@ class NodeServices(Protocol):
     def proven(self, name: bytes) -> bool:
         """Has the peer ever answered a work request of ours (`Standing`)?"""
 
+    def give_work(self, name: bytes) -> None:
+        """Send the peer a little work, so that it can prove itself (or fail to)."""
+
     def group(self, name: bytes, count: int | None = None) -> list[XorName]: ...
 
     def recently_lost(self, name: bytes, count: int) -> list[XorName]: ...
