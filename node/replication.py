@@ -157,20 +157,21 @@ class Replicator(Acceptor):
                 if riding:
                     fields["commits"], riding = riding[:MAX_COMMITS], riding[MAX_COMMITS:]
                 self.core.rpc(target, new_message(ACCEPT, **fields), partial(_demux, [cb for _, cb in chunk]))
-            for start in range(0, len(riding), MAX_COMMITS):
-                contact = self.core.contact(target)
-                self.core.send(target, contact.address if contact else None,
-                               new_message(COMMIT, items=riding[start:start + MAX_COMMITS]))
+            self._send_commits(target, riding)
 
     def _commit_lingering(self) -> None:
         """Commits that found no accept to ride on within COMMIT_LINGER go on their own."""
         self._linger_due = False
         for target, items in self._linger.items():
-            contact = self.core.contact(target)
-            for start in range(0, len(items), MAX_COMMITS):
-                self.core.send(target, contact.address if contact else None,
-                               new_message(COMMIT, items=items[start:start + MAX_COMMITS]))
+            self._send_commits(target, items)
         self._linger = {}
+
+    def _send_commits(self, target: XorName, items: list[list[Any]]) -> None:
+        """Commits with no accept to ride on, in messages of their own."""
+        contact = self.core.contact(target)
+        for start in range(0, len(items), MAX_COMMITS):
+            self.core.send(target, contact.address if contact else None,
+                           new_message(COMMIT, items=items[start:start + MAX_COMMITS]))
 
     # ---------------------------------------------------------------- records
 
