@@ -494,7 +494,12 @@ class ConnectionSide:
         if self.fault is not None and not self.fault.inbound(conn.peer.name, msg):
             self._counters["dropped_fault_in"] += 1
             return
-        await self._inbox_send.send(Incoming(conn.peer, msg))
+        try:
+            # No task switch per message while the inbox has room (the reader yields when
+            # it next waits for the socket); when full, wait for room as before.
+            self._inbox_send.send_nowait(Incoming(conn.peer, msg))
+        except trio.WouldBlock:
+            await self._inbox_send.send(Incoming(conn.peer, msg))
 
     # ---------------------------------------------------- connection bookkeeping
 
