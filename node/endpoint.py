@@ -113,6 +113,7 @@ _COUNTERS = (
     "dropped_unreachable",
     "dropped_write_failed",
     "delayed_out",
+    "socket_full",
 )
 
 
@@ -516,6 +517,7 @@ class Endpoint(ConnectionSide):
                 self._count("out", kind, len(frame))
             if not done:
                 # The socket is full: a writer waits for room, sends the rest, then the queue.
+                self._counters["socket_full"] += 1
                 self._ensure_writer(link)
                 return
 
