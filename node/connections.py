@@ -22,7 +22,7 @@ public API and the send path; here everything about connections, as the mixin
 - **Bookkeeping**: one `_Link` per peer; duplicate connections settle on one (see
   node/endpoint.py).
 
-Why one module of about 610 lines: accepting, dialling, the dial-back and the read loop
+Why one module of about 620 lines: accepting, dialling, the dial-back and the read loop
 share each connection's state; framing, the handshake and the encrypted link are already
 their own modules.
 """

@@ -6,9 +6,16 @@ arrived from peer P", and matches requests to responses itself (it owns the time
 
 - It listens (role "node"), dials on demand, proves both keys in a handshake on every new
   connection (node/handshake.py), checks a self-declared node's address by dialling back,
-  keeps one long-lived connection per peer pair, and gives each peer a bounded send queue
-  with one writer task. Every connection's reader pushes `Incoming(peer, msg)` into one
-  shared `inbox`.
+  keeps one long-lived connection per peer pair, and gives each peer a bounded send queue.
+  Every connection's reader pushes `Incoming(peer, msg)` into one shared `inbox`.
+- Sending costs no task switch per frame. One *flusher* task writes the queued frames of
+  every peer whose connection is a TCP socket, straight to the socket and without waiting
+  (`SecureStream.send_now`), once the task that queued them yields: all of one peer's
+  frames in one write (sealed records of up to 64 KiB), the peers in the order their first frame was queued (so a
+  node's reply to a client leaves before the commits it queued after it). A peer gets its
+  own *writer* task only when the flusher cannot finish: no connection yet (the writer
+  dials), a socket whose buffer is full (the writer waits for room, up to `write_timeout`,
+  then drops the connection), or a stream that is not a socket (the in-memory network).
 - Resources are bounded against hostile peers. The limits are constructor options:
 
   ==========================  =======  ===================================================
@@ -28,13 +35,16 @@ arrived from peer P", and matches requests to responses itself (it owns the time
 
   What happens at each cap is described in node/connections.py and node/framing.py.
 
-Traffic after the handshake is authenticated but NOT encrypted: the frames are plain
-MessagePack on the socket. (PyNaCl boxes would slot in after ``auth``; not done yet.)
+Traffic after the handshake is encrypted and authenticated (node/securelink.py).
 
 Duplicate connections: if both peers dial each other at once, both keep the connection dialled
 by the smaller name (`_rank`) and stop writing on the other; the side that dialled the loser
 half-closes it once its last frame is out, so nothing already written is lost, and the peer
 closes it on that EOF.
+
+Why one module of about 670 lines: the public API, the send queues, the flusher and the
+writers share each link's state; the connection half is already its own module
+(node/connections.py), as are framing and the encrypted link.
 """
 
 from __future__ import annotations
