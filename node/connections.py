@@ -70,6 +70,9 @@ RETIRE_LINGER = 10.0
 # Kinds are chosen by peers; cap the per-kind stats table so a peer can't grow it for ever.
 MAX_STAT_KINDS = 128
 OTHER_KIND = "<other>"
+# Messages a reader hands over at most before it lets other tasks run (it also yields
+# whenever it waits for the socket or for room in the inbox).
+READ_BURST = 64
 # Names whose listen address a dial proved; enough for any routing table, bounded for floods.
 MAX_PROVEN = 4096
 
@@ -454,6 +457,7 @@ class ConnectionSide:
 
     async def _read_loop(self, conn: _Connection) -> None:
         assert conn.peer is not None
+        delivered = 0
         while True:
             try:
                 item = await conn.reader.receive(self._idle_deadline(conn))
@@ -473,6 +477,11 @@ class ConnectionSide:
             msg, size = item
             conn.last_activity = trio.current_time()
             await self._deliver(conn, msg, size)
+            delivered += 1
+            if delivered % READ_BURST == 0:
+                # Frames already buffered are handed over without a task switch; a peer
+                # sending a stream of tiny ones still lets other tasks run this often.
+                await trio.lowlevel.checkpoint()
 
     def _idle_deadline(self, conn: _Connection) -> float:
         if self.idle_timeout is None:
