@@ -11,11 +11,12 @@ arrived from peer P", and matches requests to responses itself (it owns the time
 - Sending costs no task switch per frame. One *flusher* task writes the queued frames of
   every peer whose connection is a TCP socket, straight to the socket and without waiting
   (`SecureStream.send_now`), once the task that queued them yields: all of one peer's
-  frames in one write (sealed records of up to 64 KiB), the peers in the order their first frame was queued (so a
-  node's reply to a client leaves before the commits it queued after it). A peer gets its
-  own *writer* task only when the flusher cannot finish: no connection yet (the writer
-  dials), a socket whose buffer is full (the writer waits for room, up to `write_timeout`,
-  then drops the connection), or a stream that is not a socket (the in-memory network).
+  frames in one write (sealed records of up to 64 KiB), the peers in the order their first
+  frame was queued (so a node's reply to a client leaves before the commits it queued after
+  it). A peer gets its own *writer* task only when the flusher cannot finish: no connection
+  yet (the writer dials), a socket whose buffer is full (the writer waits for room, up to
+  `write_timeout`, then drops the connection), or a stream that is not a socket (the
+  in-memory network).
 - Resources are bounded against hostile peers. The limits are constructor options:
 
   ==========================  =======  ===================================================
