@@ -197,7 +197,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
         self.opener = Opener(receive_key)
         self.opener.feed(initial)
         self._plain = b""  # opened bytes not handed out yet
-        self._socket = inner.socket if isinstance(inner, trio.SocketStream) else None
+        # A socket's descriptor takes os.write on POSIX systems (not Windows' socket handles).
+        self._socket = (inner.socket if isinstance(inner, trio.SocketStream) and os.name == "posix"
+                        else None)
         self._unsent = b""  # sealed bytes `send_now` could not hand to the socket yet
 
     @property
