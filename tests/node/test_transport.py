@@ -283,7 +283,7 @@ async def test_a_peer_that_never_reads_is_dropped_at_the_write_timeout(raws: Raw
         blob = os.urandom(60_000)
         for n in range(200):
             server.send_nowait(keys.name, None, new_message("bulk", n=n, blob=blob))
-        with trio.fail_after(GUARD):
+        with trio.fail_after(10):  # 0.3 s of write timeout, with room for a loaded machine
             while server.is_connected(keys.name):
                 await trio.sleep(0.05)
         stats = server.stats()
