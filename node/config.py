@@ -14,7 +14,16 @@ class NodeConfig:
     alpha: int = 3
     strikes: int = 3  # failed checks before a contact is evicted
     rpc_timeout: float = 1.5
-    ping_interval: float = 1.0
+    ping_interval: float = 1.0  # how often a node looks at its 2R+2 nearest contacts
+    # How long a neighbour may stay silent before it is pinged (node/core.py `_check_liveness`):
+    # `ping_interval` while it is new or lately failed a request; once it has been steady for
+    # `steady_after` seconds, `ping_steady` if it is in the close group of an item this node
+    # holds (its death must be noticed soon, for the item to be copied again), and
+    # `ping_idle` if it is not (its death only matters to routing; requests sent to it
+    # notice too). A ping that goes unanswered brings the neighbour back to `ping_interval`.
+    ping_steady: float = 2.0
+    ping_idle: float = 10.0
+    steady_after: float = 10.0
     sync_interval: float = 2.0
     refresh_interval: float = 600.0
     proposal_attempts: int = 8
