@@ -21,7 +21,7 @@ class NodeConfig:
     # holds (its death must be noticed soon, for the item to be copied again), and
     # `ping_idle` if it is not (its death only matters to routing; requests sent to it
     # notice too). A ping that goes unanswered brings the neighbour back to `ping_interval`.
-    ping_steady: float = 2.0
+    ping_steady: float = 1.5
     ping_idle: float = 10.0
     steady_after: float = 10.0
     sync_interval: float = 2.0
@@ -30,6 +30,10 @@ class NodeConfig:
     client_deadline: float = 12.0  # a client request not done by then is answered RequestTimeout
     grace: float = 30.0  # how long a node keeps an item it no longer should hold
     lost_memory: float = 3600.0  # how long evicted contacts are still pinged now and then
+    # For `lost_fast` seconds after its eviction a contact is among those knocked on a few times
+    # a second (a healed partition is found at once); after that, once every `lost_every`.
+    lost_fast: float = 60.0
+    lost_every: float = 30.0
     neighbour_refresh: float = 15.0  # how often a node looks up its own neighbourhood...
     neighbour_backoff: int = 8  # ...stretched up to this many times while it stays the same
     # Standing (node/routing.py `Standing`, docs/security.md): a peer that lets this many work

@@ -145,6 +145,7 @@ class NodeCore:
         self._bootstrap: list[str] = []
         self._lookups_running = 0
         self._lost: dict[XorName, tuple[Contact, float]] = {}  # evicted contacts, to re-check
+        self._recalled: dict[bytes, float] = {}  # when each was last knocked on
         self.membership_epoch = 0  # bumped whenever routing gains or loses a contact
         self._groups: dict[tuple[bytes, int], tuple[XorName, ...]] = {}  # see group()
         self._groups_stamp: tuple[int, int, frozenset[bytes]] = (-1, 0, frozenset())
@@ -387,6 +388,7 @@ class NodeCore:
         self.log("peer_" + change, peer=name.hex())
         if change == "banned":
             self._lost.pop(name, None)
+            self._recalled.pop(name, None)
             self.routing.remove(name)
         self.on_membership_change()
 
@@ -437,7 +439,7 @@ class NodeCore:
         shares none. Once a ping goes unanswered, the pings come every `ping_interval` until
         it answers or has missed `strikes` of them. Checks come 0.75 to 1.25 ping intervals
         apart, so a neighbour that dies is evicted within its allowance + strikes x 1.25 ping
-        intervals + rpc_timeout: 6.25 s if new (as before allowances), 7.25 s if it shares our
+        intervals + rpc_timeout: 6.25 s if new (as before allowances), 6.75 s if it shares our
         data, 15.25 s if not (defaults).
         """
         config = self.config
@@ -493,17 +495,23 @@ class NodeCore:
         After a partition heals, each side has evicted the other, and nothing would ever make
         them meet again until a bucket refresh an hour later. So evicted contacts are pinged
         a few at a time, for `lost_memory` seconds; one that answers is observed, which puts
-        it back in the table (and its groups back together).
+        it back in the table (and its groups back together). Up to three a check among those
+        evicted in the last `lost_fast` seconds or not knocked on for `lost_every`: most
+        partitions heal within a minute, and a node that left for good (churn) would otherwise
+        draw three pings a second from each of its old neighbours for an hour.
         """
+        config, now = self.config, self.now
         for name, (_contact, since) in list(self._lost.items()):
-            if name in self.routing or self.now - since > self.config.lost_memory:
+            if name in self.routing or now - since > config.lost_memory:
                 del self._lost[name]
+                self._recalled.pop(name, None)
         if not self._lost:
             return
-        names = sorted(self._lost)
-        for _ in range(min(3, len(names))):
-            contact = self._lost[names[self.rng.randrange(len(names))]][0]
-            self.rpc(contact, new_message("ping", addr=self.address), lambda reply: None)
+        due = sorted(name for name, (_contact, since) in self._lost.items()
+                     if now - since < config.lost_fast or now - self._recalled.get(name, since) >= config.lost_every)
+        for name in self.rng.sample(due, min(3, len(due))):
+            self._recalled[name] = now
+            self.rpc(self._lost[name][0], new_message("ping", addr=self.address), lambda reply: None)
 
     def _on_find_node(self, peer: Peer, msg: dict[str, Any]) -> None:
         target = XorName(msg["target"])

@@ -196,3 +196,26 @@ async def test_a_crashed_holder_is_noticed_and_its_chunk_back_on_r_nodes_in_time
             assert len(net.holders(name)) == config.replication
             await net.until(lambda: all(gone not in n.core.routing for n in net.live() if n.core),
                             within=_eviction_bound(config, config.ping_idle), step=0.05)
+
+
+def test_an_evicted_neighbour_is_knocked_on_often_at_first_then_rarely() -> None:
+    """Evicted contacts are pinged again (a healed partition is found at once), but one that
+    left for good draws a ping every `lost_every` seconds after the first `lost_fast`, not
+    several a second for the hour it is remembered."""
+    hood = Neighbourhood(6, seed=9)
+    config = hood.config
+    hood.run(30.0)
+    gone, back = hood.peers[0].name, hood.peers[1].name
+    hood.dead |= {gone, back}
+    hood.run(45.0)
+    evicted = min(hood.evicted_at[gone], hood.evicted_at[back])
+    assert max(hood.evicted_at.values()) < 45.0
+    hood.dead.discard(back)  # the partition heals for this one: found again within seconds
+    hood.run(50.0)
+    assert back in hood.core.routing
+    hood.run(evicted + config.lost_fast + 300)
+    early = hood.pinged(gone, hood.evicted_at[gone], hood.evicted_at[gone] + config.lost_fast)
+    late = hood.pinged(gone, hood.evicted_at[gone] + config.lost_fast, hood.now)
+    assert early >= config.lost_fast / 2  # a few a second, shared with nobody else lost
+    assert late <= 300 / config.lost_every + 1
+    assert gone not in hood.core.routing
