@@ -141,6 +141,8 @@ class NodeCore:
         self._watched: frozenset[bytes] = frozenset()
         self._watched_stamp: tuple[int, int] = (-1, -1)
         self._watched_at = -math.inf
+        self._near: tuple[XorName, ...] = ()  # the 2R+2 nearest contacts' names, and when
+        self._near_stamp: tuple[int, int] = (-1, -1)  # routing last gained or lost one
         self._local: list[tuple[Peer, dict[str, Any]]] = []
         self._bootstrap: list[str] = []
         self._lookups_running = 0
@@ -234,7 +236,8 @@ class NodeCore:
         kind = msg.get("k")
         self.metrics.msgs_in[str(kind)] += 1
         if peer.role == "node" and peer.name != self.name and peer.address:
-            self._observe(Contact(peer.name, peer.address))
+            if self.standing.banned(peer.name, self.now) or not self.routing.seen(peer.name, peer.address, self.now):
+                self._observe(Contact(peer.name, peer.address))
             self._heard_from[peer.name] = self.now
         if "re" in msg:
             re = msg["re"]
@@ -444,7 +447,7 @@ class NodeCore:
         """
         config = self.config
         now = self.now
-        near = self.routing.closest(self.name, 2 * config.replication + 2)
+        near = self._nearest()
         steady = self._steady
         if len(steady) != len(near) or any(c.name not in steady for c in near):
             self._steady = steady = {c.name: steady.get(c.name, now) for c in near}
@@ -465,6 +468,16 @@ class NodeCore:
             self._heard_from = {n: t for n, t in heard.items() if t >= keep}
         self._recall_lost()
         self._probe_demoted()
+
+    def _nearest(self) -> list[Contact]:
+        """Our 2R+2 nearest contacts. Which they are changes only when routing gains or loses
+        a contact (each bumps the epoch); their addresses are looked up afresh."""
+        stamp = (self.membership_epoch, len(self.routing))
+        if stamp != self._near_stamp:
+            self._near_stamp = stamp
+            self._near = tuple(c.name for c in self.routing.closest(self.name, 2 * self.config.replication + 2))
+        get = self.routing.get
+        return [c for c in map(get, self._near) if c is not None]
 
     def _watched_names(self, near: list[Contact]) -> frozenset[bytes]:
         """Which of `near` are in the close group of an MD or chunk this node holds.

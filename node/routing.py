@@ -250,6 +250,27 @@ class RoutingTable:
         bucket.push_cached(contact, self.replacement_cache)
         return bucket.contacts[0]
 
+    def seen(self, name: bytes, address: str, now: float) -> bool:
+        """`observe` for a contact already in the table at that address, without building a
+        `Contact` (every message a node receives is such a sighting). False, changing
+        nothing, for anyone else: the caller then observes it."""
+        cid = int.from_bytes(name, "big")
+        index = XOR_NAME_BITS - (self._own ^ cid).bit_length()
+        bucket = self._buckets.get(index)
+        if bucket is None or cid not in bucket.ids:
+            return False
+        at = bucket.ids.index(cid)
+        contact = bucket.contacts[at]
+        if contact.address != address:
+            return False
+        self._touched[index] = now
+        del bucket.ids[at]
+        del bucket.contacts[at]
+        bucket.ids.append(cid)
+        bucket.contacts.append(contact)
+        self._strikes.pop(cid, None)
+        return True
+
     def failed(self, name: bytes, now: float) -> bool:
         """A request to `name` timed out or was refused. Returns True if it was evicted.
 

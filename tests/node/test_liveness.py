@@ -14,11 +14,14 @@ from __future__ import annotations
 import random
 
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from client.localnet import LocalNetwork
 from node.core import NodeConfig, NodeCore
 from node.keys import Keypair
 from node.peer import Peer
+from node.routing import Contact, RoutingTable
 from node.store import MemoryStore
 from node.wire import new_message, reply_to
 from node.xorname import XorName, sha3_256
@@ -219,3 +222,27 @@ def test_an_evicted_neighbour_is_knocked_on_often_at_first_then_rarely() -> None
     assert early >= config.lost_fast / 2  # a few a second, shared with nobody else lost
     assert late <= 300 / config.lost_every + 1
     assert gone not in hood.core.routing
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 2)), max_size=200))
+def test_a_sighting_of_a_known_contact_is_an_observe(events) -> None:
+    """`RoutingTable.seen`, the short cut a node takes for every message from a known contact,
+    leaves the table as `observe` would (order, strikes, freshness); for anyone else it
+    changes nothing and says so."""
+    rng = random.Random(1)
+    own = rng.randbytes(32)
+    names = [rng.randbytes(32) for _ in range(41)]
+    a, b = RoutingTable(own, k=4), RoutingTable(own, k=4)
+    for i, (who, port) in enumerate(events):
+        contact = Contact(XorName(names[who]), f"sim:{who}:{port}")
+        if i % 7 == 3:  # now and then a failure, so there are strikes to clear
+            a.failed(contact.name, float(i))
+            b.failed(contact.name, float(i))
+            continue
+        a.observe(contact, float(i))
+        if not b.seen(contact.name, contact.address, float(i)):
+            assert contact not in b.contacts()  # a newcomer, or a known name at a new address
+            b.observe(contact, float(i))
+        assert a.contacts() == b.contacts() and a._strikes == b._strikes and a._touched == b._touched
+        assert [c.address for c in a.contacts()] == [c.address for c in b.contacts()]
