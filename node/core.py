@@ -555,13 +555,7 @@ class NodeCore:
                 if reply is None or reply.get("k") != "nodes":
                     ask(lookup.on_failure(contact))
                     return
-                found = []
-                for item in reply.get("contacts", [])[:64]:
-                    try:
-                        found.append(Contact(XorName(item[0]), str(item[1])))
-                    except (ValueError, TypeError, IndexError):
-                        continue
-                ask(lookup.on_reply(contact, found))
+                ask(lookup.on_reply_wire(contact, reply.get("contacts", [])[:64]))
 
             return handle
 

@@ -21,7 +21,7 @@ from client.localnet import LocalNetwork
 from node.core import NodeConfig, NodeCore
 from node.keys import Keypair
 from node.peer import Peer
-from node.routing import Contact, RoutingTable
+from node.routing import Contact, Lookup, RoutingTable
 from node.store import MemoryStore
 from node.wire import new_message, reply_to
 from node.xorname import XorName, sha3_256
@@ -246,3 +246,34 @@ def test_a_sighting_of_a_known_contact_is_an_observe(events) -> None:
             b.observe(contact, float(i))
         assert a.contacts() == b.contacts() and a._strikes == b._strikes and a._touched == b._touched
         assert [c.address for c in a.contacts()] == [c.address for c in b.contacts()]
+
+
+_PAIR = st.one_of(
+    st.tuples(st.integers(0, 30), st.sampled_from(["sim:a", "sim:b"])).map(lambda t: [t[0], t[1]]),  # a name index
+    st.just([b"short", "sim:x"]), st.just([]), st.just(7), st.just("ab"), st.just([b"\x00" * 32]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_PAIR, max_size=70), st.integers(1, 8))
+def test_reading_a_lookup_reply_as_received_is_reading_it_as_contacts(pairs, k) -> None:
+    """`Lookup.on_reply_wire` (the node's lookups read `nodes` replies with it, skipping the
+    names they know without making Contacts of them) does what `on_reply` does with the
+    well-formed pairs made into Contacts."""
+    rng = random.Random(2)
+    names = [rng.randbytes(32) for _ in range(31)]
+    target, own = rng.randbytes(32), names[0]
+    wire = [[names[p[0]], p[1]] if isinstance(p, list) and len(p) == 2 and isinstance(p[0], int) else p
+            for p in pairs]
+    contacts = []
+    for pair in wire:
+        try:
+            contacts.append(Contact(XorName(pair[0]), str(pair[1])))
+        except (ValueError, TypeError, IndexError):
+            continue
+    seeds = [Contact(XorName(n), f"sim:seed{i}") for i, n in enumerate(names[1:6])]
+    a, b = (Lookup(target, seeds, k=k, alpha=2, own=own) for _ in range(2))
+    first_a, first_b = a.start(), b.start()
+    assert first_a == first_b
+    assert a.on_reply(first_a[0], contacts) == b.on_reply_wire(first_b[0], wire)
+    assert a.result() == b.result() and a._ranked == b._ranked and a._depth == b._depth
