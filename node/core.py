@@ -442,8 +442,8 @@ class NodeCore:
         shares none. Once a ping goes unanswered, the pings come every `ping_interval` until
         it answers or has missed `strikes` of them. Checks come 0.75 to 1.25 ping intervals
         apart, so a neighbour that dies is evicted within its allowance + strikes x 1.25 ping
-        intervals + rpc_timeout: 6.25 s if new (as before allowances), 6.75 s if it shares our
-        data, 15.25 s if not (defaults).
+        intervals + rpc_timeout: 6.25 s if new or sharing our data (as before the allowances),
+        15.25 s if not (defaults).
         """
         config = self.config
         now = self.now
