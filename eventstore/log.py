@@ -69,6 +69,7 @@ class Log:
         self._full: ByteLRU[int, dict[int, bytes]] = ByteLRU(cache_bytes)
         self._recent: tuple[int, dict[int, bytes]] | None = None  # last listing of a partial one
         self._clashes = 0  # consecutive clashes of this process's flushes
+        self._interrupted = False  # a round's write was cancelled since the last one that landed
         self.stats = {"flushes": 0, "claimed": 0, "clashes": 0}
 
     def segment_of(self, slot: int) -> int:
@@ -141,17 +142,23 @@ class Log:
         try:
             await self.data.insert(address, {key_of(slot + j): c.value for j, c in enumerate(batch)})
         except Clash:
-            # Either a rival took the slot, or our own insert was applied and its reply lost
-            # (then every entry is ours: an insert is all-or-nothing).
-            if await self.data.value(address, key_of(slot)) != batch[0].value:
-                self.stats["clashes"] += 1
-                self._clashes += 1
-                self._tip = await self._probe(slot + 1)
-                if self._clashes > 1:
-                    # Rivals in other processes keep winning: step aside a little, at random,
-                    # so that the next round is not the same race again.
-                    await trio.sleep(random.random() * 0.002 * min(self._clashes, 8))
+            # A rival took the slot, or an earlier write of ours did: this insert applied with
+            # its reply lost, or the write of a round whose leader was cancelled. That round
+            # may have held other claims than this one (its leader left the queue since), so
+            # the first value being ours proves nothing about the rest: a claim is served
+            # only where the segment holds its own value.
+            first = await self.data.value(address, key_of(slot))
+            ours = self._interrupted or any(c.value == first for c in batch)
+            if ours and self._found(batch, slot, await self.data.entries(address) or {}):
                 return
+            self.stats["clashes"] += 1
+            self._clashes += 1
+            self._tip = await self._probe(slot + 1)
+            if self._clashes > 1:
+                # Rivals in other processes keep winning: step aside a little, at random,
+                # so that the next round is not the same race again.
+                await trio.sleep(random.random() * 0.002 * min(self._clashes, 8))
+            return
         except E.SafeError as exc:
             # The outcome is unknown (or refused): the intents may be in the log, where
             # readers resolve them like any other. The appends fail with this error.
@@ -160,13 +167,37 @@ class Log:
             self._dequeue(batch)
             self._tip = None
             return
+        except BaseException:
+            # The leader was cancelled mid-write: the write may still land, and the claims
+            # of this round that wait on may find their values in the log later.
+            self._interrupted = True
+            raise
         self._clashes = 0
+        self._interrupted = False
         for j, c in enumerate(batch):
             c.slot = slot + j
         self._dequeue(batch)
         self.stats["claimed"] += len(batch)
         self._tip = slot + len(batch)
         self._known_segment = max(self._known_segment, self.segment_of(slot))
+
+    def _found(self, batch: list[_Claim], slot: int, entries: dict[bytes, bytes]) -> bool:
+        """Serve the claims of `batch` whose values `entries` (a listing of the segment of
+        `slot`) holds, at the slots where they are; False if it holds none of them. Every
+        intent is unique (it has a random id), so its value at a slot means that slot is its."""
+        where = {value: number_of(key) for key, value in entries.items()}
+        served = [c for c in batch if c.value in where]
+        if not served:
+            return False
+        for c in served:
+            c.slot = where[c.value]
+        self._dequeue(served)
+        self._clashes = 0
+        self._interrupted = False
+        self.stats["claimed"] += len(served)
+        self._tip = max(number_of(max(entries)) + 1, slot + 1)  # fixed-width keys sort as numbers
+        self._known_segment = max(self._known_segment, self.segment_of(slot))
+        return True
 
     def _dequeue(self, batch: list[_Claim]) -> None:
         # By identity, not by count: a waiter of the batch cancelled during the write has

@@ -22,7 +22,7 @@ public API and the send path; here everything about connections, as the mixin
 - **Bookkeeping**: one `_Link` per peer; duplicate connections settle on one (see
   node/endpoint.py).
 
-Why one module of about 610 lines: accepting, dialling, the dial-back and the read loop
+Why one module of about 620 lines: accepting, dialling, the dial-back and the read loop
 share each connection's state; framing, the handshake and the encrypted link are already
 their own modules.
 """
@@ -70,6 +70,9 @@ RETIRE_LINGER = 10.0
 # Kinds are chosen by peers; cap the per-kind stats table so a peer can't grow it for ever.
 MAX_STAT_KINDS = 128
 OTHER_KIND = "<other>"
+# Messages a reader hands over at most before it lets other tasks run (it also yields
+# whenever it waits for the socket or for room in the inbox).
+READ_BURST = 64
 # Names whose listen address a dial proved; enough for any routing table, bounded for floods.
 MAX_PROVEN = 4096
 
@@ -454,6 +457,7 @@ class ConnectionSide:
 
     async def _read_loop(self, conn: _Connection) -> None:
         assert conn.peer is not None
+        delivered = 0
         while True:
             try:
                 item = await conn.reader.receive(self._idle_deadline(conn))
@@ -473,6 +477,11 @@ class ConnectionSide:
             msg, size = item
             conn.last_activity = trio.current_time()
             await self._deliver(conn, msg, size)
+            delivered += 1
+            if delivered % READ_BURST == 0:
+                # Frames already buffered are handed over without a task switch; a peer
+                # sending a stream of tiny ones still lets other tasks run this often.
+                await trio.lowlevel.checkpoint()
 
     def _idle_deadline(self, conn: _Connection) -> float:
         if self.idle_timeout is None:
@@ -494,7 +503,12 @@ class ConnectionSide:
         if self.fault is not None and not self.fault.inbound(conn.peer.name, msg):
             self._counters["dropped_fault_in"] += 1
             return
-        await self._inbox_send.send(Incoming(conn.peer, msg))
+        try:
+            # No task switch per message while the inbox has room (the reader yields when
+            # it next waits for the socket); when full, wait for room as before.
+            self._inbox_send.send_nowait(Incoming(conn.peer, msg))
+        except trio.WouldBlock:
+            await self._inbox_send.send(Incoming(conn.peer, msg))
 
     # ---------------------------------------------------- connection bookkeeping
 

@@ -6,9 +6,17 @@ arrived from peer P", and matches requests to responses itself (it owns the time
 
 - It listens (role "node"), dials on demand, proves both keys in a handshake on every new
   connection (node/handshake.py), checks a self-declared node's address by dialling back,
-  keeps one long-lived connection per peer pair, and gives each peer a bounded send queue
-  with one writer task. Every connection's reader pushes `Incoming(peer, msg)` into one
-  shared `inbox`.
+  keeps one long-lived connection per peer pair, and gives each peer a bounded send queue.
+  Every connection's reader pushes `Incoming(peer, msg)` into one shared `inbox`.
+- Sending costs no task switch per frame. One *flusher* task writes the queued frames of
+  every peer whose connection is a TCP socket, straight to the socket and without waiting
+  (`SecureStream.send_now`), once the task that queued them yields: all of one peer's
+  frames in one write (sealed records of up to 64 KiB), the peers in the order their first
+  frame was queued (so a node's reply to a client leaves before the commits it queued after
+  it). A peer gets its own *writer* task only when the flusher cannot finish: no connection
+  yet (the writer dials), a socket whose buffer is full (the writer waits for room, up to
+  `write_timeout`, then drops the connection), or a stream that is not a socket (the
+  in-memory network).
 - Resources are bounded against hostile peers. The limits are constructor options:
 
   ==========================  =======  ===================================================
@@ -28,13 +36,16 @@ arrived from peer P", and matches requests to responses itself (it owns the time
 
   What happens at each cap is described in node/connections.py and node/framing.py.
 
-Traffic after the handshake is authenticated but NOT encrypted: the frames are plain
-MessagePack on the socket. (PyNaCl boxes would slot in after ``auth``; not done yet.)
+Traffic after the handshake is encrypted and authenticated (node/securelink.py).
 
 Duplicate connections: if both peers dial each other at once, both keep the connection dialled
 by the smaller name (`_rank`) and stop writing on the other; the side that dialled the loser
 half-closes it once its last frame is out, so nothing already written is lost, and the peer
 closes it on that EOF.
+
+Why one module of about 670 lines: the public API, the send queues, the flusher and the
+writers share each link's state; the connection half is already its own module
+(node/connections.py), as are framing and the encrypted link.
 """
 
 from __future__ import annotations
@@ -66,6 +77,7 @@ from .framing import DEFAULT_MAX_BUFFERED, HANDSHAKE_MAX_FRAME, ReceiveBudget
 from .handshake import ROLES, Incoming, Peer
 from .keys import Keypair
 from .memnet import MemoryNetwork
+from .securelink import SecureStream
 from .wire import (
     DEFAULT_MAX_FRAME,
     Message,
@@ -77,6 +89,8 @@ from .xorname import XorName
 
 COALESCE_FRAMES = 64  # at most this many queued frames in one write
 COALESCE_BYTES = 256 * 1024  # and about this many bytes
+# A writer with nothing to write but the bytes a socket did not take at once.
+_FLUSH: tuple[str, bytes] = ("", b"")
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +124,7 @@ _COUNTERS = (
     "dropped_unreachable",
     "dropped_write_failed",
     "delayed_out",
+    "socket_full",
 )
 
 
@@ -187,6 +202,9 @@ class Endpoint(ConnectionSide):
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._delayed = 0
+        # Links with frames queued for the flusher, in the order they were first queued.
+        self._dirty: dict[_Link, None] = {}
+        self._flush_lot = trio.lowlevel.ParkingLot()
         self._counters: Counter[str] = Counter(dict.fromkeys(_COUNTERS, 0))
         self._frames: dict[str, Counter[str]] = {"in": Counter(), "out": Counter()}
         self._bytes: dict[str, Counter[str]] = {"in": Counter(), "out": Counter()}
@@ -207,6 +225,7 @@ class Endpoint(ConnectionSide):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._flusher)
                 if self.role == "node":
                     listening = await self._listen(nursery)
                     self.address = self.advertise or listening
@@ -285,7 +304,7 @@ class Endpoint(ConnectionSide):
             raise Unreachable(f"no connection to {name.short()} and no address for it")
         with trio.move_on_after(self.send_timeout):
             await link.send_ch.send((kind, frame))
-            self._ensure_writer(link)
+            self._kick(link)
             return
         self._counters["dropped_queue_full"] += 1
         raise RequestTimeout(f"send queue to {name.short()} stayed full for {self.send_timeout}s")
@@ -430,7 +449,7 @@ class Endpoint(ConnectionSide):
         except trio.WouldBlock:
             self._counters["dropped_queue_full"] += 1
             return False
-        self._ensure_writer(link)
+        self._kick(link)
         return True
 
     def _link_for_send(self, name: XorName, address: str | None) -> _Link | None:
@@ -452,25 +471,75 @@ class Endpoint(ConnectionSide):
     def _may_dial(self, link: _Link) -> bool:
         return link.address is not None and (link.peer is None or link.peer.role == "node")
 
+    def _kick(self, link: _Link) -> None:
+        """Frames were queued for `link`: have them written. A link with a writer task
+        (dialling, or a socket that was full) leaves it to the writer; one whose connection
+        is an encrypted TCP socket goes to the flusher, which writes every such link's queue
+        once the current task yields, in the order the links were first queued, without a
+        task switch per link; any other (the in-memory network) gets a writer."""
+        if link.writer_running:
+            return
+        conn = link.live_primary()
+        if conn is not None and _direct(conn):
+            if not self._dirty:
+                self._flush_lot.unpark_all()
+            self._dirty[link] = None
+        else:
+            self._ensure_writer(link)
+
     def _ensure_writer(self, link: _Link) -> None:
         if not link.writer_running:
             link.writer_running = True
             self._require_running().start_soon(self._writer, link)
 
+    async def _flusher(self) -> None:
+        """The one task that writes queued frames straight to the sockets (see `_kick`)."""
+        while True:
+            while self._dirty:
+                links = list(self._dirty)
+                self._dirty.clear()
+                for link in links:
+                    self._flush(link)
+            await self._flush_lot.park()
+
+    def _flush(self, link: _Link) -> None:
+        """Write what is queued for `link` now; anything that cannot go at once (a full
+        socket, a lock held by another write, no connection) is handed to a writer task."""
+        if link.writer_running:
+            return
+        conn = link.live_primary()
+        if conn is None or not _direct(conn) or conn.retired or conn.write_lock.locked():
+            self._ensure_writer(link)
+            return
+        stream = conn.stream
+        assert isinstance(stream, SecureStream)
+        while (batch := _take_batch(link)):
+            try:
+                done = stream.send_now(batch[0][1] if len(batch) == 1 else b"".join(f for _, f in batch))
+            except OSError as exc:
+                self._counters["dropped_write_failed"] += len(batch)
+                log.info("event=write_failed peer=%s error=%r", link.name.short(), exc)
+                self._kill(conn)
+                if not link.queue_empty():
+                    self._ensure_writer(link)
+                return
+            conn.last_activity = trio.current_time()
+            for kind, frame in batch:
+                self._count("out", kind, len(frame))
+            if not done:
+                # The socket is full: a writer waits for room, sends the rest, then the queue.
+                self._counters["socket_full"] += 1
+                self._ensure_writer(link)
+                return
+
     async def _writer(self, link: _Link) -> None:
-        """The one task writing to a peer: drains its queue, dialling when needed."""
+        """The task writing to a peer while the flusher cannot: drains its queue, dialling
+        when needed, waiting for room in a full socket."""
         try:
             while (item := await self._next_outgoing(link)) is not None:
                 # Everything already queued for this peer goes out in one write: one syscall
                 # and one scheduling hop for a burst of frames instead of one per frame.
-                batch, size = [item], len(item[1])
-                while len(batch) < COALESCE_FRAMES and size < COALESCE_BYTES:
-                    try:
-                        more = link.recv_ch.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    batch.append(more)
-                    size += len(more[1])
+                batch = [item, *_take_batch(link, 1, len(item[1]))]
                 await self._write_to(link, batch)
         finally:
             link.writer_running = False
@@ -509,14 +578,19 @@ class Endpoint(ConnectionSide):
 
     async def _next_outgoing(self, link: _Link) -> tuple[str, bytes] | None:
         """The next queued frame; None once the queue is empty and the peer has no connection
-        (the writer then ends, so departed peers leave no task behind)."""
+        (the writer then ends, so departed peers leave no task behind), or has one the
+        flusher can write to (after the bytes its socket had no room for are out)."""
         while True:
             try:
                 return link.recv_ch.receive_nowait()
             except trio.WouldBlock:
                 pass
-            if link.live_primary() is None:
+            conn = link.live_primary()
+            if conn is None:
                 return None
+            if _direct(conn):
+                assert isinstance(conn.stream, SecureStream)
+                return _FLUSH if conn.stream.unsent else None
             # Cancelled by _unregister when the last connection goes.
             with trio.CancelScope() as link.idle_scope:
                 return await link.recv_ch.receive()
@@ -567,7 +641,8 @@ class Endpoint(ConnectionSide):
                 await conn.stream.send_all(frame)
         conn.last_activity = trio.current_time()
         for k, size in [(kind, len(frame))] if isinstance(kind, str) else kind:
-            self._count("out", k, size)
+            if k:  # not the flush of bytes a socket left over (counted when sealed)
+                self._count("out", k, size)
 
     async def _send_error(self, conn: _Connection, re_msg: Message | None, exc: SafeError) -> None:
         """Best effort: tell the peer why, without waiting on it for long."""
@@ -576,3 +651,23 @@ class Endpoint(ConnectionSide):
         frame = encode_frame(error_message(re_msg, exc), self.max_frame)
         with suppress(*STREAM_ERRORS):
             await self._write_frame(conn, "error", frame, ERROR_WRITE_TIMEOUT)
+
+
+def _direct(conn: _Connection) -> bool:
+    """Whether the flusher can write to `conn` without waiting (an encrypted TCP socket)."""
+    stream = conn.stream
+    return isinstance(stream, SecureStream) and stream.can_send_now
+
+
+def _take_batch(link: _Link, taken: int = 0, size: int = 0) -> list[tuple[str, bytes]]:
+    """Frames queued for `link`, up to the coalescing limits (counting `taken` frames of
+    `size` bytes already in hand)."""
+    batch: list[tuple[str, bytes]] = []
+    while taken + len(batch) < COALESCE_FRAMES and size < COALESCE_BYTES:
+        try:
+            item = link.recv_ch.receive_nowait()
+        except trio.WouldBlock:
+            break
+        batch.append(item)
+        size += len(item[1])
+    return batch

@@ -81,7 +81,7 @@ class WorkloadConfig:
     lookup_processes: int = 0
     lookup_think: float = 1.0
     es_processes: int = 0  # event-store appenders and readers (simulations.es_workload)
-    es_writers: int = 12  # writer tasks in each of them, sharing its client and database
+    es_writers: int = 24  # writer tasks in each of them, sharing its client and database
     client_timeout: float = 20.0
 
 

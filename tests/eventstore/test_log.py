@@ -3,6 +3,7 @@ and catch-up subscriptions that turn live without a gap or a duplicate."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import defaultdict
 
@@ -101,6 +102,34 @@ async def test_writers_killed_between_steps_leave_nothing_inconsistent(seed, net
         for e in events:  # appends are whole: each first event has its second right after it
             if "second" not in e.data and "after" not in e.data:
                 assert events[e.version + 1].data == {**e.data, "second": True}
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_a_claim_is_served_only_at_a_slot_that_holds_it(seed, net, db, autojump_clock):
+    """Leaders of group-commit rounds die right after their write landed. The claims of such
+    a round that wait on, and those that join them, clash with it at the same slot next; each
+    must end at the slot that holds its own value, not at one its dead leader's round wrote
+    (the bug: the next round saw its first value there and took the whole write for its own)."""
+    rng = random.Random(seed)
+    net.set_delay(lambda _request: rng.choice([0.001, 0.002, 0.003]))
+    segment = db.layout.log_segment(0)
+    await db.log.claim(b"first")  # the segment exists: later rounds are plain inserts
+    net.fail_next(count=4, error=Crash, applied=True,
+                  when=lambda r: isinstance(r.op, MutateEntries) and r.op.address == segment)
+    served: dict[bytes, int] = {}
+
+    async def claimer(k: int) -> None:
+        await trio.sleep(rng.uniform(0, 0.02))
+        value = b"intent %d" % k
+        with contextlib.suppress(Crash):  # a claimer that led a round dies with it
+            served[value] = await db.log.claim(value)
+
+    async with trio.open_nursery() as nursery:
+        for k in range(16):
+            nursery.start_soon(claimer, k)
+    assert len(served) >= 16 - 4
+    for value, slot in served.items():
+        assert await db.log.at(slot) == value, f"{value!r} was told slot {slot}"
 
 
 async def test_a_writer_dead_after_its_intent_is_finished_by_the_next_reader(net, db, make_store, autojump_clock):

@@ -17,6 +17,7 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +29,7 @@ from node.securelink import (
     LinkTampered,
     Opener,
     Sealer,
+    SecureStream,
     derive_keys,
     transcript,
 )
@@ -268,3 +270,40 @@ def test_any_altered_byte_yields_only_a_prefix_of_what_was_sealed_or_a_refusal(
         return
     whole = b"".join(messages)
     assert whole.startswith(out) and out != whole
+
+
+async def test_send_now_keeps_what_a_full_socket_cannot_take_and_sends_it_first() -> None:
+    left, right = trio.socket.socketpair()
+    key_ab, key_ba = bytes(range(32)), bytes(range(32, 64))
+    a = SecureStream(trio.SocketStream(left), key_ab, key_ba)
+    b = SecureStream(trio.SocketStream(right), key_ba, key_ab)
+    big = bytes(range(256)) * (32 * 1024)  # 8 MiB: more than a socket pair buffers
+    assert a.can_send_now
+    assert a.send_now(b"first") and a.unsent == 0
+    assert not a.send_now(big) and a.unsent > 0  # the socket took what it could
+    assert not a.send_now(b"third")  # kept behind the rest, never ahead of it
+    expected = b"first" + big + b"third" + b"last"
+    got = bytearray()
+
+    async def read_all() -> None:
+        while len(got) < len(expected):
+            got.extend(await b.receive_some())
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            await a.send_all(b"last")
+    assert bytes(got) == expected and a.unsent == 0
+    await a.aclose()
+    assert not a.can_send_now
+    with pytest.raises(OSError):  # a closed socket is an error, never another descriptor
+        a.send_now(b"late")
+    await b.aclose()
+
+
+def test_send_now_needs_a_socket() -> None:
+    one, _ = trio.testing.memory_stream_pair()
+    stream = SecureStream(one, bytes(32), bytes(32))
+    assert not stream.can_send_now
+    with pytest.raises(RuntimeError):
+        stream.send_now(b"x")

@@ -242,6 +242,54 @@ async def test_rpc_client_request_reply_and_typed_error() -> None:
         assert server.stats()["dropped_no_route"] == 1
 
 
+async def test_a_peer_that_pauses_reading_gets_every_frame_in_order_when_it_resumes(
+    raws: RawPeers,
+) -> None:
+    # Frames go straight to the socket while it has room; once the kernel's buffers are
+    # full a writer task waits for room. Neither may lose, split or reorder a frame.
+    server = Endpoint(Keypair())
+    async with running(server):
+        raw, keys = await raws.tcp(server.address), Keypair()
+        await raw.handshake(keys)
+        await raw.send(new_message("ping"))
+        assert (await receive(server)).msg["k"] == "ping"
+        blob = os.urandom(60_000)
+        for n in range(200):  # 12 MB: more than loopback's socket buffers hold
+            assert server.send_nowait(keys.name, None, new_message("bulk", n=n, blob=blob))
+        await trio.sleep(0.2)  # nobody reads: the sockets fill up
+        assert server.stats()["socket_full"] >= 1
+        got = []
+        with trio.fail_after(GUARD):
+            for _ in range(200):
+                msg = await raw.read()
+                assert msg is not None and msg["blob"] == blob
+                got.append(msg["n"])
+        assert got == list(range(200))
+        stats = server.stats()
+        assert stats["out"]["bulk"]["frames"] == 200 and stats["dropped_write_failed"] == 0
+        # And the link is writable at once again.
+        assert server.send_nowait(keys.name, None, new_message("after"))
+        msg = await raw.read()
+        assert msg is not None and msg["k"] == "after"
+
+
+async def test_a_peer_that_never_reads_is_dropped_at_the_write_timeout(raws: RawPeers) -> None:
+    server = Endpoint(Keypair(), write_timeout=0.3)
+    async with running(server):
+        raw, keys = await raws.tcp(server.address), Keypair()
+        await raw.handshake(keys)
+        await raw.send(new_message("ping"))
+        await receive(server)
+        blob = os.urandom(60_000)
+        for n in range(200):
+            server.send_nowait(keys.name, None, new_message("bulk", n=n, blob=blob))
+        with trio.fail_after(10):  # 0.3 s of write timeout, with room for a loaded machine
+            while server.is_connected(keys.name):
+                await trio.sleep(0.05)
+        stats = server.stats()
+        assert stats["socket_full"] >= 1 and stats["dropped_write_failed"] >= 1
+
+
 # -------------------------------------------------------------------- handshake
 
 
