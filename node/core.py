@@ -135,10 +135,19 @@ class NodeCore:
         # When each node last sent us anything: a neighbour that spoke within the last ping
         # interval is alive and needs no ping (most of a quiet network's traffic was pings).
         self._heard_from: dict[bytes, float] = {}
+        # Since when each of the 2R+2 nearest contacts has been near and answered every request
+        # (see _check_liveness), and which of them share a close group of an item held here.
+        self._steady: dict[bytes, float] = {}
+        self._watched: frozenset[bytes] = frozenset()
+        self._watched_stamp: tuple[int, int] = (-1, -1)
+        self._watched_at = -math.inf
+        self._near: tuple[XorName, ...] = ()  # the 2R+2 nearest contacts' names, and when
+        self._near_stamp: tuple[int, int] = (-1, -1)  # routing last gained or lost one
         self._local: list[tuple[Peer, dict[str, Any]]] = []
         self._bootstrap: list[str] = []
         self._lookups_running = 0
         self._lost: dict[XorName, tuple[Contact, float]] = {}  # evicted contacts, to re-check
+        self._recalled: dict[bytes, float] = {}  # when each was last knocked on
         self.membership_epoch = 0  # bumped whenever routing gains or loses a contact
         self._groups: dict[tuple[bytes, int], tuple[XorName, ...]] = {}  # see group()
         self._groups_stamp: tuple[int, int, frozenset[bytes]] = (-1, 0, frozenset())
@@ -227,7 +236,8 @@ class NodeCore:
         kind = msg.get("k")
         self.metrics.msgs_in[str(kind)] += 1
         if peer.role == "node" and peer.name != self.name and peer.address:
-            self._observe(Contact(peer.name, peer.address))
+            if self.standing.banned(peer.name, self.now) or not self.routing.seen(peer.name, peer.address, self.now):
+                self._observe(Contact(peer.name, peer.address))
             self._heard_from[peer.name] = self.now
         if "re" in msg:
             re = msg["re"]
@@ -289,6 +299,8 @@ class NodeCore:
                 if pending.kind not in _FREE and pending.kind not in _DELEGATED and name != self.name:
                     self._lapsed(name, pending.sent)
                 contact = self.routing.get(name)
+                if name in self._steady:
+                    self._steady[name] = self.now  # not steady: watch it closely again
                 if name != self.name and self.routing.failed(name, self.now):
                     self.log("evicted", peer=name.hex())
                     if contact is not None:
@@ -379,6 +391,7 @@ class NodeCore:
         self.log("peer_" + change, peer=name.hex())
         if change == "banned":
             self._lost.pop(name, None)
+            self._recalled.pop(name, None)
             self.routing.remove(name)
         self.on_membership_change()
 
@@ -418,16 +431,76 @@ class NodeCore:
             self.chunks.sync()
 
     def _check_liveness(self) -> None:
-        # Neighbours matter most: they share our close groups. Others are checked when used.
-        near = self.routing.closest(self.name, 2 * self.config.replication + 2)
-        fresh = self.now - self.config.ping_interval
+        """Ping the neighbours whose silence has lasted longer than they are allowed.
+
+        Neighbours matter most: they share our close groups. Others are checked when used.
+        Anything a neighbour sends is proof of life, and a ping's answer proves both sides
+        alive, so mutual neighbours mostly share one ping. How long a neighbour may stay
+        silent depends on what its death would cost (NodeConfig): `ping_interval` while it is
+        new or has lately failed a request, `ping_steady` once it has been steady for
+        `steady_after` seconds and shares a close group of an item we hold, `ping_idle` if it
+        shares none. Once a ping goes unanswered, the pings come every `ping_interval` until
+        it answers or has missed `strikes` of them. Checks come 0.75 to 1.25 ping intervals
+        apart, so a neighbour that dies is evicted within its allowance + strikes x 1.25 ping
+        intervals + rpc_timeout: 6.25 s if new or sharing our data (as before the allowances),
+        15.25 s if not (defaults).
+        """
+        config = self.config
+        now = self.now
+        near = self._nearest()
+        steady = self._steady
+        if len(steady) != len(near) or any(c.name not in steady for c in near):
+            self._steady = steady = {c.name: steady.get(c.name, now) for c in near}
+        watched = self._watched_names(near)
+        heard = self._heard_from
         for contact in near:
-            if self._heard_from.get(contact.name, -math.inf) < fresh:
+            name = contact.name
+            if now - steady[name] < config.steady_after:
+                allowance = config.ping_interval
+            elif name in watched:
+                allowance = config.ping_steady
+            else:
+                allowance = config.ping_idle
+            if heard.get(name, -math.inf) < now - allowance:
                 self._ping(contact)
-        if len(self._heard_from) > 4 * len(near) + 64:  # keep it to the neighbourhood
-            self._heard_from = {n: t for n, t in self._heard_from.items() if t >= fresh}
+        if len(heard) > 4 * len(near) + 64:  # keep it to the neighbourhood
+            keep = now - max(config.ping_interval, config.ping_steady, config.ping_idle)
+            self._heard_from = {n: t for n, t in heard.items() if t >= keep}
         self._recall_lost()
         self._probe_demoted()
+
+    def _nearest(self) -> list[Contact]:
+        """Our 2R+2 nearest contacts. Which they are changes only when routing gains or loses
+        a contact (each bumps the epoch); their addresses are looked up afresh."""
+        stamp = (self.membership_epoch, len(self.routing))
+        if stamp != self._near_stamp:
+            self._near_stamp = stamp
+            self._near = tuple(c.name for c in self.routing.closest(self.name, 2 * self.config.replication + 2))
+        get = self.routing.get
+        return [c for c in map(get, self._near) if c is not None]
+
+    def _watched_names(self, near: list[Contact]) -> frozenset[bytes]:
+        """Which of `near` are in the close group of an MD or chunk this node holds.
+
+        Looked at again when routing changed or the number of MDs held did, and at least every
+        sync interval (chunks come and go without routing changing); it stops early once every
+        neighbour is found, which in a small network is after a few items."""
+        stamp = (self.membership_epoch, len(self.replicator.records))
+        if stamp == self._watched_stamp and self.now - self._watched_at < self.config.sync_interval:
+            return self._watched
+        self._watched_stamp, self._watched_at = stamp, self.now
+        wanted = {c.name for c in near}
+        found: set[bytes] = set()
+        items = [key[:32] for key in self.replicator.records]
+        for group_of in (items, self.store.chunk_names()):
+            for item in group_of:
+                found.update(m for m in self.group(item) if m in wanted)
+                if len(found) == len(wanted):
+                    break
+            if len(found) == len(wanted):
+                break
+        self._watched = frozenset(found)
+        return self._watched
 
     def _recall_lost(self) -> None:
         """Knock again, now and then, on contacts we evicted.
@@ -435,17 +508,23 @@ class NodeCore:
         After a partition heals, each side has evicted the other, and nothing would ever make
         them meet again until a bucket refresh an hour later. So evicted contacts are pinged
         a few at a time, for `lost_memory` seconds; one that answers is observed, which puts
-        it back in the table (and its groups back together).
+        it back in the table (and its groups back together). Up to three a check among those
+        evicted in the last `lost_fast` seconds or not knocked on for `lost_every`: most
+        partitions heal within a minute, and a node that left for good (churn) would otherwise
+        draw three pings a second from each of its old neighbours for an hour.
         """
+        config, now = self.config, self.now
         for name, (_contact, since) in list(self._lost.items()):
-            if name in self.routing or self.now - since > self.config.lost_memory:
+            if name in self.routing or now - since > config.lost_memory:
                 del self._lost[name]
+                self._recalled.pop(name, None)
         if not self._lost:
             return
-        names = sorted(self._lost)
-        for _ in range(min(3, len(names))):
-            contact = self._lost[names[self.rng.randrange(len(names))]][0]
-            self.rpc(contact, new_message("ping", addr=self.address), lambda reply: None)
+        due = sorted(name for name, (_contact, since) in self._lost.items()
+                     if now - since < config.lost_fast or now - self._recalled.get(name, since) >= config.lost_every)
+        for name in self.rng.sample(due, min(3, len(due))):
+            self._recalled[name] = now
+            self.rpc(self._lost[name][0], new_message("ping", addr=self.address), lambda reply: None)
 
     def _on_find_node(self, peer: Peer, msg: dict[str, Any]) -> None:
         target = XorName(msg["target"])
@@ -476,13 +555,7 @@ class NodeCore:
                 if reply is None or reply.get("k") != "nodes":
                     ask(lookup.on_failure(contact))
                     return
-                found = []
-                for item in reply.get("contacts", [])[:64]:
-                    try:
-                        found.append(Contact(XorName(item[0]), str(item[1])))
-                    except (ValueError, TypeError, IndexError):
-                        continue
-                ask(lookup.on_reply(contact, found))
+                ask(lookup.on_reply_wire(contact, reply.get("contacts", [])[:64]))
 
             return handle
 

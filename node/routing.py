@@ -28,6 +28,7 @@ import random
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import Any
 
 from .xorname import XOR_NAME_BITS, XOR_NAME_LEN, XorName
 
@@ -250,6 +251,27 @@ class RoutingTable:
         bucket.push_cached(contact, self.replacement_cache)
         return bucket.contacts[0]
 
+    def seen(self, name: bytes, address: str, now: float) -> bool:
+        """`observe` for a contact already in the table at that address, without building a
+        `Contact` (every message a node receives is such a sighting). False, changing
+        nothing, for anyone else: the caller then observes it."""
+        cid = int.from_bytes(name, "big")
+        index = XOR_NAME_BITS - (self._own ^ cid).bit_length()
+        bucket = self._buckets.get(index)
+        if bucket is None or cid not in bucket.ids:
+            return False
+        at = bucket.ids.index(cid)
+        contact = bucket.contacts[at]
+        if contact.address != address:
+            return False
+        self._touched[index] = now
+        del bucket.ids[at]
+        del bucket.contacts[at]
+        bucket.ids.append(cid)
+        bucket.contacts.append(contact)
+        self._strikes.pop(cid, None)
+        return True
+
     def failed(self, name: bytes, now: float) -> bool:
         """A request to `name` timed out or was refused. Returns True if it was evicted.
 
@@ -438,6 +460,11 @@ class Lookup:
         lying one must not blow up the candidate list. A name already known keeps the
         address it was first learned with, so a liar cannot redirect it.
         """
+        if self._done or self._state.get(contact._id) != _IN_FLIGHT:
+            return []
+        return self._answered(contact, returned[: self.k])
+
+    def _answered(self, contact: Contact, returned: Sequence[Contact]) -> list[Contact]:
         cid = contact._id
         if self._done or self._state.get(cid) != _IN_FLIGHT:
             return []
@@ -445,11 +472,40 @@ class Lookup:
         self._in_flight -= 1
         best = self._ranked[0][0]
         depth = self._depth[cid] + 1
-        for c in returned[: self.k]:
+        for c in returned:
             self._add(c, depth)
         # Progress means a nearer candidate than the nearest known before this reply.
         self._wide = self._ranked[0][0] >= best
         return self._next()
+
+    def on_reply_wire(self, contact: Contact, pairs: Sequence[Any]) -> list[Contact]:
+        """`on_reply` with the `[name, address]` pairs of a `nodes` message, as received:
+        the same as `on_reply(contact, [each well-formed pair as a Contact])`, but a name this
+        lookup already knows (most of them, late in a lookup) is not made into a `Contact`
+        only to be dropped. A pair that cannot be read raises what making it a `Contact`
+        would raise; ValueError, TypeError and IndexError skip it."""
+        if self._done or self._state.get(contact._id) != _IN_FLIGHT:
+            return []
+        returned: list[Contact] = []
+        known, own, counted = self._contacts, self._own, 0
+        for pair in pairs:
+            try:
+                raw = pair[0]
+                if type(raw) is bytes and len(raw) == XOR_NAME_LEN:
+                    address = pair[1]
+                    cid = int.from_bytes(raw, "big")
+                    if cid in known or cid == own:
+                        counted += 1  # well formed, and _add would skip it
+                        continue
+                    found = Contact(XorName(raw), str(address))
+                else:
+                    found = Contact(XorName(raw), str(pair[1]))
+            except (ValueError, TypeError, IndexError):
+                continue
+            if counted < self.k:
+                returned.append(found)
+            counted += 1
+        return self._answered(contact, returned)
 
     def on_failure(self, contact: Contact) -> list[Contact]:
         """The query to `contact` timed out or was refused. Next queries."""
