@@ -42,8 +42,6 @@ class Fate(enum.Enum):
     PENDING = "pending"  # nothing there yet: its writer is at work, or died
 
 
-
-
 @dataclass(eq=False)  # a claim is one waiter: found and removed by identity, never by value
 class _Claim:
     value: bytes
