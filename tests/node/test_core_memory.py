@@ -160,10 +160,11 @@ async def test_self_lookups_back_off_while_the_neighbourhood_stays_and_resume_wh
         def self_lookups_sent() -> int:
             return node.core.metrics.msgs_out["find_node"]
 
-        await trio.sleep(200)  # settled: the interval has stretched to its limit
+        # Settled: the interval stretches to its limit once the neighbourhood stays put.
+        await net.until(lambda: node.core._neighbour_backoff == node.core.config.neighbour_backoff, within=200)
         assert node.core._neighbour_backoff == node.core.config.neighbour_backoff
         before = self_lookups_sent()
-        await trio.sleep(240)  # 16 ticks of 15 s: 2 lookups (16 without the back-off)
+        await trio.sleep(240)  # a window, not a wait: 16 ticks of 15 s give 2 lookups (16 without the back-off)
         settled_rate = self_lookups_sent() - before
         assert 0 < settled_rate <= 2 * 6  # a lookup here asks each of the 6 others at most once
 

@@ -182,7 +182,7 @@ async def test_a_crashed_holder_is_noticed_and_its_chunk_back_on_r_nodes_in_time
             await net.until(lambda: sorted(net.holders(name)) == sorted(net.close_group(name)), within=30)
             await trio.sleep(config.steady_after + 30)  # steady: the idle neighbours are pinged rarely
             before = sum(n.core.metrics.msgs_out["ping"] for n in net.live() if n.core)
-            await trio.sleep(20)
+            await trio.sleep(20)  # a window of virtual time to count pings in, not a wait
             pings = sum(n.core.metrics.msgs_out["ping"] for n in net.live() if n.core) - before
             # Ten nodes, nine neighbours each: a ping a second to each would be ~900 in 20 s
             # even if mutual neighbours shared them half the time.
