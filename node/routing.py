@@ -235,12 +235,7 @@ class RoutingTable:
         if bucket is None:
             bucket = self._buckets[index] = _Bucket()
         if cid in bucket.ids:
-            at = bucket.ids.index(cid)
-            del bucket.ids[at]
-            del bucket.contacts[at]
-            bucket.ids.append(cid)
-            bucket.contacts.append(contact)
-            self._strikes.pop(cid, None)
+            self._to_tail(bucket, bucket.ids.index(cid), contact)
             return None
         if len(bucket.ids) < self.k:
             bucket.drop_cached(cid)
@@ -265,12 +260,16 @@ class RoutingTable:
         if contact.address != address:
             return False
         self._touched[index] = now
-        del bucket.ids[at]
+        self._to_tail(bucket, at, contact)
+        return True
+
+    def _to_tail(self, bucket: _Bucket, at: int, contact: Contact) -> None:
+        """A contact seen alive again: the bucket's most recently seen, its strikes forgiven."""
+        cid = bucket.ids.pop(at)
         del bucket.contacts[at]
         bucket.ids.append(cid)
         bucket.contacts.append(contact)
         self._strikes.pop(cid, None)
-        return True
 
     def failed(self, name: bytes, now: float) -> bool:
         """A request to `name` timed out or was refused. Returns True if it was evicted.
