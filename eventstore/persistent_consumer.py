@@ -231,15 +231,7 @@ class PersistentSubscription:
         to = None
         want = room - len(retry) - len(replay)
         if want > 0:
-            scan = state.cursor
-            if self._scan is not None and (scan is None or self._scan > scan):
-                scan = self._scan
-            if self._cursor is None or self._cursor[0] != scan:
-                # A fresh cursor, unless the last one stopped here: that one remembers since
-                # when an append in its way is pending, and finishes it after the grace period.
-                self._cursor = (scan, _source_cursor(self.db, ledger.group.stream, scan))
-            cursor = self._cursor[1]
-            got = await cursor.read(settings.read_batch_size)
+            got, cursor = await self._source(ledger, state)
             if got:
                 self._cursor = None
             for event in got:
@@ -390,6 +382,8 @@ class PersistentSubscription:
         if self._scan is not None and (scan is None or self._scan > scan):
             scan = self._scan
         if self._cursor is None or self._cursor[0] != scan:
+            # A fresh cursor, unless the last one stopped here: that one remembers since when
+            # an append in its way is pending, and finishes it after the grace period.
             self._cursor = (scan, _source_cursor(self.db, ledger.group.stream, scan))
         cursor = self._cursor[1]
         return await cursor.read(ledger.group.settings.read_batch_size), cursor
