@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import trio
 
@@ -31,7 +34,7 @@ from node.data import MDataAddress
 from .errors import CorruptData
 from .privacy import Sealer
 from .records import Intent, decode_bodies, encode_bodies, key_of, number_of
-from .safe import ByteLRU, Clash, Layout, SafeData, entry_limit
+from .safe import ByteLRU, Clash, Layout, SafeData, entry_limit, gather
 
 
 class Fate(enum.Enum):
@@ -145,13 +148,17 @@ class Log:
             # may have held other claims than this one (its leader left the queue since), so
             # the first value being ours proves nothing about the rest: a claim is served
             # only where the segment holds its own value.
-            first = await self.data.value(address, key_of(slot))
+            # Both questions at once (one round trip, not two): whose value is at the slot,
+            # and where the segment ends now.
+            reads: list[Callable[[], Awaitable[Any]]] = [partial(self.data.value, address, key_of(slot)),
+                                                         partial(self._end_of, address, slot + 1)]
+            first, end = await gather(reads)
             ours = self._interrupted or any(c.value == first for c in batch)
             if ours and self._found(batch, slot, await self.data.entries(address) or {}):
                 return
             self.stats["clashes"] += 1
             self._clashes += 1
-            self._tip = await self._end_of(address, slot + 1)
+            self._tip = end
             if self._clashes > 1:
                 # Rivals in other processes keep winning: step aside a little, at random,
                 # so that the next round is not the same race again.
