@@ -5,13 +5,17 @@ checked by anyone, and storing it twice changes nothing. A put is acknowledged o
 majority of the chunk's close group holds it durably; a get is answered by any holder
 whose bytes hash to the name. Anti-entropy pushes each chunk to the members of its current
 close group that lack it, and a node that is no longer in a chunk's group lets it go once
-a majority of the group holds it. Part of the sans-IO node core (see `node.core`).
+a majority of the group holds it. A node that cannot trust its view of a chunk's group (far
+from its own neighbourhood) looks the group up first, and hands a chunk that belongs
+elsewhere to the group (`chunk_hand`, authorised by the client's signed put): while routing
+settles, a put or a copy can otherwise sit on nodes that are not the group for good. Part of
+the sans-IO node core (see `node.core`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -181,7 +185,7 @@ class ChunkKeeper:
         farthest = min(ours + spread, ours | ((1 << spread.bit_length()) - 1))
         return farthest <= self._region[1]
 
-    def _view(self, name: bytes, found: list[Contact] = ()) -> list[Contact]:  # type: ignore[assignment]
+    def _view(self, name: bytes, found: Sequence[Contact] = ()) -> list[Contact]:
         """The chunk's close group by our own view, widened by the nodes a lookup found."""
         contacts = {c.name: c for c in found if c.name != self.core.name}
         for member in self.core.group(name):
