@@ -12,11 +12,14 @@ everyone. Virtual time, no transport.
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node import errors as E
 from node.chunks import CHUNK_HAND, PAID, paid_proof
@@ -224,3 +227,33 @@ def test_a_hand_off_with_a_hop_count_out_of_range_is_refused(hop: Any) -> None:
     answer = _hand(net, member, outsider, net.data, hop=hop, paid=paid)
     assert answer["k"] == "error"
     assert not net.holders(net.data.name)
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
+                     st.binary(max_size=48), st.text(max_size=8))
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.text(max_size=4), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_a_hand_off_of_any_shape_raises_nothing_and_stores_nothing_unpaid(data: st.DataObject) -> None:
+    net = _shared_net()
+    member = net.cores[net.true_group[0]]
+    genuine = paid_proof(_signed_put(net.data, Keypair.generate(random.Random(21))))
+    paid = data.draw(st.one_of(_values, st.builds(lambda k, v: {**genuine, k: v}, st.sampled_from(sorted(genuine)),
+                                                  _values)), label="paid")
+    fields = data.draw(st.dictionaries(st.sampled_from(["value", "hop", "paid"]), _values, max_size=3), label="fields")
+    msg = new_message(CHUNK_HAND, **{"paid": paid, **fields})
+    msgpack.packb(msg)  # what an attacker can send at all
+    outsider = Peer(Keypair.generate(random.Random(22)).name, "node", "sim:outsider")
+    net.inject(member, outsider, msg)  # must not raise
+    net.advance(0.5)
+    stored = {n for core in net.cores.values() for n in core.store.chunk_names()}
+    assert not stored, "a hand-off without the client's signed put for its content stored something"
+
+
+
+@functools.cache
+def _shared_net() -> Net:
+    return Net(seed=4)  # nothing in it changes while these examples run: they store nothing
