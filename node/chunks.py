@@ -408,7 +408,7 @@ class ChunkKeeper:
                 continue
             self._last_group[name] = group
             if name in self._handed:
-                continue  # on its way out: its group has it (see _release_handed)
+                continue  # on its way out: its group has it (see _forget_placements)
             if not self.knows_group(name):
                 self._locate(name)
             for member in group:
