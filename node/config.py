@@ -33,6 +33,11 @@ class NodeConfig:
     client_deadline: float = 12.0  # a client request not done by then is answered RequestTimeout
     grace: float = 30.0  # how long a node keeps an item it no longer should hold
     lost_memory: float = 3600.0  # how long evicted contacts are still pinged now and then
+    # How long an evicted contact still counts as a member of the close groups it was in when
+    # a node decides that an MD does not exist yet (node/proposer.py): longer than a partition
+    # lasts, so that the cut-off side cannot create an MD the other side holds; short enough
+    # that nodes gone for good (churn) do not block creations near them for long.
+    absence_memory: float = 120.0
     # For `lost_fast` seconds after its eviction a contact is among those knocked on a few times
     # a second (a healed partition is found at once); after that, once every `lost_every`.
     lost_fast: float = 60.0
@@ -58,7 +63,9 @@ class NodeConfig:
     # trust breaks (docs/security.md): "trust_any_peer", "accept_unvalidated",
     # "unbounded_numbers", "trust_idle_members" (a peer that answers pings but does no work
     # keeps its place in close groups), "trust_the_coordinator" (only an MD's coordinator
-    # checks the other members' copies, so a coordinator that withholds repair stops it).
+    # checks the other members' copies, so a coordinator that withholds repair stops it),
+    # "forget_lost_members" (absence of an MD is concluded without the contacts evicted lately,
+    # so both sides of a partition may create it).
     breaks: frozenset[str] = frozenset()
     # Test-only lying modes (a Byzantine node, for proving clients trust no single node):
     # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks),

@@ -411,9 +411,11 @@ class NodeCore:
         for name in sorted(self.standing.demoted(self.now)):
             self.give_work(name)
 
-    def recently_lost(self, name: bytes, count: int) -> list[XorName]:
-        """The `count` contacts nearest `name` among those evicted lately and not back."""
-        return closest(name, [n for n in self._lost if n not in self.routing], count)
+    def recently_lost(self, name: bytes, count: int, within: float | None = None) -> list[XorName]:
+        """The `count` contacts nearest `name` among those evicted lately (in the last `within`
+        seconds, if given) and not back."""
+        since = -math.inf if within is None else self.now - within
+        return closest(name, [n for n, (_c, t) in self._lost.items() if t >= since and n not in self.routing], count)
 
     def contact(self, name: XorName) -> Contact | None:
         if name == self.name:

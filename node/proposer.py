@@ -43,7 +43,7 @@ from .requests import Request, apply_mutation, read_mdata
 from .routing import Contact
 from .rules import MDataState
 from .wire import new_message
-from .xorname import XorName, distance
+from .xorname import XorName, closest, distance
 
 if TYPE_CHECKING:
     from .replication import Replicator
@@ -136,14 +136,22 @@ class Proposal:
         else:
             # We hold nothing for this MD: ask a wider ring too, so that a group that moved
             # (nodes joined nearer the name) is still found before we conclude it is absent.
-            group = tuple(self.core.group(self.name))
-            wide = tuple(n for n in self.core.group(self.name, 2 * self.core.config.replication) if n not in group)
-            # Seeing fewer nodes than a close group, we may be the one cut off, and the contacts
-            # we evicted lately the very group we can no longer hear: absence must not be
-            # concluded without them. (With a full group in view, a lost contact is just down.)
-            if len(group) < self.core.config.replication:
-                lost = self.core.recently_lost(self.name, self.core.config.replication)
-                wide += tuple(n for n in lost if n not in group and n not in wide)
+            config = self.core.config
+            view = tuple(self.core.group(self.name))
+            # Contacts we evicted lately stay in the group whose majority must answer "nothing":
+            # a partition evicts the other side after a few seconds, and each side would
+            # otherwise see a full group of its own and create the MD a second time. They
+            # cannot answer while cut off, so only the side holding a majority of the group as
+            # it was can conclude absence (docs/replication.md, "Creating an MD").
+            lost = () if "forget_lost_members" in config.breaks else tuple(
+                self.core.recently_lost(self.name, config.replication, within=config.absence_memory))
+            group = tuple(closest(self.name, view + lost, config.replication))
+            wide = tuple(n for n in self.core.group(self.name, 2 * config.replication) if n not in group)
+            # Seeing fewer nodes than a close group, we may be the one cut off: every contact
+            # we lost lately is asked too.
+            if len(view) < config.replication:
+                wide += tuple(n for n in self.core.recently_lost(self.name, config.replication)
+                              if n not in group and n not in wide)
             self.prepare((group,), wide)
 
     def retry(self) -> None:

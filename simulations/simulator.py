@@ -312,14 +312,16 @@ class Simulator:
         return SimEndpoint(self.network, keys.name, "client", None, -self._clients, f"c{self._clients}")
 
     @contextlib.asynccontextmanager
-    async def client(self, keys: Keypair | None = None, **kwargs: Any) -> AsyncIterator[NetworkClient]:
-        """A real `NetworkClient` on its own endpoint of this network (a fresh key unless given)."""
+    async def client(self, keys: Keypair | None = None, *, contacts: list[str] | None = None,
+                     **kwargs: Any) -> AsyncIterator[NetworkClient]:
+        """A real `NetworkClient` on its own endpoint of this network (a fresh key unless given),
+        bootstrapping from `contacts` (default: the first nodes up)."""
         keys = keys or Keypair.generate(self._client_rng)
         endpoint = self.new_client_endpoint(keys)
         kwargs.setdefault("replication", self.config.replication)
         kwargs.setdefault("rng", random.Random(self._client_rng.getrandbits(64)))
         kwargs.setdefault("clock", sim_wall_clock)
-        async with NetworkClient.open(self.contacts(), keys, endpoint=endpoint, **kwargs) as client:
+        async with NetworkClient.open(contacts or self.contacts(), keys, endpoint=endpoint, **kwargs) as client:
             yield client
 
     # ------------------------------------------------------------------ inspection
