@@ -5,13 +5,17 @@ checked by anyone, and storing it twice changes nothing. A put is acknowledged o
 majority of the chunk's close group holds it durably; a get is answered by any holder
 whose bytes hash to the name. Anti-entropy pushes each chunk to the members of its current
 close group that lack it, and a node that is no longer in a chunk's group lets it go once
-a majority of the group holds it. Part of the sans-IO node core (see `node.core`).
+a majority of the group holds it. A node that cannot trust its view of a chunk's group (far
+from its own neighbourhood) looks the group up first, and hands a chunk that belongs
+elsewhere to the group (`chunk_hand`, authorised by the client's signed put): while routing
+settles, a put or a copy can otherwise sit on nodes that are not the group for good. Part of
+the sans-IO node core (see `node.core`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +27,9 @@ from .data import ImmutableData
 from .messages import CHUNK_PUT
 from .proofs import majority
 from .requests import GetIData, PutIData, Request, op_to_obj
+from .routing import Contact
 from .wire import new_message
-from .xorname import XorName, sha3_256
+from .xorname import XorName, closest, distance, sha3_256
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -39,6 +44,17 @@ SCRUB_BYTES_PER_ROUND = 8 * 1024 * 1024
 
 
 PAID = "chunkpaid"  # store namespace: the client's signed put each chunk was paid with
+
+# A paid copy handed to the chunk's close group by a node outside it (see `ChunkKeeper._place`).
+CHUNK_HAND = "chunk_hand"
+MAX_HANDS = 2  # hand-offs a chunk may take on its way to its group (the first, and one more)
+LOCATES_IN_FLIGHT = 2  # lookups the anti-entropy runs at once to check doubtful chunks' groups
+# How long a lookup's word on a chunk's group stands (seconds): if it left us out of the group,
+# a minute (then we look again, until a hand-off succeeds); if it put us in, ten (the group's
+# members then keep it where it belongs, as they keep their own neighbourhood).
+LOCATED_FOR = 60.0
+LOCATED_MEMBER_FOR = 600.0
+PLACED_FOR = 60.0  # how long a group we stored a chunk in is taken to still hold it
 
 
 def paid_proof(request: Request) -> dict[str, Any]:
@@ -62,9 +78,18 @@ class ChunkKeeper:
         self._confirmed: dict[bytes, set[XorName]] = {}
         self._epoch_seen = -1
         self._scrub_queue: list[bytes] = []
+        # Placement while routing settles (see `_place` and `_locate`).
+        self._region: tuple[int, int] = (-1, 0)  # (epoch, radius of our 2R+2 nearest contacts)
+        self._located: dict[bytes, tuple[float, tuple[XorName, ...]]] = {}  # name -> (until, group found)
+        self._locating: set[bytes] = set()
+        self._locate_queue: deque[bytes] = deque()
+        self._locates = 0
+        self._handed: dict[bytes, float] = {}  # chunks handed to their group (when), to let go
+        self._placed: dict[bytes, float] = {}  # chunks a majority of our group stored (when)
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
-        return {"chunk_put": self.on_put, "chunk_get": self.on_get, "chunk_has": self.on_has}
+        return {"chunk_put": self.on_put, "chunk_get": self.on_get, "chunk_has": self.on_has,
+                CHUNK_HAND: self.on_hand}
 
     # ---------------------------------------------------------------- local store
 
@@ -128,23 +153,95 @@ class ChunkKeeper:
 
     def _put(self, data: ImmutableData, request: Request, respond: Respond) -> None:
         rules.check_idata(data)
-        proof = paid_proof(request)
-        group = self.core.group(data.name)
+        if "ack_before_quorum" in self.core.config.breaks:
+            respond(result=None)
+        self._place(data, paid_proof(request), respond, MAX_HANDS)
+
+    # ---------------------------------------------------------------- placement
+
+    def knows_group(self, name: bytes) -> bool:
+        """Can our routing view of `name`'s close group be taken as the truth?
+
+        A node knows its own neighbourhood well: everyone within the distance of its 2R+2
+        nearest contacts (its self-lookups find them, and a node that joins nearby contacts
+        it). Every true member of the group lies within the distance of the farthest member
+        we see, r, of the name, so within d(us, name) + r of us (XOR distances obey the
+        triangle inequality; `farthest` below is a bound a little tighter). If that is inside
+        our neighbourhood, we know every member. Far from us we know only some nodes of a
+        region, not the nearest to each name: a node that took a put there and trusted its
+        view stored the chunk on the wrong nodes (`sim scale --nodes 200 --duration 300
+        --seed 1` before this check). A node that knows fewer than 2R+2 others is in a
+        network small enough to know it whole."""
+        core = self.core
+        wanted = 2 * core.config.replication + 2
+        if self._region[0] != core.membership_epoch:
+            near = core.routing.closest(core.name, wanted)
+            radius = distance(core.name, near[-1].name) if len(near) >= wanted else 1 << 257
+            self._region = (core.membership_epoch, radius)
+        group = core.group(name)
+        ours, spread = distance(core.name, name), distance(name, group[-1])
+        # d(us, m) = ours XOR d(name, m), and d(name, m) <= spread: bounded by the sum, and by
+        # `ours` with every bit below spread's highest one set; whichever is lower.
+        farthest = min(ours + spread, ours | ((1 << spread.bit_length()) - 1))
+        return farthest <= self._region[1]
+
+    def _view(self, name: bytes, found: Sequence[Contact] = ()) -> list[Contact]:
+        """The chunk's close group by our own view, widened by the nodes a lookup found."""
+        contacts = {c.name: c for c in found if c.name != self.core.name}
+        for member in self.core.group(name):
+            contact = self.core.contact(member)
+            if contact is not None:
+                contacts[member] = contact
+        return [contacts[m] for m in closest(name, contacts, self.core.config.replication)]
+
+    def _place(self, data: ImmutableData, proof: dict[str, Any] | None, respond: Respond, hands: int) -> None:
+        """Get a paid chunk stored by a majority of its close group, then `respond`.
+
+        Where we trust our view of the group (`knows_group`) we use it; otherwise an
+        iterative lookup finds the group first. If we are in it, we store the chunk and send
+        it to the other members (`chunk_put`, which members accept only from a node in their
+        own view of the group). If we are not, we hand it to the nearest member
+        (`chunk_hand`, up to `hands` more times in all), which does the same from its own
+        view: the same second hop MD requests take (`Replicator.on_md_request`)."""
+        name = data.name
+        if "trust_any_peer" in self.core.config.breaks or self.knows_group(name):
+            self._placed_in(data, proof, respond, hands, self._view(name))
+            return
+
+        def found(contacts: list[Contact]) -> None:
+            view = self._view(name, contacts)
+            self._remember(name, view)
+            self._placed_in(data, proof, respond, hands, view)
+
+        self.core.lookup(name, found, k=2 * self.core.config.replication)
+
+    def _placed_in(self, data: ImmutableData, proof: dict[str, Any] | None, respond: Respond, hands: int,
+                   group: list[Contact]) -> None:
+        if any(c.name == self.core.name for c in group):
+            self._store_in(data, proof, group, respond)
+        elif hands <= 0:
+            respond(error=E.NotReady("this node is not in the chunk's close group either"))
+        else:
+            self._hand(data, proof, group, respond, MAX_HANDS - hands)
+
+    def _store_in(self, data: ImmutableData, proof: dict[str, Any] | None, group: list[Contact],
+                  respond: Respond) -> None:
+        """Store the chunk here and on the other members; answer once a majority has it."""
         need = majority(len(group))
         tally = {"ok": 0, "failed": 0}
+        name = bytes(data.name)
 
         def count(ok: bool) -> None:
             tally["ok" if ok else "failed"] += 1
             if tally["ok"] == need:
+                self._placed[name] = self.core.now
                 respond(result=None)
             elif len(group) - tally["failed"] < need and tally["ok"] < need:
                 respond(error=E.QuorumNotReached("too few of the chunk's close group stored it"))
 
-        if "ack_before_quorum" in self.core.config.breaks:
-            respond(result=None)
         for member in group:
-            if member == self.core.name:
-                self._keep(data, msgpack.packb(proof, use_bin_type=True))
+            if member.name == self.core.name:
+                self._keep(data, msgpack.packb(proof, use_bin_type=True) if proof is not None else None)
                 count(True)
             else:
                 self.core.rpc(
@@ -152,6 +249,24 @@ class ChunkKeeper:
                     new_message(CHUNK_PUT, value=data.value, paid=proof),
                     lambda reply: count(reply is not None and reply.get("k") == "chunk_ok"),
                 )
+
+    def _hand(self, data: ImmutableData, proof: dict[str, Any] | None, group: list[Contact], respond: Respond,
+              hop: int, tried: int = 0) -> None:
+        """Hand the chunk to the members of its group, nearest first, until one has had it
+        stored by a majority of the group."""
+        members = [c for c in group if c.name != self.core.name]
+        if tried >= len(members):
+            respond(error=E.QuorumNotReached("no member of the chunk's close group took it"))
+            return
+
+        def answered(reply: dict[str, Any] | None) -> None:
+            if reply is not None and reply.get("k") == "chunk_ok":
+                respond(result=None)
+            else:
+                self._hand(data, proof, group, respond, hop, tried + 1)
+
+        self.core.rpc(members[tried], new_message(CHUNK_HAND, value=data.value, paid=proof, hop=hop), answered,
+                      timeout=self.core.config.client_deadline / (3 if hop == 0 else 6))
 
     def _get(self, op: GetIData, respond: Respond) -> None:
         value = self._load(op.chunk)
@@ -198,6 +313,38 @@ class ChunkKeeper:
         paid = self._check_paid(data, msg.get("paid"))
         self._keep(data, paid or None)
         self.core.reply(peer, msg, "chunk_ok", name=bytes(data.name))
+
+    def on_hand(self, peer: Peer, msg: dict[str, Any]) -> None:
+        """A node outside a chunk's close group hands us a paid copy: a client's put that
+        reached it, or a copy it holds and has found does not belong with it.
+
+        What authorises the store is the client's signed put the copy travels with (checked
+        here as for any copy), not the sender: so the sender need not be in our view of the
+        group. We store only if *we* are in it (after a lookup, where we doubt our view);
+        otherwise we hand it on once more, or refuse. The members we then send it to see a
+        `chunk_put` from a member, as for any put."""
+        value = msg["value"]
+        hop = msg.get("hop")
+        if not isinstance(value, bytes) or type(hop) is not int or not 0 <= hop < MAX_HANDS:
+            raise E.ProtocolError("chunk_hand carries bytes and a hop count of 0 or 1")
+        data = ImmutableData(value)
+        rules.check_idata(data)
+        if not self.core.ready:
+            raise E.NotReady("this node is still joining the network")
+        paid = self._check_paid(data, msg.get("paid"))
+        proof = msgpack.unpackb(paid, raw=False) if paid else None
+
+        def respond(result: Any = None, error: E.SafeError | None = None) -> None:
+            if error is not None:
+                self.core.reply_error(peer, msg, error)
+            else:
+                self.core.reply(peer, msg, "chunk_ok", name=bytes(data.name))
+
+        placed = self._placed.get(bytes(data.name))
+        if placed is not None and self.core.now - placed < PLACED_FOR and self.holds(data.name):
+            respond()  # stored by a majority of the group a moment ago: no need to send it again
+            return
+        self._place(data, proof, respond, MAX_HANDS - 1 - hop)
 
     def may_hold(self, peer: Peer, name: bytes) -> bool:
         if peer.name == self.core.name or "trust_any_peer" in self.core.config.breaks:
@@ -252,12 +399,18 @@ class ChunkKeeper:
             return
         self._epoch_seen = self.core.membership_epoch
         me = self.core.name
+        if full:
+            self._forget_placements()
         asks: dict[XorName, list[bytes]] = {}
         for name in self.core.store.chunk_names():
             group = tuple(self.core.group(name))
             if not full and self._last_group.get(name) == group:
                 continue
             self._last_group[name] = group
+            if name in self._handed:
+                continue  # on its way out: its group has it (see _forget_placements)
+            if not self.knows_group(name):
+                self._locate(name)
             for member in group:
                 if member != me:
                     asks.setdefault(member, []).append(name)
@@ -271,6 +424,75 @@ class ChunkKeeper:
                     new_message("chunk_has", names=part),
                     partial(self._on_have, member, part, full=full),
                 )
+
+    def _locate(self, name: bytes) -> None:
+        """Check by lookup the group of a chunk we hold but doubt our view of (`knows_group`).
+
+        A copy stored while routing settled can sit on nodes that are not its group, and
+        that never learn of the nearer nodes (a routing table holds only some of the nodes
+        far from its owner), so anti-entropy by their views would keep it there for good."""
+        located = self._located.get(name)
+        if name in self._locating or (located is not None and self.core.now < located[0]):
+            return
+        self._locating.add(name)
+        self._locate_queue.append(name)
+        self._pump_locates()
+
+    def _pump_locates(self) -> None:
+        while self._locate_queue and self._locates < LOCATES_IN_FLIGHT:
+            name = self._locate_queue.popleft()
+            self._locates += 1
+            self.core.lookup(XorName(name), partial(self._on_located, name), k=2 * self.core.config.replication)
+
+    def _on_located(self, name: bytes, found: list[Contact]) -> None:
+        self._locates -= 1
+        self._locating.discard(name)
+        view = self._view(name, found)
+        self._remember(name, view)
+        value = self._load(name) if self.holds(name) else None
+        paid = self._paid_by(name)
+        if value is not None and (paid is not None or "trust_any_peer" in self.core.config.breaks):
+            data = ImmutableData(value)
+            if any(c.name == self.core.name for c in view):
+                # We belong, and the lookup may have shown us members we did not know: they
+                # hear from a member, which they accept, and already holding it costs nothing.
+                known = set(self.core.group(name))
+                for contact in view:
+                    if contact.name not in known:
+                        self.core.rpc(contact, new_message(CHUNK_PUT, value=value, paid=paid), lambda _r: None)
+            else:
+                # Not ours: hand it to the group, which stores it as it would a put (the
+                # client's signed put authorises it), then let our copy go.
+                self._hand(data, paid, view, partial(self._handed_over, name), 0)
+        self._pump_locates()
+
+    def _remember(self, name: bytes, view: list[Contact]) -> None:
+        names = tuple(c.name for c in view)
+        until = self.core.now + (LOCATED_MEMBER_FOR if self.core.name in names else LOCATED_FOR)
+        self._located[bytes(name)] = (until, names)
+
+    def _handed_over(self, name: bytes, result: Any = None, error: E.SafeError | None = None) -> None:
+        if error is None:
+            self._handed.setdefault(name, self.core.now)
+            self.core.log("chunk_rehomed", name=name.hex())
+
+    def _forget_placements(self) -> None:
+        """Drop what lookups and hand-offs taught us once it is stale, and let copies go
+        that a majority of their group has held for the grace period."""
+        now = self.core.now
+        for name in [n for n, (until, _) in self._located.items() if now >= until]:
+            del self._located[name]
+        for name in [n for n, when in self._placed.items() if now - when >= PLACED_FOR]:
+            del self._placed[name]
+        for name, since in list(self._handed.items()):
+            if now - since < self.core.config.grace:
+                continue
+            del self._handed[name]
+            if self.core.name not in self.core.group(name) or not self.knows_group(name):
+                self.core.store.delete_chunk(name)
+                for other in (self._left_at, self._last_group, self._confirmed):
+                    other.pop(name, None)
+                self.core.log("chunk_released", name=name.hex())
 
     def _scrub(self) -> None:
         """Read a few chunks back each round, so that a copy that rotted on disk is found
@@ -291,6 +513,8 @@ class ChunkKeeper:
             return
         have = {n for n in reply.get("have", []) if isinstance(n, bytes)}
         for name in asked:
+            if name in self._handed:
+                continue
             if name not in have:
                 if full or self._pusher(name, member) == self.core.name:
                     self._queue_push(XorName(name), member)

@@ -71,7 +71,8 @@ _FREE = frozenset({"ping", "find_node"})
 # Requests whose answer waits on other nodes' work (a client request forwarded to the MD's
 # coordinator is answered when its consensus round ends): an answer still counts as work
 # done, but a lapse is no evidence against the peer asked.
-_DELEGATED = frozenset({"md_request"})
+# (A chunk handed to its close group, `chunk_hand`, is answered once the group has stored it.)
+_DELEGATED = frozenset({"md_request", "chunk_hand"})
 
 
 @dataclass
@@ -537,10 +538,11 @@ class NodeCore:
             contacts.append([bytes(self.name), self.address])
         self.reply(peer, msg, "nodes", contacts=contacts, net=self.network_id)
 
-    def lookup(self, target: XorName, done: Callable[[list[Contact]], None]) -> None:
-        """An iterative Kademlia lookup of `target`'s closest nodes."""
+    def lookup(self, target: XorName, done: Callable[[list[Contact]], None], k: int | None = None) -> None:
+        """An iterative Kademlia lookup of `target`'s closest nodes (the `k` nearest that
+        answer; by default the routing table's k)."""
         seeds = self.routing.closest(target, self.config.k)
-        lookup = Lookup(target, seeds, k=self.config.k, alpha=self.config.alpha, own=self.name)
+        lookup = Lookup(target, seeds, k=k or self.config.k, alpha=self.config.alpha, own=self.name)
         self._lookups_running += 1
 
         def ask(contacts: list[Contact]) -> None:

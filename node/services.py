@@ -98,6 +98,9 @@ class NodeServices(Protocol):
 
     def group(self, name: bytes, count: int | None = None) -> list[XorName]: ...
 
+    def lookup(self, target: XorName, done: Callable[[list[Contact]], None], k: int | None = None) -> None:
+        """An iterative lookup of the nodes nearest `target`; `done` gets those that answered."""
+
     def recently_lost(self, name: bytes, count: int, within: float | None = None) -> list[XorName]: ...
 
     def contact(self, name: XorName) -> Contact | None: ...
