@@ -1,0 +1,116 @@
+"""The transport's paths without a task switch: `Endpoint.holding`, `Endpoint.send` writing at
+once, and replies handed from the reader straight to the waiting request (`on_arrival`).
+
+Real sockets on 127.0.0.1 port 0 (the direct writes exist only over TCP); each test takes
+milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from node.handshake import Peer
+from node.keys import Keypair
+from node.transport import Endpoint, Incoming, RpcClient, open_rpc_client
+from node.wire import new_message, reply_to
+
+GUARD = 10.0
+
+
+@asynccontextmanager
+async def running(*endpoints: Endpoint) -> AsyncIterator[trio.Nursery]:
+    async with trio.open_nursery() as nursery:
+        for endpoint in endpoints:
+            await nursery.start(endpoint.run)
+        yield nursery
+        nursery.cancel_scope.cancel()
+
+
+def frames_out(endpoint: Endpoint, kind: str) -> int:
+    return endpoint.stats()["out"].get(kind, {}).get("frames", 0)
+
+
+async def connect_both(a: Endpoint, b: Endpoint) -> None:
+    """A connection between them, both ends registered."""
+    assert a.send_nowait(b.name, b.address, new_message("hi"))
+    with trio.fail_after(GUARD):
+        assert (await b.inbox.receive()).msg["k"] == "hi"
+
+
+async def test_holding_writes_at_the_end_of_the_block_in_order_without_yielding() -> None:
+    a, b, c = Endpoint(Keypair()), Endpoint(Keypair()), Endpoint(Keypair())
+    async with running(a, b, c):
+        await connect_both(a, b)
+        await connect_both(a, c)
+        with a.holding():
+            for n in range(5):
+                assert a.send_nowait(b.name, None, new_message("m", n=n))
+                assert a.send_nowait(c.name, None, new_message("m", n=n))
+            with a.holding():  # nested: only the outermost block writes
+                assert a.send_nowait(b.name, None, new_message("m", n=5))
+            assert frames_out(a, "m") == 0  # nothing written inside the block
+        # Written by this task as the block ended: no other task has run meanwhile.
+        assert frames_out(a, "m") == 11
+        for peer, last in ((b, 5), (c, 4)):
+            with trio.fail_after(GUARD):
+                got = [(await peer.inbox.receive()).msg["n"] for _ in range(last + 1)]
+            assert got == list(range(last + 1))
+
+
+async def test_send_writes_at_once_when_the_socket_has_room() -> None:
+    a, b = Endpoint(Keypair()), Endpoint(Keypair())
+    async with running(a, b):
+        await connect_both(a, b)
+        for n in range(3):
+            await a.send(b.name, None, new_message("m", n=n))
+            assert frames_out(a, "m") == n + 1  # on the socket before `send` returned
+        with trio.fail_after(GUARD):
+            assert [(await b.inbox.receive()).msg["n"] for _ in range(3)] == [0, 1, 2]
+
+
+async def test_replies_skip_the_inbox_and_everything_else_still_reaches_it() -> None:
+    server = Endpoint(Keypair())
+    async with running(server) as nursery:
+        async def answer() -> None:
+            async for incoming in server.inbox:
+                if incoming.msg["k"] == "ping":
+                    server.send_nowait(incoming.peer.name, None, new_message("notice"))
+                    server.send_nowait(incoming.peer.name, None, reply_to(incoming.msg, "pong"))
+
+        nursery.start_soon(answer)
+        async with open_rpc_client() as rpc:
+            assert isinstance(rpc.endpoint, Endpoint)
+            assert rpc.endpoint.on_arrival is not None
+            reply = await rpc.request(None, server.address, new_message("ping"), GUARD)
+            assert reply["k"] == "pong"
+            with trio.fail_after(GUARD):
+                notice = await rpc.unsolicited.receive()
+            assert notice.msg["k"] == "notice"
+
+
+def test_a_reply_is_taken_only_from_the_peer_that_was_asked() -> None:
+    endpoint = Endpoint(Keypair(), role="client")
+    rpc = RpcClient(endpoint)
+    assert endpoint.on_arrival == rpc._take_reply
+    asked, other = Keypair(), Keypair()
+    request = new_message("ping")
+
+    async def scenario() -> None:
+        from node.rpc import _Pending
+
+        pending = rpc._pending[request["id"]] = _Pending(asked.name)
+        reply = reply_to(request, "pong")
+        forged = Incoming(Peer(other.name, "node", None, other.public), reply)
+        assert not rpc._take_reply(forged)  # an echo of the id from anyone else is not it
+        assert pending.reply is None and not pending.event.is_set()
+        assert not rpc._take_reply(Incoming(Peer(asked.name, "node", None, asked.public),
+                                            new_message("notice")))
+        assert rpc._take_reply(Incoming(Peer(asked.name, "node", None, asked.public), reply))
+        assert pending.reply == reply and pending.event.is_set()
+        # A second copy of the reply is not taken again (it goes on to `unsolicited`).
+        assert not rpc._take_reply(Incoming(Peer(asked.name, "node", None, asked.public), reply))
+
+    trio.run(scenario)
