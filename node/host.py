@@ -21,11 +21,13 @@ import os
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
 
 from .core import NodeCore, Send
+from .endpoint import Endpoint
 from .errors import SafeError
 from .peer import Arrival, FaultHook, HostEndpoint, Peer
 from .wire import reply_to
@@ -57,6 +59,8 @@ class NodeHost:
         self.fault = fault
         self.on_shutdown = on_shutdown
         self.stopped = trio.Event()
+        self._waiting: trio.CancelScope | None = None  # the loop's wait for the inbox, while parked
+        self._failure: BaseException | None = None  # a strict host's error in `_arrived`
 
     async def run(self, bootstrap: list[str] = (), *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[assignment]
         core = self.core
@@ -64,11 +68,31 @@ class NodeHost:
         self._emit(core.start(trio.current_time(), list(bootstrap)))
         task_status.started()
         inbox = self.endpoint.inbox
+        endpoint = self.endpoint
+        inline = endpoint if isinstance(endpoint, Endpoint) and endpoint.on_arrival is None else None
+        if inline is not None:
+            inline.on_arrival = partial(self._arrived, inline.inbox)
+        try:
+            await self._loop(inbox)
+        finally:
+            if inline is not None:
+                inline.on_arrival = None
+        if self.on_shutdown is not None:
+            await trio.sleep(0.2)  # let the writers send the shutdown reply before we go
+            self.on_shutdown()
+
+    async def _loop(self, inbox: Any) -> None:
+        core = self.core
         while not self.stopped.is_set():
             batch = []
             deadline = core.next_deadline()
-            with trio.move_on_at(deadline if math.isfinite(deadline) else math.inf):
-                batch.append(await inbox.receive())
+            with trio.move_on_at(deadline if math.isfinite(deadline) else math.inf) as self._waiting:
+                try:
+                    batch.append(await inbox.receive())
+                finally:
+                    self._waiting = None
+            if self._failure is not None:
+                raise self._failure
             while batch and len(batch) < MAX_BATCH:
                 try:
                     batch.append(inbox.receive_nowait())
@@ -83,9 +107,36 @@ class NodeHost:
             self._emit(out)
             # No checkpoint here: `inbox.receive` above always yields, so each batch lets the
             # other tasks run once, and an idle node wakes once per message, not twice.
-        if self.on_shutdown is not None:
-            await trio.sleep(0.2)  # let the writers send the shutdown reply before we go
-            self.on_shutdown()
+
+    def _arrived(self, inbox: trio.MemoryReceiveChannel[Any], incoming: Arrival) -> bool:
+        """A message from a connection's reader, before it goes to the inbox (the
+        endpoint's `on_arrival`). While the loop is parked on an empty inbox, the message is
+        handled here and now, as a batch of one, in the reader's task: the same steps the
+        loop would take one task switch later. Otherwise (a batch is being handled, or the
+        loop has been handed a message and is about to run) False: it queues behind."""
+        scope = self._waiting
+        if scope is None or self.stopped.is_set():
+            return False
+        stats = inbox.statistics()
+        if stats.current_buffer_used or stats.tasks_waiting_receive != 1:
+            return False
+        core = self.core
+        now = trio.current_time()
+        core.wall_offset = self.wall_clock() - now
+        try:
+            out = self._guarded(self._handle, now, incoming)
+            out.extend(self._guarded(core.tick, now))
+            self._emit(out)
+        except Exception as exc:  # only a strict host lets one out of `_guarded`: the loop raises it
+            self._failure = exc
+            scope.cancel()
+            return True
+        if self.stopped.is_set():
+            scope.cancel()  # an admin shutdown: the loop ends
+        else:
+            # Timers the message set (a request's expiry) may be due before the loop's wait ends.
+            scope.deadline = min(scope.deadline, core.next_deadline())
+        return True
 
     def _guarded(self, fn: Callable[..., list[Send]], *args: Any) -> list[Send]:
         try:

@@ -7,14 +7,20 @@ milliseconds.
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 
+from node.config import NodeConfig
+from node.core import NodeCore
 from node.handshake import Peer
+from node.host import NodeHost
 from node.keys import Keypair
-from node.transport import Endpoint, Incoming, RpcClient, open_rpc_client
+from node.store import MemoryStore
+from node.transport import Endpoint, Incoming, MemoryNetwork, RpcClient, open_rpc_client
 from node.wire import new_message, reply_to
 
 GUARD = 10.0
@@ -114,3 +120,93 @@ def test_a_reply_is_taken_only_from_the_peer_that_was_asked() -> None:
         assert not rpc._take_reply(Incoming(Peer(asked.name, "node", None, asked.public), reply))
 
     trio.run(scenario)
+
+
+# ------------------------------------------------- a node host handling a message in the reader
+
+
+@asynccontextmanager
+async def one_node(*, strict: bool = True) -> AsyncIterator[tuple[NodeHost, Endpoint, list[bool]]]:
+    """A node (core + host) on the in-memory network; the list records what the host's
+    `on_arrival` answered for each message (True: handled at once in the reader)."""
+    network = MemoryNetwork()
+    keys = Keypair()
+    endpoint = Endpoint(keys, network=network)
+    taken: list[bool] = []
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(endpoint.run)
+        core = NodeCore(keys, MemoryStore(), NodeConfig(), rng=random.Random(1), address=address)
+        host = NodeHost(core, endpoint, strict=strict)
+        await nursery.start(host.run, [])
+        inner = endpoint.on_arrival
+        assert inner is not None  # the host took the hook
+
+        def spy(incoming: Incoming) -> bool:
+            taken.append(inner(incoming))
+            return taken[-1]
+
+        endpoint.on_arrival = spy
+        yield host, endpoint, taken
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_host_answers_in_the_readers_task_and_keeps_its_timers(
+        autojump_clock: trio.abc.Clock) -> None:
+    async with one_node() as (host, endpoint, taken), open_rpc_client(network=endpoint._network) as rpc:
+        await trio.sleep(5)  # joined, idle
+        fired: list[float] = []
+        handle = host.core.handle
+
+        def handle_and_set_a_timer(now: float, peer: Peer, msg: dict) -> list:
+            if msg.get("k") == "find_node":
+                host.core.at(now + 0.01, lambda: fired.append(trio.current_time()))
+            return handle(now, peer, msg)
+
+        host.core.handle = handle_and_set_a_timer  # type: ignore[method-assign]
+        while host.core.next_deadline() - trio.current_time() < 0.1:
+            await trio.sleep(0.05)  # until the loop's wait ends well after the new timer
+        sent = trio.current_time()
+        reply = await rpc.request(None, endpoint.address, new_message("find_node", target=bytes(32)), GUARD)
+        assert reply["k"] == "nodes" and taken == [True]
+        # The loop's wait was shortened to the new timer, not left at its earlier deadline.
+        with trio.fail_after(1):
+            while not fired:
+                await trio.sleep(0.001)
+        assert fired[0] - sent < 0.02
+
+
+async def test_a_strict_hosts_error_in_the_readers_task_ends_its_run(autojump_clock: trio.abc.Clock) -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(BaseException) as info:
+        async with one_node() as (host, endpoint, taken), open_rpc_client(network=endpoint._network) as rpc:
+            await trio.sleep(5)
+
+            def explode(now: float, peer: Peer, msg: dict) -> list:
+                raise Boom
+
+            host.core.handle = explode  # type: ignore[method-assign]
+            rpc.endpoint.send_nowait(endpoint.name, endpoint.address, new_message("find_node", target=bytes(32)))
+            await trio.sleep(GUARD)
+    assert info.group_contains(Boom) if isinstance(info.value, BaseExceptionGroup) else info.type is Boom
+
+
+async def test_a_message_arriving_while_the_loop_has_one_in_hand_queues_behind_it(
+        autojump_clock: trio.abc.Clock) -> None:
+    async with one_node() as (host, endpoint, taken), open_rpc_client(network=endpoint._network) as rpc:
+        await rpc.request(None, endpoint.address, new_message("status"), GUARD)
+        [peer] = endpoint.connected_peers()
+        first = Incoming(peer, new_message("status"))
+        second = Incoming(peer, new_message("status"))
+        # The loop is handed `first` (runnable, not yet run): `second` must not overtake it.
+        endpoint._inbox_send.send_nowait(first)
+        assert endpoint.on_arrival is not None and endpoint.on_arrival(second) is False
+        endpoint._inbox_send.send_nowait(second)
+        with trio.fail_after(GUARD):
+            replies = [await rpc.unsolicited.receive() for _ in range(2)]
+        assert [r.msg["re"] for r in replies] == [first.msg["id"], second.msg["id"]]
+        # Idle again: the next one is handled at once.
+        taken.clear()
+        await rpc.request(None, endpoint.address, new_message("status"), GUARD)
+        assert taken == [True]
