@@ -16,7 +16,12 @@ arrived from peer P", and matches requests to responses itself (it owns the time
   it). A peer gets its own *writer* task only when the flusher cannot finish: no connection
   yet (the writer dials), a socket whose buffer is full (the writer waits for room, up to
   `write_timeout`, then drops the connection), or a stream that is not a socket (the
-  in-memory network).
+  in-memory network). Two callers skip even the flusher's task switch: the node host
+  queues a batch's messages inside `holding()` and writes them itself at its end, and
+  `send` (a client's request, after which the caller waits anyway) writes at once.
+- A connection's reader offers each message to `on_arrival` before the inbox: RpcClient
+  takes the replies its requests wait for there, and an idle node host handles the message
+  on the spot (node/host.py), so a request costs a node one task step, not three.
 - Resources are bounded against hostile peers. The limits are constructor options:
 
   ==========================  =======  ===================================================

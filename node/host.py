@@ -8,6 +8,11 @@ One rule makes acknowledgements honest: after a batch of messages is handled, th
 synced *before* any message produced by that batch leaves (group commit). So whatever a
 reply acknowledges is durable when the peer receives it.
 
+On a real `Endpoint` a message that finds the host idle (its loop parked on an empty inbox)
+does not wait for the loop: the connection's reader hands it over (`Endpoint.on_arrival`)
+and it is handled there and then as a batch of one, group commit included. Whatever
+arrives while the loop is busy queues in the inbox as before, so the order holds.
+
 The host itself answers two client messages the core does not know: `status` (the core's
 figures plus the transport's) and `admin` (fault rules for chaos runs, shutdown), the
 latter only from the cluster's admin key.
