@@ -8,10 +8,12 @@ One rule makes acknowledgements honest: after a batch of messages is handled, th
 synced *before* any message produced by that batch leaves (group commit). So whatever a
 reply acknowledges is durable when the peer receives it.
 
-On a real `Endpoint` a message that finds the host idle (its loop parked on an empty inbox)
-does not wait for the loop: the connection's reader hands it over (`Endpoint.on_arrival`)
-and it is handled there and then as a batch of one, group commit included. Whatever
-arrives while the loop is busy queues in the inbox as before, so the order holds.
+On a real `Endpoint` a client's message that finds the host idle (its loop parked on an
+empty inbox) does not wait for the loop: the connection's reader hands it over
+(`Endpoint.on_arrival`) and it is handled there and then as a batch of one, group commit
+included. Whatever arrives while the loop is busy queues in the inbox as before, so the
+order holds; nodes' messages always go through the inbox, so that a burst of them from
+several peers stays one batch with one commit.
 
 The host itself answers two client messages the core does not know: `status` (the core's
 figures plus the transport's) and `admin` (fault rules for chaos runs, shutdown), the
@@ -115,12 +117,16 @@ class NodeHost:
 
     def _arrived(self, inbox: trio.MemoryReceiveChannel[Any], incoming: Arrival) -> bool:
         """A message from a connection's reader, before it goes to the inbox (the
-        endpoint's `on_arrival`). While the loop is parked on an empty inbox, the message is
-        handled here and now, as a batch of one, in the reader's task: the same steps the
-        loop would take one task switch later. Otherwise (a batch is being handled, or the
-        loop has been handed a message and is about to run) False: it queues behind."""
+        endpoint's `on_arrival`). While the loop is parked on an empty inbox, a client's
+        message is handled here and now, as a batch of one, in the reader's task: the same
+        steps the loop would take one task switch later. Otherwise (a node's message, a
+        batch being handled, or the loop handed a message and about to run) False: it
+        queues behind."""
         scope = self._waiting
-        if scope is None or self.stopped.is_set():
+        if scope is None or self.stopped.is_set() or incoming.peer.role != "client":
+            # Node-to-node messages (consensus rounds, hand-offs) write to the store: they
+            # keep going through the inbox, where a burst of them from several peers is one
+            # batch and shares one commit.
             return False
         stats = inbox.statistics()
         if stats.current_buffer_used or stats.tasks_waiting_receive != 1:

@@ -210,3 +210,18 @@ async def test_a_message_arriving_while_the_loop_has_one_in_hand_queues_behind_i
         taken.clear()
         await rpc.request(None, endpoint.address, new_message("status"), GUARD)
         assert taken == [True]
+
+
+async def test_a_nodes_message_always_goes_through_the_inbox(autojump_clock: trio.abc.Clock) -> None:
+    async with one_node() as (host, endpoint, taken):
+        assert isinstance(endpoint._network, MemoryNetwork)
+        other = Endpoint(Keypair(), network=endpoint._network)
+        async with running(other):
+            await trio.sleep(5)
+            taken.clear()
+            assert other.send_nowait(endpoint.name, endpoint.address, new_message("find_node", target=bytes(32)))
+            with trio.fail_after(GUARD):
+                reply = await other.inbox.receive()
+            assert reply.msg["k"] == "nodes" and reply.peer.name == endpoint.name
+            # Handled by the loop (a batch of node messages shares one commit), not in the reader.
+            assert taken == [False]
