@@ -8,12 +8,13 @@ One rule makes acknowledgements honest: after a batch of messages is handled, th
 synced *before* any message produced by that batch leaves (group commit). So whatever a
 reply acknowledges is durable when the peer receives it.
 
-On a real `Endpoint` a client's message that finds the host idle (its loop parked on an
-empty inbox) does not wait for the loop: the connection's reader hands it over
-(`Endpoint.on_arrival`) and it is handled there and then as a batch of one, group commit
-included. Whatever arrives while the loop is busy queues in the inbox as before, so the
-order holds; nodes' messages always go through the inbox, so that a burst of them from
-several peers stays one batch with one commit.
+On a real `Endpoint` a client's read (an IData get, an MD member read, a lookup) that
+finds the host idle (its loop parked on an empty inbox) does not wait for the loop: the
+connection's reader hands it over (`Endpoint.on_arrival`) and it is handled there and then
+as a batch of one, group commit included. Whatever arrives while the loop is busy queues in
+the inbox as before, so the order holds; everything that may write (nodes' messages, a
+client's mutation) always goes through the inbox, so that a burst of it from several peers
+stays one batch: one commit, one write per peer.
 
 The host itself answers two client messages the core does not know: `status` (the core's
 figures plus the transport's) and `admin` (fault rules for chaos runs, shutdown), the
@@ -36,6 +37,7 @@ import trio
 from .core import NodeCore, Send
 from .endpoint import Endpoint
 from .errors import SafeError
+from .ops import GetIData
 from .peer import Arrival, FaultHook, HostEndpoint, Peer
 from .wire import reply_to
 
@@ -118,15 +120,15 @@ class NodeHost:
     def _arrived(self, inbox: trio.MemoryReceiveChannel[Any], incoming: Arrival) -> bool:
         """A message from a connection's reader, before it goes to the inbox (the
         endpoint's `on_arrival`). While the loop is parked on an empty inbox, a client's
-        message is handled here and now, as a batch of one, in the reader's task: the same
-        steps the loop would take one task switch later. Otherwise (a node's message, a
-        batch being handled, or the loop handed a message and about to run) False: it
-        queues behind."""
+        read (`_read_only`) is handled here and now, as a batch of one, in the reader's
+        task: the same steps the loop would take one task switch later. Otherwise (anything
+        else, a batch being handled, or the loop handed a message and about to run) False:
+        it queues behind."""
         scope = self._waiting
-        if scope is None or self.stopped.is_set() or incoming.peer.role != "client":
-            # Node-to-node messages (consensus rounds, hand-offs) write to the store: they
-            # keep going through the inbox, where a burst of them from several peers is one
-            # batch and shares one commit.
+        if scope is None or self.stopped.is_set() or not _read_only(incoming):
+            # What may write (nodes' messages: consensus rounds, hand-offs; a client's
+            # mutation, which starts a round) keeps going through the inbox, where a burst
+            # from several peers is one batch: one commit, one write per peer.
             return False
         stats = inbox.statistics()
         if stats.current_buffer_used or stats.tasks_waiting_receive != 1:
@@ -206,3 +208,20 @@ class NodeHost:
                 if self.strict:
                     raise
                 self.core.log("unsendable", kind=send.msg.get("k"), error=repr(exc)[:200])
+
+
+# Client messages that write nothing where they are handled: an IData get (answered from the
+# store, or by asking the other holders), an MD member read, a lookup, the status.
+_READ_KINDS = frozenset({"read", "find_node", "status"})
+
+
+def _read_only(incoming: Arrival) -> bool:
+    msg = incoming.msg
+    if incoming.peer.role != "client" or "re" in msg:
+        return False
+    kind = msg.get("k")
+    if kind in _READ_KINDS:
+        return True
+    req = msg.get("req") if kind == "request" else None
+    op = req.get("op") if isinstance(req, dict) else None
+    return isinstance(op, list) and len(op) == 2 and op[0] == GetIData.KIND

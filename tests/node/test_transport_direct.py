@@ -225,3 +225,25 @@ async def test_a_nodes_message_always_goes_through_the_inbox(autojump_clock: tri
             assert reply.msg["k"] == "nodes" and reply.peer.name == endpoint.name
             # Handled by the loop (a batch of node messages shares one commit), not in the reader.
             assert taken == [False]
+
+
+@pytest.mark.parametrize(("role", "msg", "at_once"), [
+    ("client", new_message("request", req={"op": ["get_idata", [bytes(32)]]}), True),
+    ("client", new_message("read", req={"op": ["get_value", []]}), True),
+    ("client", new_message("find_node", target=bytes(32)), True),
+    ("client", new_message("status"), True),
+    ("client", new_message("request", req={"op": ["put_idata", [b"x"]]}), False),  # a mutation
+    ("client", new_message("request", req={"op": ["mutate_entries", []]}), False),
+    ("client", new_message("request", req=["get_idata"]), False),  # shapes it does not know
+    ("client", new_message("request", req={"op": "get_idata"}), False),
+    ("client", new_message("request"), False),
+    ("client", reply_to(new_message("x"), "nodes"), False),  # an answer, not a request
+    ("client", new_message("admin", op="shutdown"), False),
+    ("node", new_message("find_node", target=bytes(32)), False),  # nodes' messages: the inbox
+    ("node", new_message("request", req={"op": ["get_idata", [bytes(32)]]}), False),
+])
+def test_only_clients_reads_are_handled_in_the_readers_task(role: str, msg: dict, at_once: bool) -> None:
+    from node.host import _read_only
+
+    peer = Peer(Keypair().name, role, None)
+    assert _read_only(Incoming(peer, msg)) is at_once
