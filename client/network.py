@@ -39,8 +39,6 @@ from node.xorname import XorName, distance, sha3_256
 from .api import DataClient
 
 RETRYABLE = (E.RequestTimeout, E.NotReady, E.QuorumNotReached, E.ProtocolError, Unreachable)
-# Up to this many known nodes, lookups run one at a time (`find_group`).
-SMALL_NETWORK = 32
 
 
 
@@ -83,7 +81,6 @@ class NetworkClient(DataClient):
         self._bad: dict[XorName, float] = {}
         self._complete_until = -math.inf  # until when the known nodes are taken as all of them
         self._quiet_lookups = 0
-        self._lookup_lock = trio.Lock()
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "quorum_reads": 0, "lookups": 0}
 
     # ----------------------------------------------------------------- lifecycle
@@ -146,39 +143,16 @@ class NetworkClient(DataClient):
         known nodes, which is what a lookup would converge to in one round; a failed or
         refused request still triggers a real lookup (`fresh`).
         """
-        known = None if fresh else self._known_group(name)
-        if known is not None:
-            return known
-        if len(self.nodes) > SMALL_NETWORK:
-            return await self._lookup_group(name)
-        # A client that knows only a few nodes runs one lookup at a time: in a small network
-        # the first answers show all of it, and the requests waiting here then take their
-        # groups from that view (eight gets started at once by a fresh client of an 8-node
-        # network made eight lookups of their own, 41 find_node, instead of three).
-        async with self._lookup_lock:
-            known = None if fresh else self._known_group(name)
-            if known is not None:
-                return known
-            return await self._lookup_group(name)
-
-    def _known_group(self, name: bytes) -> list[Contact] | None:
-        """The group of `name` without asking anyone: cached, or computed from the known
-        nodes while they are taken as the whole network; None if a lookup is needed."""
         now = trio.current_time()
         cached = self._groups.get(bytes(name))
-        if cached and now - cached[0] < 10.0:
+        if cached and not fresh and now - cached[0] < 10.0:
             return cached[1]
-        if self._complete_until > now:
+        if not fresh and self._complete_until > now:
             known = sorted(self.nodes.items(), key=lambda item: distance(item[0], name))
             group = [Contact(n, a) for n, a in known[: self.replication] if self._bad.get(n, -math.inf) <= now]
             if len(group) == self.replication:
                 self._groups[bytes(name)] = (now, group)
                 return group
-        return None
-
-    async def _lookup_group(self, name: bytes) -> list[Contact]:
-        """An iterative lookup of `name`'s group (and what it teaches about the network)."""
-        now = trio.current_time()
         self.stats["lookups"] += 1
         known_before = len(self.nodes)
         target = XorName(name)

@@ -53,23 +53,3 @@ async def test_a_get_succeeds_when_the_first_asked_holder_lies_or_is_silent(auto
                 asked.clear()
                 assert await reader.get_idata(name) == VALUE
                 assert asked == []
-
-
-async def test_a_fresh_clients_concurrent_gets_share_its_first_lookups(autojump_clock):
-    async with LocalNetwork.start(nodes=8, seed=12) as net:
-        async with net.client() as writer:
-            names = [await writer.put_idata(b"chunk %d" % i) for i in range(16)]
-        async with net.client() as reader:
-            got: dict[bytes, bytes] = {}
-
-            async def get(name: bytes) -> None:
-                got[name] = await reader.get_idata(name)
-
-            async with trio.open_nursery() as nursery:
-                for name in names:
-                    nursery.start_soon(get, name)
-            assert got == {name: b"chunk %d" % i for i, name in enumerate(names)}
-            # One lookup at a time while the client knows few nodes: three quiet ones show it
-            # the whole network, and the other gets take their groups from that view (sixteen
-            # lookups when each get ran its own).
-            assert reader.stats["lookups"] == 3
