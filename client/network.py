@@ -69,9 +69,6 @@ class NetworkClient(DataClient):
         self.faulty = max(1, (replication - 1) // 4)
         self.timeout = timeout
         self.try_timeout = try_timeout
-        # Quorum reads take whole answers from f+1 members and hashes from the rest
-        # (`_collect_reads`); False asks every member for the whole answer (for comparison).
-        self.brief_reads = True
         self.rng = rng or random.Random()
         # The transport's handshake uses a key of its own, fresh each session: requests are
         # signed one by one with `keys`, and two clients sharing `keys` (two commands run at
@@ -291,7 +288,7 @@ class NetworkClient(DataClient):
         decided: list[Any] = []
         done = trio.Event()
         running: list[trio.Nursery] = []
-        need = self.faulty + 1 if self.brief_reads else len(group)
+        need = self.faulty + 1
 
         def ballot(reply: dict[str, Any]) -> tuple[int, bytes]:
             acc = reply.get("acc")
