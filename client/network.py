@@ -23,18 +23,18 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import msgpack
 import trio
 
 from node import errors as E
 from node.keys import Keypair, PublicKey
-from node.messages import read_digest
 from node.peer import ClientEndpoint
 from node.proofs import majority
 from node.requests import GetIData, Request
 from node.routing import Contact, Lookup
 from node.transport import Endpoint, MemoryNetwork, RpcClient, Unreachable
 from node.wire import new_message
-from node.xorname import XorName, distance
+from node.xorname import XorName, distance, sha3_256
 
 from .api import DataClient
 
@@ -272,86 +272,56 @@ class NetworkClient(DataClient):
         than `faulty` members. The second rule is what one lying member cannot beat: it can
         side with lagging replicas to give an old value a majority, but the members that hold
         the newer value still speak up, and then the client asks for a consensus round.
-
-        Only `faulty + 1` members send the whole answer; the others send its hash (`brief`),
-        which votes the same. An answer is taken only once `faulty + 1` whole copies of it
-        agree, so a liar among the whole senders cannot slip a forged answer under the
-        honest hashes; when too few whole copies came (a sender down or lying), agreeing
-        members are asked again in full.
         """
-        votes: dict[tuple[Any, ...], dict[XorName, dict[str, Any]]] = {}
-        whole: dict[tuple[Any, ...], dict[XorName, dict[str, Any]]] = {}
+        votes: dict[tuple[Any, ...], list[tuple[XorName, dict[str, Any]]]] = {}
         view = {c.name for c in group}
-        by_name = {c.name: c for c in group}
-        waiting = set(view)
-        asked_whole: set[XorName] = set()
+        answered = {"n": 0}
         decided: list[Any] = []
         done = trio.Event()
-        running: list[trio.Nursery] = []
-        need = self.faulty + 1
 
         def ballot(reply: dict[str, Any]) -> tuple[int, bytes]:
             acc = reply.get("acc")
             return (acc[0], acc[1]) if isinstance(acc, list) and len(acc) == 2 else (-1, b"")
 
         def decide(final: bool) -> None:
-            unheard = 0 if final else len(waiting & view)
-            for key, voters in votes.items():
-                reply = next(iter(voters.values()))
+            waiting = 0 if final else len(group) - answered["n"]
+            for voters in votes.values():
+                reply = voters[0][1]
                 members = [XorName(m) for m in reply.get("members", [])] or list(view)
                 prev = [XorName(m) for m in reply.get("prev", [])]
+                agreeing = {n for n, _ in voters}
                 # Chosen means accepted by a majority of the group the value names, and of
                 # the group it is moving from while that move is in progress.
-                if any(sum(1 for n in g if n in voters) < majority(len(g)) for g in (members, prev) if g):
+                if any(sum(1 for n in g if n in agreeing) < majority(len(g)) for g in (members, prev) if g):
                     continue
-                newer = max((len(v) for v in votes.values() if ballot(next(iter(v.values()))) > ballot(reply)),
-                            default=0)
-                if newer + unheard > self.faulty:
+                newer = max((len(v) for v in votes.values() if ballot(v[0][1]) > ballot(reply)), default=0)
+                if newer + waiting > self.faulty:
                     continue  # a newer value may be out there: wait for it, or ask for a round
                 if not reply.get("members") and not reply.get("digest"):
-                    decided.append(_ABSENT)  # a consensus round decides: no answer to check
-                    done.set()
-                    return
-                copies = whole.get(key, {})
-                if len(copies) < min(need, len(voters)):
-                    more = [n for n in voters if n not in asked_whole][: need - len(copies)]
-                    if running and not final:
-                        for name in more:
-                            running[0].start_soon(ask, by_name[name], True)
-                    continue
-                decided.append(self._decode_read(next(iter(copies.values())), request))
+                    decided.append(_ABSENT)
+                else:
+                    decided.append(self._decode_read(reply, request))
                 done.set()
                 return
 
-        async def ask(contact: Contact, full: bool) -> None:
-            waiting.add(contact.name)
-            if full:
-                asked_whole.add(contact.name)
-            msg = new_message("read", req=wire) if full else new_message("read", req=wire, brief=True)
+        async def ask(contact: Contact) -> None:
             try:
-                reply = await self.rpc.request(contact.name, contact.address, msg, self.try_timeout)
+                reply = await self.rpc.request(
+                    contact.name, contact.address, new_message("read", req=wire), self.try_timeout
+                )
             except (*RETRYABLE, E.SafeError):
                 reply = None
-            waiting.discard(contact.name)
+            answered["n"] += 1
             if reply is not None and reply.get("k") == "read_reply":
-                if "rd" in reply and not full:
-                    rd = reply.get("rd")
-                    if not isinstance(rd, bytes) or len(rd) != 32:
-                        rd = None
-                else:
-                    rd = read_digest(reply.get("result"), reply.get("err"))
-                if rd is not None:
-                    key = (repr(reply.get("acc")), reply.get("digest"), rd)
-                    votes.setdefault(key, {})[contact.name] = reply
-                    if "rd" not in reply:
-                        whole.setdefault(key, {})[contact.name] = reply
+                body = msgpack.packb([reply.get("result"), reply.get("err")], use_bin_type=True)
+                key = (repr(reply.get("acc")), reply.get("digest"), sha3_256(body))
+                votes.setdefault(key, []).append((contact.name, reply))
             if not decided:
                 decide(final=False)
 
         async with trio.open_nursery() as nursery:
-            running.append(nursery)
-            for i, contact in enumerate(self._ordered(group)):
-                nursery.start_soon(ask, contact, i < need)
+            for contact in group:
+                nursery.start_soon(ask, contact)
             nursery.start_soon(_cancel_when, done, nursery.cancel_scope)
         if not decided:
             decide(final=True)

@@ -14,10 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
 from .paxos import Ballot
-from .xorname import sha3_256
 
 # Client <-> node
 REQUEST, RESPONSE, ERROR = "request", "response", "error"
@@ -223,11 +220,3 @@ def first_item(reply: dict[str, Any] | None, expect: str, kind: type[Any], ballo
     if not isinstance(items, list) or not items:
         return None
     return kind.from_wire(items[0], ballot)
-
-
-def read_digest(result: Any, err: Any) -> bytes:
-    """What a member sends instead of a read's answer when the client asked it to be brief
-    (`read` with `brief`): the hash of the answer as it would have travelled. The client
-    hashes the whole answers it gets the same way, so brief and whole answers vote together
-    (client/network.py, `_collect_reads`)."""
-    return sha3_256(msgpack.packb([result, err], use_bin_type=True))

@@ -36,7 +36,6 @@ from .messages import (
     SYNC,
     SYNC_DIFF,
     SyncItem,
-    read_digest,
 )
 from .paxos import AcceptorRecord, Ballot, Register, item_key
 from .proposer import Proposal, Respond
@@ -315,10 +314,6 @@ class Replicator(Acceptor):
             fields["result"] = op.encode_result(read_mdata(md, op))
         except E.ClientError as exc:
             fields["err"] = exc.to_wire()
-        if msg.get("brief") is True:
-            # The client takes whole answers from a few members and only their hash from
-            # the others: a listing of a full segment is sent twice, not five times.
-            fields["rd"] = read_digest(fields.pop("result", None), fields.pop("err", None))
         self.core.reply(peer, msg, READ_REPLY, **fields)
 
     def _liar_view(self, key: bytes, record: AcceptorRecord) -> AcceptorRecord:

@@ -9,9 +9,6 @@ NodeHost that run in a process over TCP run here on virtual time, with no socket
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-
 import pytest
 import trio
 
@@ -142,58 +139,6 @@ async def test_a_lying_member_never_fools_the_client(autojump_clock):
                     assert await client.get_idata(chunk) == b"the real chunk"
                     reads += 2
             assert reads == 1000
-
-
-@contextlib.contextmanager
-def _read_answers(client):
-    """Watch the client's read replies: how many came whole, how many as a hash."""
-    counts = {"whole": 0, "hash": 0}
-    request = client.rpc.request
-
-    async def watched(name, address, msg, timeout):
-        reply = await request(name, address, msg, timeout)
-        if msg.get("k") == "read":
-            counts["hash" if "rd" in reply else "whole"] += 1
-        return reply
-
-    client.rpc.request = watched
-    try:
-        yield counts
-    finally:
-        client.rpc.request = request
-
-
-async def test_a_read_takes_whole_answers_from_two_members_and_hashes_from_the_rest(autojump_clock):
-    async with LocalNetwork.start(nodes=6, seed=8) as net:
-        async with net.client() as client:
-            md = _open_md(client.public_key, b"brief")
-            await client.put_mdata(md)
-            await client.mutate_entries(md.address, {b"k": Ins(b"x" * 4000)})
-            with _read_answers(client) as counts:
-                for _ in range(10):
-                    assert (await client.get_value(md.address, b"k")).content == b"x" * 4000
-            # f + 1 = 2 whole answers a read (R = 5); the others' hashes vote with them
-            assert counts["whole"] == 20 and counts["hash"] >= 10, counts
-
-
-async def test_a_forging_whole_sender_is_outvoted_and_another_member_asked_in_full(autojump_clock):
-    async with LocalNetwork.start(nodes=6, seed=9) as net:
-        async with net.client() as client:
-            md = _open_md(client.public_key, b"brief-liar")
-            await client.put_mdata(md)
-            await client.mutate_entries(md.address, {b"k": Ins(b"true")})
-            # Every member a whole-answer sender by turns: whoever sends whole may lie.
-            for rank, liar_slot in enumerate(net.close_group(md.name)):
-                liar = net.nodes[liar_slot]
-                honest = liar.core.config
-                liar.core.config = dataclasses.replace(honest, lie=frozenset({"forge"}))
-                with _read_answers(client) as counts:
-                    for _ in range(3):
-                        assert (await client.get_value(md.address, b"k")).content == b"true"
-                liar.core.config = honest
-                # The two nearest send whole answers; a forged one costs a third whole answer
-                # a read, and a liar among the hash senders costs nothing.
-                assert counts["whole"] >= 9 if rank < 2 else counts["whole"] == 6, (rank, counts)
 
 
 async def test_a_chunk_that_rots_unread_is_found_and_stored_again(autojump_clock):
