@@ -179,6 +179,7 @@ class ConnectionSide:
     max_handshaking: int
     fault: FaultHook | None
     on_disconnect: list[Callable[[XorName], None]]
+    on_arrival: Callable[[Incoming], bool] | None
     _network: MemoryNetwork | None
     _nursery: trio.Nursery | None
     _inbox_send: trio.MemorySendChannel[Incoming]
@@ -503,12 +504,15 @@ class ConnectionSide:
         if self.fault is not None and not self.fault.inbound(conn.peer.name, msg):
             self._counters["dropped_fault_in"] += 1
             return
+        incoming = Incoming(conn.peer, msg)
+        if self.on_arrival is not None and self.on_arrival(incoming):
+            return  # taken at once (a reply a waiting request was matched to)
         try:
             # No task switch per message while the inbox has room (the reader yields when
             # it next waits for the socket); when full, wait for room as before.
-            self._inbox_send.send_nowait(Incoming(conn.peer, msg))
+            self._inbox_send.send_nowait(incoming)
         except trio.WouldBlock:
-            await self._inbox_send.send(Incoming(conn.peer, msg))
+            await self._inbox_send.send(incoming)
 
     # ---------------------------------------------------- connection bookkeeping
 

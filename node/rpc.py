@@ -47,6 +47,10 @@ class RpcClient:
         )
         self.dropped_unsolicited = 0
         endpoint.on_disconnect.append(self._peer_lost)
+        if isinstance(endpoint, Endpoint) and endpoint.on_arrival is None:
+            # Replies go straight from the connection's reader to the waiting request, not
+            # through the inbox and `run` (one task switch fewer per request).
+            endpoint.on_arrival = self._take_reply
 
     def _peer_lost(self, name: XorName) -> None:
         for pending in self._pending.values():
@@ -62,7 +66,8 @@ class RpcClient:
         finally:
             self._unsolicited_send.close()
 
-    def _dispatch(self, incoming: Incoming) -> None:
+    def _take_reply(self, incoming: Incoming) -> bool:
+        """Hand `incoming` to the request waiting for it, if it is that request's reply."""
         re = incoming.msg.get("re")
         pending = self._pending.get(re) if isinstance(re, bytes) else None
         # Only the peer we asked may answer: another can't complete our request by echoing the id.
@@ -73,6 +78,11 @@ class RpcClient:
         ):
             pending.reply = incoming.msg
             pending.event.set()
+            return True
+        return False
+
+    def _dispatch(self, incoming: Incoming) -> None:
+        if self._take_reply(incoming):
             return
         try:
             self._unsolicited_send.send_nowait(incoming)

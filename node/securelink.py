@@ -262,7 +262,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
             self._plain = self.opener.open_all()
             if self._plain:
                 break
-            data = await self.inner.receive_some(RECV_CHUNK)
+            data = await (self._read_socket() if self._socket is not None else self.inner.receive_some(RECV_CHUNK))
             if not data:
                 if self.opener.pending:
                     self.opener.broken = LinkTampered("link: the stream ended inside a record; closing it")
@@ -272,6 +272,33 @@ class SecureStream(trio.abc.HalfCloseableStream):
         size = len(self._plain) if max_bytes is None else max(1, max_bytes)
         out, self._plain = self._plain[:size], self._plain[size:]
         return out
+
+    async def _read_socket(self) -> bytes:
+        """What the socket has (up to RECV_CHUNK), waiting until it has something.
+
+        Like the trio socket's `receive_some`, without its yield after a read that found the
+        bytes already there (a task switch per message whenever they come faster than one
+        at a time). A read that fills the whole chunk still yields, so a sender that keeps
+        the socket full cannot keep the other tasks waiting; a smaller one means the
+        socket is drained, and the reader's next read waits."""
+        assert self._socket is not None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while True:
+            try:
+                # The descriptor is looked up on every call, as in `send_now`.
+                data = os.read(self._socket.fileno(), RECV_CHUNK)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._socket)
+                waited = True
+                continue
+            except OSError as exc:
+                if self._socket.fileno() == -1:
+                    raise trio.ClosedResourceError("the socket was closed") from exc
+                raise trio.BrokenResourceError(f"socket error: {exc!r}") from exc
+            if not waited and len(data) == RECV_CHUNK:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
 
     async def aclose(self) -> None:
         await self.inner.aclose()

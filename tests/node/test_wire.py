@@ -44,7 +44,8 @@ values = st.recursive(
     ),
     max_leaves=12,
 )
-field_names = st.text(min_size=1, max_size=10).filter(lambda k: k not in ("v", "k", "id", "re"))
+# Envelope keys, and `kind`: new_message takes the kind as its own argument of that name.
+field_names = st.text(min_size=1, max_size=10).filter(lambda k: k not in ("v", "k", "id", "re", "kind"))
 messages = st.builds(
     lambda kind, fields: new_message(kind, **fields),
     st.text(min_size=1, max_size=12),

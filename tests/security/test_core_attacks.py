@@ -243,8 +243,8 @@ _scalars = st.one_of(
 )
 _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
     st.text(max_size=4), inner, max_size=4), max_leaves=20)
-_KINDS = ["prepare", "accept", "sync", "chunk_put", "chunk_get", "chunk_has", "find_node", "ping", "read",
-          "request", "locate", "promise", "accepted", "nope"]
+_KINDS = ["prepare", "accept", "sync", "chunk_put", "chunk_hand", "chunk_get", "chunk_has", "find_node", "ping",
+          "read", "request", "md_request", "locate", "promise", "accepted", "nope"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -260,7 +260,7 @@ def test_no_message_of_any_shape_raises_out_of_the_core_or_changes_data(net: Cor
     # Fields that look almost right (a real key, a real base digest) with hostile parts.
     item = data.draw(st.lists(st.one_of(_values, st.just(key), st.just(bytes(40))), max_size=6), label="item")
     fields = data.draw(st.dictionaries(st.sampled_from(["items", "value", "name", "names", "target", "req", "re",
-                                                        "count", "keys"]),
+                                                        "count", "keys", "paid", "hop", "brief"]),
                                        st.one_of(_values, st.just([item]), st.just(item)), max_size=3), label="fields")
     msg = new_message(kind, **fields)
     msgpack.packb(msg)  # what an attacker can send at all
