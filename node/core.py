@@ -417,6 +417,10 @@ class NodeCore:
         since = -math.inf if within is None else self.now - within
         return closest(name, [n for n, (_c, t) in self._lost.items() if t >= since and n not in self.routing], count)
 
+    def knows_group(self, name: bytes) -> bool:
+        """Can our routing view of `name`'s close group be taken as the truth? (`ChunkKeeper.knows_group`)"""
+        return self.chunks.knows_group(name)
+
     def contact(self, name: XorName) -> Contact | None:
         if name == self.name:
             return Contact(self.name, self.address)

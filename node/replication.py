@@ -15,7 +15,7 @@ docs/replication.md has the protocol, the membership-change rule and the proof s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from .messages import (
 from .paxos import AcceptorRecord, Ballot, Register, item_key
 from .proposer import Proposal, Respond
 from .requests import MDataOp, Request, read_mdata
+from .routing import Contact
 from .rules import MDataState
 from .wire import new_message
 from .xorname import XorName, closest
@@ -56,6 +57,10 @@ COMMIT_LINGER = 0.25
 # How long a member waits for an MD's coordinator to move it to its current close group
 # before it runs the move itself (a few of the coordinator's sync rounds).
 MOVE_PATIENCE = 15.0
+
+# How long an MD's close group found by a lookup (`Replicator._located_group`) is taken as is,
+# at most: it is forgotten sooner, as soon as our routing gains or loses a contact.
+LOCATED_FOR = 30.0
 
 
 class Replicator(Acceptor):
@@ -94,6 +99,10 @@ class Replicator(Acceptor):
         self._linger: dict[XorName, list[list[Any]]] = {}  # commits waiting for an accept to ride on
         self._linger_due = False
         self.verified: set[bytes] = set()  # client signatures this node checked (Acceptor.verify)
+        # MD groups found by lookup where we doubt our view (see `_route`): name -> (when, group).
+        self._located: dict[bytes, tuple[float, tuple[Contact, ...]]] = {}
+        self._located_epoch = -1
+        self._locating: dict[bytes, list[Callable[[tuple[Contact, ...]], None]]] = {}
 
     def handlers(self) -> dict[str, Callable[[Peer, dict[str, Any]], None]]:
         return {PREPARE: self.on_prepare, ACCEPT: self.on_accept, SYNC: self.on_sync,
@@ -208,18 +217,92 @@ class Replicator(Acceptor):
         request an internal charge is for."""
         op = request.op
         assert isinstance(op, MDataOp)
-        key = item_key(op.address)
-        if self.core.ready and self.core.name not in self.core.group(op.address.name) \
-                and "trust_any_peer" not in self.core.config.breaks:
-            self._forward(request, respond, proof)
+        if not self.core.ready or "trust_any_peer" in self.core.config.breaks:
+            self._enqueue(item_key(op.address), op.address.name, [(request, respond)], "client")
             return
-        self._enqueue(key, op.address.name, [(request, respond)], "client")
+        self._route(request, respond, proof, 0)
+
+    def _route(self, request: Request, respond: Respond, proof: Request | None, next_hop: int | None) -> None:
+        """Propose if we are in the MD's close group, else pass the request to a member (with
+        hop count `next_hop`; None: we may not pass it on, and refuse).
+
+        Far from our own neighbourhood our view of a group may be made of the nearest nodes we
+        happen to know, not the nearest there are (`NodeServices.knows_group`): a node that
+        counted itself in on such a view proposed on a group of nodes that never held the MD
+        and answered "no such MD" for one that exists (`sim scale --nodes 200 --duration 300
+        --seed 5`, before this check). Where we doubt our view, a lookup of the name decides,
+        as for chunks (`ChunkKeeper._place`)."""
+        op = request.op
+        assert isinstance(op, MDataOp)
+        name = op.address.name
+        if self.core.name not in self.core.group(name):
+            self._pass_on(request, respond, proof, next_hop, None)
+        elif self.core.knows_group(name) or "trust_any_peer" in self.core.config.breaks:
+            self._enqueue(item_key(op.address), name, [(request, respond)], "client")
+        else:
+            self._located_group(name, partial(self._route_by, request, respond, proof, next_hop))
+
+    def _route_by(self, request: Request, respond: Respond, proof: Request | None, next_hop: int | None,
+                  group: tuple[Contact, ...]) -> None:
+        """`_route` once a lookup has shown us the MD's group. We propose only if we are in it
+        and our routing view agrees (the proposer and the acceptors work from routing views;
+        a member we found but routing has no room for would be left out of the round)."""
+        op = request.op
+        assert isinstance(op, MDataOp)
+        names = {c.name for c in group}
+        if self.core.name in names and names == set(self.core.group(op.address.name)):
+            self._enqueue(item_key(op.address), op.address.name, [(request, respond)], "client")
+        else:
+            self._pass_on(request, respond, proof, next_hop, [c for c in group if c.name != self.core.name])
+
+    def _pass_on(self, request: Request, respond: Respond, proof: Request | None, next_hop: int | None,
+                 group: list[Contact] | None) -> None:
+        if next_hop is None:
+            respond(error=E.NotReady("this node is not in that MD's close group either"))
+        else:
+            self._forward(request, respond, proof, hop=next_hop, group=group)
+
+    def _located_group(self, name: XorName, then: Callable[[tuple[Contact, ...]], None]) -> None:
+        """Call `then` with `name`'s close group as a lookup finds it, widened by our view.
+        A group found is remembered while our routing stays as it was (and LOCATED_FOR at
+        most); requests that come while a lookup runs wait for it rather than start another."""
+        epoch = self.core.membership_epoch
+        if self._located_epoch != epoch:
+            self._located, self._located_epoch = {}, epoch
+        known = self._located.get(bytes(name))
+        if known is not None and self.core.now - known[0] < LOCATED_FOR:
+            then(known[1])
+            return
+        waiting = self._locating.get(bytes(name))
+        if waiting is not None:
+            waiting.append(then)
+            return
+        self._locating[bytes(name)] = [then]
+
+        def found(contacts: list[Contact]) -> None:
+            near = {c.name: c for c in contacts if c.name != self.core.name}
+            for member in self.core.group(name):
+                contact = self.core.contact(member)
+                if contact is not None:
+                    near[member] = contact
+            group = tuple(near[m] for m in closest(name, near, self.core.config.replication))
+            # Whom the lookup met is in routing now (if there was room): the epoch to check
+            # the memory against is the one after the lookup.
+            if self._located_epoch != self.core.membership_epoch:
+                self._located, self._located_epoch = {}, self.core.membership_epoch
+            self._located[bytes(name)] = (self.core.now, group)
+            for waiter in self._locating.pop(bytes(name), []):
+                waiter(group)
+
+        self.core.lookup(name, found, k=2 * self.core.config.replication)
 
     def _forward(self, request: Request, respond: Respond, proof: Request | None, tried: int = 0,
-                 hop: int = 0) -> None:
-        group = self.core.group(request.op.name)
-        members = [m for m in group if m != self.core.name]
-        if tried >= len(members):
+                 hop: int = 0, group: Sequence[Contact | XorName] | None = None) -> None:
+        """Pass the request to the members of `group` (by default our view of the MD's group),
+        nearest first, until one answers."""
+        if group is None:
+            group = [m for m in self.core.group(request.op.name) if m != self.core.name]
+        if tried >= len(group):
             respond(error=E.QuorumNotReached("no member of the close group took the request"))
             return
         fields: dict[str, Any] = {"req": request.to_obj(), "hop": hop}
@@ -228,15 +311,15 @@ class Replicator(Acceptor):
 
         def answered(reply: dict[str, Any] | None) -> None:
             if reply is None:
-                self._forward(request, respond, proof, tried + 1, hop)
+                self._forward(request, respond, proof, tried + 1, hop, group)
             elif reply.get("k") == "response":
                 respond(result=reply.get("result"))
             elif reply.get("k") == "error":
                 respond(error=error_from_wire(reply.get("err")))
             else:
-                self._forward(request, respond, proof, tried + 1, hop)
+                self._forward(request, respond, proof, tried + 1, hop, group)
 
-        self.core.rpc(members[tried], new_message(MD_REQUEST, **fields), answered,
+        self.core.rpc(group[tried], new_message(MD_REQUEST, **fields), answered,
                       timeout=self.core.config.client_deadline / (2 if hop == 0 else 4))
 
     def on_md_request(self, peer: Peer, msg: dict[str, Any]) -> None:
@@ -263,16 +346,16 @@ class Replicator(Acceptor):
             else:
                 self.core.reply(peer, msg, "response", result=result)
 
-        if self.core.name not in self.core.group(op.name):
-            # The asker's view of the group was off (in a large network a node far from the
-            # MD knows some nodes of its region, not the nearest). Ours is nearer the truth:
-            # pass the request on once to the members we know; a second miss is refused.
-            if msg.get("hop") != 0 or not self.core.ready:
+        if not self.core.ready:
+            if self.core.name not in self.core.group(op.name):
                 raise E.NotReady("this node is not in that MD's close group either")
-            self._forward(request, respond, proof, hop=1)
+            self._enqueue(item_key(op.address), op.address.name, [(request, respond)], "client")
             return
-        key = item_key(op.address)
-        self._enqueue(key, op.address.name, [(request, respond)], "client")
+        # The asker's view of the group may have been off (in a large network a node far from
+        # the MD knows some nodes of its region, not the nearest). Ours is nearer the truth:
+        # if we are not in the group either, we pass the request on once to the members we
+        # know; a second miss is refused.
+        self._route(request, respond, proof, 1 if msg.get("hop") == 0 else None)
 
     def _enqueue(self, key: bytes, name: XorName, batch: list[tuple[Request, Respond]], purpose: str) -> None:
         if key in self.proposals:

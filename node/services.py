@@ -101,6 +101,9 @@ class NodeServices(Protocol):
     def lookup(self, target: XorName, done: Callable[[list[Contact]], None], k: int | None = None) -> None:
         """An iterative lookup of the nodes nearest `target`; `done` gets those that answered."""
 
+    def knows_group(self, name: bytes) -> bool:
+        """Can our view of `name`'s close group be trusted (we know that region well)?"""
+
     def recently_lost(self, name: bytes, count: int, within: float | None = None) -> list[XorName]: ...
 
     def contact(self, name: XorName) -> Contact | None: ...
