@@ -18,104 +18,40 @@ from typing import Any
 
 import msgpack
 import pytest
+from clique_testing import CliqueNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node import errors as E
 from node.chunks import CHUNK_HAND, PAID, paid_proof
-from node.core import NodeConfig, NodeCore, Peer, Send
+from node.core import NodeConfig, NodeCore, Peer
 from node.data import ImmutableData
 from node.keys import Keypair
 from node.requests import PutIData, Request
-from node.store import MemoryStore
 from node.wire import new_message
-from node.xorname import XorName, closest, distance
+from node.xorname import XorName
 
 R = 3
 NETWORK = b"placement-test"
 CONFIG = NodeConfig(replication=R, network_id=NETWORK)
 
 
-class Net:
-    """Cores that know whom the test says, and a loop that moves their messages."""
+CHUNKS = [ImmutableData(b"placement %d" % i) for i in range(32)]
+
+
+def _far_chunk(_rng: random.Random, half: int) -> bytes:
+    return bytes(next(c.name for c in CHUNKS if c.name[0] >> 7 != half))
+
+
+class Net(CliqueNet):
+    """The clique and a chunk in the other half of the name space: far from all of it."""
 
     def __init__(self, seed: int) -> None:
-        rng = random.Random(seed)
-        keys = [Keypair.generate(rng) for _ in range(160)]
-        by_prefix: dict[int, list[Keypair]] = {}
-        for k in keys:
-            by_prefix.setdefault(k.name[0] >> 5, []).append(k)
-        prefix, clique = max(by_prefix.items(), key=lambda item: len(item[1]))
-        clique = clique[:9]
-        top = prefix >> 2
-        same_half = [k for k in keys if k.name[0] >> 7 == top and k.name[0] >> 5 != prefix]
-        other_half = [k for k in keys if k.name[0] >> 7 != top]
-        rest = same_half[:6] + other_half[:10]
-        # A chunk in the other half of the name space from the clique: far from all of it.
-        for i in range(1000):
-            data = ImmutableData(b"placement %d" % i)
-            if data.name[0] >> 7 != top:
-                break
-        self.data = data
-        # The bridge: the node of the chunk's half farthest from the chunk. The clique sees it
-        # as the chunk's nearest node, as a real node sees some contact of its farthest bucket.
-        bridge = max(other_half[:10], key=lambda k: distance(k.name, data.name))
-        self.now = 0.0
-        self.cores: dict[XorName, NodeCore] = {}
-        for i, k in enumerate(clique + rest):
-            core = NodeCore(k, MemoryStore(), CONFIG, rng=random.Random(rng.getrandbits(64)), address=f"sim:{i}")
-            core.start(0.0)
-            core.take_output()
-            self.cores[k.name] = core
-        self.clique = [self.cores[k.name] for k in clique]
-        self.rest = [self.cores[k.name] for k in rest]
-        self.bridge = self.cores[bridge.name]
-        for knower in self.rest:
-            self.introduce(knower, list(self.cores.values()))
-        for knower in self.clique:
-            self.introduce(knower, [*self.clique, self.bridge])
-        self.queue: list[tuple[NodeCore | Peer, Send]] = []
-        self.inbox: list[dict[str, Any]] = []
-        self.true_group = closest(data.name, self.cores, R)
-        assert not set(self.true_group) & {c.name for c in [*self.clique, self.bridge]}
-
-    @staticmethod
-    def introduce(knower: NodeCore, known: list[NodeCore]) -> None:
-        for other in known:
-            if other is not knower:
-                knower.handle(0.0, Peer(other.name, "node", other.address), new_message("ping", addr=other.address))
-        knower.take_output()
-
-    def deliver(self) -> None:
-        while self.queue:
-            sender, send = self.queue.pop(0)
-            target = self.cores.get(send.to) if send.to is not None else None
-            if target is None:
-                self.inbox.append(send.msg)
-                continue
-            peer = sender if isinstance(sender, Peer) else Peer(sender.name, "node", sender.address)
-            self.queue.extend((target, s) for s in target.handle(self.now, peer, send.msg))
-
-    def inject(self, core: NodeCore, peer: Peer, msg: dict[str, Any]) -> None:
-        self.queue.extend((core, s) for s in core.handle(self.now, peer, msg))
-        self.deliver()
-
-    def advance(self, seconds: float, step: float = 0.05) -> None:
-        end = self.now + seconds
-        while self.now < end:
-            self.now = min(end, self.now + step)
-            for core in self.cores.values():
-                self.queue.extend((core, s) for s in core.tick(self.now))
-            self.deliver()
+        super().__init__(seed, CONFIG, _far_chunk)
+        self.data = next(c for c in CHUNKS if c.name == self.target)
 
     def holders(self, name: bytes) -> set[XorName]:
         return {n for n, core in self.cores.items() if core.store.contains_chunk(name)}
-
-    def answer(self, msg: dict[str, Any]) -> dict[str, Any] | None:
-        return next((m for m in self.inbox if m.get("re") == msg["id"]), None)
-
-    def nearest_in_clique(self) -> NodeCore:
-        return next(c for c in self.clique if c.name == closest(self.data.name, [c.name for c in self.clique], 1)[0])
 
 
 def _signed_put(data: ImmutableData, payer: Keypair) -> Request:

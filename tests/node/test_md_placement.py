@@ -15,15 +15,16 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from clique_testing import CliqueNet
+
 from node import errors as E
-from node.core import NodeConfig, NodeCore, Peer, Send
+from node.core import NodeConfig, NodeCore, Peer
 from node.data import MDataAddress, MutableData
 from node.keys import Keypair
 from node.ops import GetMDataVersion, PutMData
 from node.requests import Request
-from node.store import MemoryStore
 from node.wire import new_message
-from node.xorname import XorName, closest, distance
+from node.xorname import XorName
 
 R = 3
 TAG = 15000
@@ -31,85 +32,31 @@ NETWORK = b"md-placement-test"
 CONFIG = NodeConfig(replication=R, network_id=NETWORK)
 
 
-class Net:
-    """Cores that know whom the test says, and a loop that moves their messages."""
+def _far_md_name(rng: random.Random, half: int) -> bytes:
+    name = bytearray(rng.randbytes(32))
+    name[0] = (name[0] & 0x7F) | ((1 - half) << 7)
+    return bytes(name)
+
+
+class Net(CliqueNet):
+    """The clique and an MD in the other half of the name space: far from all of it."""
 
     def __init__(self, seed: int) -> None:
-        rng = random.Random(seed)
-        keys = [Keypair.generate(rng) for _ in range(160)]
-        by_prefix: dict[int, list[Keypair]] = {}
-        for k in keys:
-            by_prefix.setdefault(k.name[0] >> 5, []).append(k)
-        prefix, clique = max(by_prefix.items(), key=lambda item: len(item[1]))
-        clique = clique[:9]
-        top = prefix >> 2
-        same_half = [k for k in keys if k.name[0] >> 7 == top and k.name[0] >> 5 != prefix]
-        other_half = [k for k in keys if k.name[0] >> 7 != top]
-        rest = same_half[:6] + other_half[:10]
-        # The MD lives in the other half of the name space from the clique: far from all of it.
-        name = bytearray(rng.randbytes(32))
-        name[0] = (name[0] & 0x7F) | ((1 - top) << 7)
-        self.address = MDataAddress(XorName(bytes(name)), TAG)
-        # The bridge: the node of the MD's half farthest from the MD. The clique sees it as
-        # the MD's nearest node, as a real node sees some contact of its farthest bucket.
-        bridge = max(other_half[:10], key=lambda k: distance(k.name, self.address.name))
-        self.now = 0.0
-        self.cores: dict[XorName, NodeCore] = {}
-        for i, k in enumerate(clique + rest):
-            core = NodeCore(k, MemoryStore(), CONFIG, rng=random.Random(rng.getrandbits(64)), address=f"sim:{i}")
-            core.start(0.0)
-            core.take_output()
-            self.cores[k.name] = core
-        self.clique = [self.cores[k.name] for k in clique]
-        self.bridge = self.cores[bridge.name]
-        for knower in [self.cores[k.name] for k in rest]:
-            self.introduce(knower, list(self.cores.values()))
-        for knower in self.clique:
-            self.introduce(knower, [*self.clique, self.bridge])
-        self.queue: list[tuple[NodeCore | Peer, Send]] = []
-        self.inbox: list[dict[str, Any]] = []
-        self.true_group = closest(self.address.name, self.cores, R)
-        assert not set(self.true_group) & {c.name for c in [*self.clique, self.bridge]}
+        super().__init__(seed, CONFIG, _far_md_name)
+        self.address = MDataAddress(self.target, TAG)
         # The clique's nearest node to the MD: it sees itself in the MD's group, among the clique
         # and the bridge, and knows that region too little to trust that view.
-        self.taker = self.cores[closest(self.address.name, [c.name for c in self.clique], 1)[0]]
+        self.taker = self.nearest_in_clique()
         view = self.taker.group(self.address.name)
         assert self.taker.name in view and not set(view) & set(self.true_group)
         assert not self.taker.knows_group(self.address.name)
 
-    @staticmethod
-    def introduce(knower: NodeCore, known: list[NodeCore]) -> None:
-        for other in known:
-            if other is not knower:
-                knower.handle(0.0, Peer(other.name, "node", other.address), new_message("ping", addr=other.address))
-        knower.take_output()
-
-    def deliver(self) -> None:
-        while self.queue:
-            sender, send = self.queue.pop(0)
-            target = self.cores.get(send.to) if send.to is not None else None
-            if target is None:
-                self.inbox.append(send.msg)
-                continue
-            peer = sender if isinstance(sender, Peer) else Peer(sender.name, "node", sender.address)
-            self.queue.extend((target, s) for s in target.handle(self.now, peer, send.msg))
-
-    def advance(self, seconds: float, step: float = 0.05) -> None:
-        end = self.now + seconds
-        while self.now < end:
-            self.now = min(end, self.now + step)
-            for core in self.cores.values():
-                self.queue.extend((core, s) for s in core.tick(self.now))
-            self.deliver()
-
     def ask(self, core: NodeCore, request: Request) -> dict[str, Any]:
         """A client's request to `core`, and its answer (within the client deadline)."""
         msg = new_message("request", req=request.to_obj())
-        client = Peer(Keypair.generate(random.Random(len(self.inbox))).name, "client", None)
-        self.queue.extend((core, s) for s in core.handle(self.now, client, msg))
-        self.deliver()
+        self.inject(core, Peer(Keypair.generate(random.Random(len(self.inbox))).name, "client", None), msg)
         for _ in range(int(CONFIG.client_deadline / 0.1) + 1):
-            answer = next((m for m in self.inbox if m.get("re") == msg["id"]), None)
+            answer = self.answer(msg)
             if answer is not None:
                 return answer
             self.advance(0.1)
@@ -154,8 +101,7 @@ def test_a_passed_on_request_found_outside_the_group_by_lookup_is_refused_not_pa
     net = Net(seed=3)
     msg = new_message("md_request", req=Request(GetMDataVersion(net.address)).to_obj(), hop=1)
     sender = Peer(Keypair.generate(random.Random(11)).name, "node", None)  # its answer lands in the inbox
-    net.queue.extend((net.taker, s) for s in net.taker.handle(net.now, sender, msg))
-    net.deliver()
+    net.inject(net.taker, sender, msg)
     net.advance(1.0)
     answer = next(m for m in net.inbox if m.get("re") == msg["id"])
     assert answer["k"] == "error" and answer["err"]["code"] == E.NotReady("").to_wire()["code"], answer
