@@ -146,6 +146,9 @@ async def one_node(*, strict: bool = True) -> AsyncIterator[tuple[NodeHost, Endp
             return taken[-1]
 
         endpoint.on_arrival = spy
+        with trio.fail_after(GUARD):
+            while not core.ready:  # a lone node declares itself joined once its bootstrap ends
+                await trio.sleep(0.05)
         yield host, endpoint, taken
         nursery.cancel_scope.cancel()
 
@@ -153,7 +156,6 @@ async def one_node(*, strict: bool = True) -> AsyncIterator[tuple[NodeHost, Endp
 async def test_an_idle_host_answers_in_the_readers_task_and_keeps_its_timers(
         autojump_clock: trio.abc.Clock) -> None:
     async with one_node() as (host, endpoint, taken), open_rpc_client(network=endpoint._network) as rpc:
-        await trio.sleep(5)  # joined, idle
         fired: list[float] = []
         handle = host.core.handle
 
@@ -181,7 +183,6 @@ async def test_a_strict_hosts_error_in_the_readers_task_ends_its_run(autojump_cl
 
     with pytest.raises(BaseException) as info:
         async with one_node() as (host, endpoint, taken), open_rpc_client(network=endpoint._network) as rpc:
-            await trio.sleep(5)
 
             def explode(now: float, peer: Peer, msg: dict) -> list:
                 raise Boom
@@ -217,7 +218,6 @@ async def test_a_nodes_message_always_goes_through_the_inbox(autojump_clock: tri
         assert isinstance(endpoint._network, MemoryNetwork)
         other = Endpoint(Keypair(), network=endpoint._network)
         async with running(other):
-            await trio.sleep(5)
             taken.clear()
             assert other.send_nowait(endpoint.name, endpoint.address, new_message("find_node", target=bytes(32)))
             with trio.fail_after(GUARD):
