@@ -331,15 +331,17 @@ class DatabaseReads(DatabaseCore):
     async def _fetch(self, bodies: Iterable[Body]) -> Callable[[Body], tuple[Any, Any]]:
         """Fetch what the records' payloads and metadata need, each chunk and blob once and
         in parallel; return a function giving a record's (data, metadata), decoded."""
-        packs: set[bytes] = set()
-        blobs: set[bytes] = set()
+        # Dicts, not sets: the fetches start in the records' order, whatever the hash seed
+        # (set order would make a simulated run depend on PYTHONHASHSEED).
+        packs: dict[bytes, None] = {}
+        blobs: dict[bytes, None] = {}
         for body in bodies:
             if body.where == PACKED:
-                packs.add(body.payload)
+                packs[body.payload] = None
             elif body.where == BLOB:
-                blobs.add(body.payload)
+                blobs[body.payload] = None
             if body.metadata_ref is not None:
-                blobs.add(body.metadata_ref)
+                blobs[body.metadata_ref] = None
         got: dict[tuple[int, bytes], bytes] = {}
 
         async def pack(name: bytes) -> None:
