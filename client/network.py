@@ -318,6 +318,8 @@ class NetworkClient(DataClient):
                 votes.setdefault(key, []).append((contact.name, reply))
             if not decided:
                 decide(final=False)
+            if answered["n"] == len(group):
+                done.set()  # everyone answered and nothing is safe: the caller asks for a round
 
         async with trio.open_nursery() as nursery:
             for contact in group:
