@@ -324,6 +324,27 @@ def test_projection_state_is_the_fold_of_the_log() -> None:
     assert "projection-state" in kinds(h)
 
 
+def test_a_projection_is_judged_only_where_readers_saw_the_log_whole() -> None:
+    # Event-store seed 15: the final $all read failed, so the reference log held only what
+    # subscribers were delivered, with holes; a saved state counting events in the holes is
+    # not wrong, only unproven. Once a read shows the whole log, the same state is judged.
+    h = History()
+    for i in range(3):
+        append(h, "w", "s", i - 1, [f"e{i}"], i, i + 0.5, version=i, position=i * 1000)
+    subscribe(h, "sub", None, 5)
+    deliver(h, "sub", (0, "s", 0, "e0"), 6)
+    deliver(h, "sub", (2000, "s", 2, "e2"), 7, outcome="info")
+    h.ok(h.invoke("p", "counts", "project", {"filter": "$all"}, 10), {"checkpoint": 2000, "state": {"s": 3}}, 11)
+    projections = check_eventstore(h).checks["es_projections"]
+    assert projections.valid and projections.stats == {"saved_states": 0, "past_what_readers_saw": 1}
+    read_all(h, "r", [(0, "s", 0, "e0"), (1000, "s", 1, "e1")], 12, 13)
+    read_all(h, "r", [(2000, "s", 2, "e2")], 14, 15, frm=1001)  # chained on from where the last ended
+    assert check_eventstore(h).checks["es_projections"].stats["saved_states"] == 1
+    assert check_eventstore(h).valid
+    h.ok(h.invoke("p", "counts", "project", {"filter": "$all"}, 16), {"checkpoint": 2000, "state": {"s": 2}}, 17)
+    assert "projection-state" in kinds(h)
+
+
 def test_streams_the_history_does_not_write_count_for_the_log_only() -> None:
     # A projection saves its states to a stream of its own: log readers see those rows, but
     # no append in the history wrote them. They are positions in the log, not phantoms;
