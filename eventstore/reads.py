@@ -331,17 +331,7 @@ class DatabaseReads(DatabaseCore):
     async def _fetch(self, bodies: Iterable[Body]) -> Callable[[Body], tuple[Any, Any]]:
         """Fetch what the records' payloads and metadata need, each chunk and blob once and
         in parallel; return a function giving a record's (data, metadata), decoded."""
-        # Dicts, not sets: the fetches start in the records' order, whatever the hash seed
-        # (set order would make a simulated run depend on PYTHONHASHSEED).
-        packs: dict[bytes, None] = {}
-        blobs: dict[bytes, None] = {}
-        for body in bodies:
-            if body.where == PACKED:
-                packs[body.payload] = None
-            elif body.where == BLOB:
-                blobs[body.payload] = None
-            if body.metadata_ref is not None:
-                blobs[body.metadata_ref] = None
+        packs, blobs = chunks_wanted(bodies)
         got: dict[tuple[int, bytes], bytes] = {}
 
         async def pack(name: bytes) -> None:
@@ -511,3 +501,21 @@ class DatabaseReads(DatabaseCore):
         await self._open()
         return await self._metadata(stream)
 
+
+def chunks_wanted(bodies: Iterable[Body]) -> tuple[list[bytes], list[bytes]]:
+    """The pack chunks and the blobs that `bodies` need, each once, in the records' order.
+
+    Not a set's order: that follows the hash seed of the process, and the fetches would then
+    start in a different order in every process, so a simulated run would replay only under
+    the PYTHONHASHSEED it ran with.
+    """
+    packs: dict[bytes, None] = {}
+    blobs: dict[bytes, None] = {}
+    for body in bodies:
+        if body.where == PACKED:
+            packs[body.payload] = None
+        elif body.where == BLOB:
+            blobs[body.payload] = None
+        if body.metadata_ref is not None:
+            blobs[body.metadata_ref] = None
+    return list(packs), list(blobs)
