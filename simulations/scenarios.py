@@ -78,7 +78,8 @@ _SCENARIOS = [
              NemesisConfig(interval=3.0)),
     Scenario("eventstore", "event-store appends with expected versions and stream reads, under kills, "
              "pauses and partitions", {"kill": 1.0, "pause": 1.0, "partition-one": 1.0, "partition-halves": 0.5},
-             NemesisConfig(interval=4.0), workload=WorkloadConfig(processes=1, chunk_processes=0, es_processes=3)),
+             NemesisConfig(interval=4.0),
+             workload=WorkloadConfig(processes=1, chunk_processes=0, es_processes=3, es_writers=48)),
     Scenario("mixed", "everything crash-shaped at once: partitions, kills, lost disks, pauses, link faults, "
              "bit rot, client crashes and churn (liars have their own scenario, `byzantine`)",
              {**PARTITIONS, "kill": 1.5, "wipe": 0.5, "pause": 1.0, "corrupt": 0.5, "client-crash": 0.5,

@@ -517,7 +517,7 @@ def test_each_event_store_break_is_caught_and_replays(brk: str, seed: int, kind:
     original = Database._write
     base = get_scenario("eventstore")
     # One es process with two writers (and its reader and subscribers) keeps the test within
-    # CI's budget: 5-12 s of CPU a run, where the scenario's 3 x 12 writers take minutes.
+    # CI's budget: 5-12 s of CPU a run, where the scenario's 3 x 48 writers take minutes.
     scenario = base.with_(duration=20.0, quiet=10.0, workload=replace(base.workload, es_processes=1, es_writers=2))
     result = run_sim(scenario, seed, breaks=(brk,))
     found = {a.kind for name in ("es_streams", "es_log", "es_subscriptions")
