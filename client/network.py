@@ -222,6 +222,9 @@ class NetworkClient(DataClient):
         return group
 
     def _ordered(self, group: list[Contact]) -> list[Contact]:
+        """`group` with the members marked bad (and not yet forgiven) moved to the end."""
+        if not self._bad:
+            return group  # nobody was ever marked: the order stands (what the sort would give)
         now = trio.current_time()
         return sorted(group, key=lambda c: self._bad.get(c.name, -math.inf) > now)
 
