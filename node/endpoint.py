@@ -549,7 +549,11 @@ class Endpoint(ConnectionSide):
             return
         stream = conn.stream
         assert isinstance(stream, SecureStream)
-        while (batch := _take_batch(link)):
+        drained = False
+        while not drained and (batch := _take_batch(link)):
+            # A batch below both limits emptied the queue (nothing can be queued while this
+            # runs): no second look, which would only find it empty.
+            drained = len(batch) < COALESCE_FRAMES and sum(len(f) for _, f in batch) < COALESCE_BYTES
             try:
                 done = stream.send_now(batch[0][1] if len(batch) == 1 else b"".join(f for _, f in batch))
             except OSError as exc:

@@ -300,9 +300,11 @@ class SecureStream(trio.abc.HalfCloseableStream):
         """Opened bytes (at most `max_bytes`); b"" at a clean end of stream. A stream that
         ends inside a record is tampered with (a record was cut)."""
         while not self._plain:
-            self._plain = self.opener.open_all()
-            if self._plain:
-                break
+            opener = self.opener
+            if opener.pending or opener.broken is not None:  # else nothing to open
+                self._plain = opener.open_all()
+                if self._plain:
+                    break
             data = await (self._read_socket() if self._socket is not None else self.inner.receive_some(RECV_CHUNK))
             if not data:
                 if self.opener.pending:
