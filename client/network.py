@@ -134,7 +134,7 @@ class NetworkClient(DataClient):
         """Connect to the nodes just learned (up to `warm_links` of them), all at once.
 
         Every link starts with a handshake: a TCP connect, hello and auth each way, two
-        signatures and two checks, about a millisecond of CPU at each end. Made one by one on
+        signatures and two checks, up to a millisecond of CPU at each end. Made one by one on
         first use, they sit in the first requests' path, and a lookup round waits for the
         slowest of its three; made here in parallel, they are done before the first request.
         A node that cannot be reached now is only skipped: requests dial it again when they
