@@ -12,7 +12,8 @@ before theirs so both see the same machine load:
   kademlia `set` (unsigned, in memory, stored on its k closest), at each concurrency and at
   the compared sizes (default 1 KiB and 8,000 B: kademlia refuses values over 8,137 B);
 - IData get (ours: `get_idata`, through a fresh client so no close group is cached, checked
-  against the name) against kademlia `get` (the driver stores nothing, so every get is a
+  against the name; opening it, untimed like the driver's bootstrap, also opens its links to
+  the nodes it learned) against kademlia `get` (the driver stores nothing, so every get is a
   network lookup), every key of the put batch once, shuffled;
 - ours only: IData put / get at 8 KiB, 64 KiB and 1 MiB; MD insert (`mutate_entries` with
   one `Ins` on a set of MDs, round robin) and MD read (`get_value`, a quorum read).

@@ -58,8 +58,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -215,6 +215,7 @@ class Endpoint(ConnectionSide):
         self._dirty: dict[_Link, None] = {}
         self._flush_lot = trio.lowlevel.ParkingLot()
         self._holding = 0  # inside `holding()`: frames wait for its end, not for the flusher
+        self._hold = _Holding(self)
         self._counters: Counter[str] = Counter(dict.fromkeys(_COUNTERS, 0))
         self._frames: dict[str, Counter[str]] = {"in": Counter(), "out": Counter()}
         self._bytes: dict[str, Counter[str]] = {"in": Counter(), "out": Counter()}
@@ -510,19 +511,13 @@ class Endpoint(ConnectionSide):
         else:
             self._ensure_writer(link)
 
-    @contextmanager
-    def holding(self) -> Iterator[None]:
+    def holding(self) -> _Holding:
         """Frames queued inside the block are written at its end by the calling task, all of
         a peer's in one write, the peers in the order they were first queued: what the
         flusher would do once the caller yields, without waking the flusher. The node host
-        sends a batch's messages this way."""
-        self._holding += 1
-        try:
-            yield
-        finally:
-            self._holding -= 1
-            if not self._holding:
-                self._flush_dirty()
+        sends a batch's messages this way. (A plain context manager object, not a generator:
+        the host enters it for every message it handles.)"""
+        return self._hold
 
     def _flush_dirty(self) -> None:
         while self._dirty:
@@ -554,7 +549,11 @@ class Endpoint(ConnectionSide):
             return
         stream = conn.stream
         assert isinstance(stream, SecureStream)
-        while (batch := _take_batch(link)):
+        drained = False
+        while not drained and (batch := _take_batch(link)):
+            # A batch below both limits emptied the queue (nothing can be queued while this
+            # runs): no second look, which would only find it empty.
+            drained = len(batch) < COALESCE_FRAMES and sum(len(f) for _, f in batch) < COALESCE_BYTES
             try:
                 done = stream.send_now(batch[0][1] if len(batch) == 1 else b"".join(f for _, f in batch))
             except OSError as exc:
@@ -692,6 +691,24 @@ class Endpoint(ConnectionSide):
         frame = encode_frame(error_message(re_msg, exc), self.max_frame)
         with suppress(*STREAM_ERRORS):
             await self._write_frame(conn, "error", frame, ERROR_WRITE_TIMEOUT)
+
+
+class _Holding:
+    """`Endpoint.holding()`'s block (re-entrant: only the outermost exit writes)."""
+
+    __slots__ = ("_endpoint",)
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+
+    def __enter__(self) -> None:
+        self._endpoint._holding += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        endpoint = self._endpoint
+        endpoint._holding -= 1
+        if not endpoint._holding:
+            endpoint._flush_dirty()
 
 
 def _direct(conn: _Connection) -> bool:

@@ -160,9 +160,15 @@ class FrameReader:
                     size = SMALL_READ  # enough for a small request
                 self.budget.charge(reserved)
             data: bytes | bytearray | None = None
+            deadline = self._frame_deadline if partial_frame else idle_deadline
             try:
-                with trio.move_on_at(self._frame_deadline if partial_frame else idle_deadline):
+                if deadline == math.inf:
+                    # No deadline (a client's connection between frames): no cancel scope to
+                    # set up and tear down for every message.
                     data = await self.stream.receive_some(size)
+                else:
+                    with trio.move_on_at(deadline):
+                        data = await self.stream.receive_some(size)
             finally:
                 self.budget.charge(-reserved)
             if data is None:

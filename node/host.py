@@ -70,6 +70,8 @@ class NodeHost:
         self.stopped = trio.Event()
         self._waiting: trio.CancelScope | None = None  # the loop's wait for the inbox, while parked
         self._failure: BaseException | None = None  # a strict host's error in `_arrived`
+        self._holding: Callable[[], contextlib.AbstractContextManager[Any]] | None = getattr(
+            endpoint, "holding", None)
 
     async def run(self, bootstrap: list[str] = (), *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[assignment]
         core = self.core
@@ -194,9 +196,11 @@ class NodeHost:
         self.core.store.sync()
         # A real Endpoint writes the batch's frames when the loop below is done, in this task
         # (no wake-up of its flusher); the simulator's endpoint has no `holding`.
-        holding = getattr(self.endpoint, "holding", None)
-        with holding() if holding is not None else contextlib.nullcontext():
+        if self._holding is None:
             self._send_all(out)
+        else:
+            with self._holding():
+                self._send_all(out)
 
     def _send_all(self, out: list[Send]) -> None:
         for send in out:
