@@ -27,7 +27,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import errors as E
 from .config import NodeConfig
@@ -41,12 +41,15 @@ from .xorname import XorName, closest
 Log = Callable[..., None]
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):
+    """A message for the host to send (a named tuple: the core makes one per message)."""
+
     to: XorName | None
     address: str | None
     msg: dict[str, Any]
 
+
+_NONE_DEMOTED: frozenset[bytes] = frozenset()
 
 _ANY_PEER = XorName(bytes(32))  # a bootstrap contact's name is not known in advance
 
@@ -152,6 +155,7 @@ class NodeCore:
         self.membership_epoch = 0  # bumped whenever routing gains or loses a contact
         self._groups: dict[tuple[bytes, int], tuple[XorName, ...]] = {}  # see group()
         self._groups_stamp: tuple[int, int, frozenset[bytes]] = (-1, 0, frozenset())
+        self._groups_members: frozenset[XorName] | None = None  # routing's names when last regrouped
         # The neighbourhood as the last self-lookup left it, and how many refresh ticks to
         # let pass before the next one (see _refresh_neighbours).
         self._neighbours: frozenset[XorName] = frozenset()
@@ -356,18 +360,51 @@ class NodeCore:
         """The `count` (default R) nodes closest to `name` that this node knows, itself included,
         leaving out peers demoted for shirking work (`Standing`)."""
         count = count or self.config.replication
-        demoted = self.standing.demoted(self.now) if "trust_idle_members" not in self.config.breaks else set()
+        if "trust_idle_members" in self.config.breaks or not self.standing.any_demoted():
+            demoted: set[bytes] = set()
+        else:
+            demoted = self.standing.demoted(self.now)
         # Remembered until routing gains or loses a contact (every such change bumps the
         # epoch) or the demoted peers change: replication asks this several times per message.
-        stamp = (self.membership_epoch, len(self.routing), frozenset(demoted))
+        stamp = (self.membership_epoch, len(self.routing), frozenset(demoted) if demoted else _NONE_DEMOTED)
         if self._groups_stamp != stamp or len(self._groups) > 4096:
-            self._groups, self._groups_stamp = {}, stamp
-        found = self._groups.get((bytes(name), count))
+            self._regroup(stamp)
+        key = (bytes(name), count)
+        found = self._groups.get(key)
         if found is None:
-            near = self.routing.closest(name, count, exclude=demoted or None)
-            found = self._groups[(bytes(name), count)] = tuple(
-                closest(name, [c.name for c in near] + [self.name], count))
+            found = self._groups[key] = tuple(self.routing.closest_names(name, count, exclude=demoted or None))
         return list(found)
+
+    def _regroup(self, stamp: tuple[int, int, frozenset[bytes]]) -> None:
+        """Routing or the demoted peers changed: drop the remembered groups it may change.
+
+        A group is the `count` nearest of routing's contacts (less the demoted) and us, so a
+        contact that left changes only the groups it was in, and one that arrived only those
+        it is nearer to than their farthest member (or that were short of `count`). The rest
+        are what `group` would compute again. A change of the demoted peers drops them all."""
+        members = self.routing.names()
+        old_members, self._groups_members = self._groups_members, members
+        if self._groups_stamp[2] != stamp[2] or len(self._groups) > 4096 or old_members is None:
+            self._groups, self._groups_stamp = {}, stamp
+            return
+        self._groups_stamp = stamp
+        gone, new = old_members - members, members - old_members
+        if not gone and not new:
+            return
+        new_ids = [int.from_bytes(n, "big") for n in new]
+        kept = {}
+        for key, found in self._groups.items():
+            if gone and not gone.isdisjoint(found):
+                continue
+            if new_ids:
+                if len(found) < key[1]:
+                    continue
+                t = int.from_bytes(key[0], "big")
+                farthest = int.from_bytes(found[-1], "big") ^ t
+                if any((i ^ t) < farthest for i in new_ids):
+                    continue
+            kept[key] = found
+        self._groups = kept
 
     # ================================================================ standing (Sybil members)
 

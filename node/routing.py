@@ -204,6 +204,10 @@ class RoutingTable:
         """Every contact in the table, by bucket, least-recently-seen first within one."""
         return [c for i in sorted(self._buckets) for c in self._buckets[i].contacts]
 
+    def names(self) -> frozenset[XorName]:
+        """The names of every contact in the table (not the replacement caches)."""
+        return frozenset([c.name for b in self._buckets.values() for c in b.contacts])
+
     def bucket(self, index: int) -> list[Contact]:
         """The contacts of bucket `index`, least-recently-seen first."""
         b = self._buckets.get(index)
@@ -361,6 +365,23 @@ class RoutingTable:
             if b is not None and take(out, b.ids, b.contacts, t, want, exclude, strikes):
                 return out
         return out
+
+    def closest_names(
+        self, target: bytes, count: int, *, exclude: AbstractSet[bytes] | None = None
+    ) -> list[XorName]:
+        """The `count` names closest to `target` among the table's contacts (less `exclude`)
+        and our own name, closest first: `closest(target, [c.name for c in
+        self.closest(target, count, exclude=exclude)] + [own], count)`, without a second sort."""
+        near = self.closest(target, count, exclude=exclude)
+        t = int.from_bytes(target, "big")
+        mine = self._own ^ t
+        names = [c.name for c in near]
+        for at, contact in enumerate(near):
+            if contact._id ^ t > mine:  # distinct names: never equal
+                names.insert(at, self.own)
+                return names[:count]
+        names.append(self.own)
+        return names[:count]
 
     # ------------------------------------------------------------------ bucket refresh
 
@@ -664,6 +685,10 @@ class Standing:
         """May the peer hold and vote for items in this node's close groups?"""
         until = self._demoted.get(name)
         return until is None or until <= now
+
+    def any_demoted(self) -> bool:
+        """Is anyone demoted, or was lately (`demoted` tells who, now)? Usually not."""
+        return bool(self._demoted)
 
     def demoted(self, now: float) -> set[bytes]:
         """The peers left out of close groups now (usually none)."""
