@@ -59,7 +59,7 @@ _BAD_INPUT = (KeyError, TypeError, ValueError, IndexError, OverflowError, Unicod
 
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     to: XorName
     on_reply: Callable[[dict[str, Any] | None], None]
@@ -190,20 +190,25 @@ class NodeCore:
         return self.take_output()
 
     def handle(self, now: float, peer: Peer, msg: dict[str, Any]) -> list[Send]:
-        self.now = max(self.now, now)
+        if now > self.now:
+            self.now = now
         self._dispatch(peer, msg)
-        self._drain_local()
+        if self._local:
+            self._drain_local()
         return self.take_output()
 
     def tick(self, now: float) -> list[Send]:
-        self.now = max(self.now, now)
-        while self._timers and self._timers[0][0] <= now:
-            _, seq, fn = heapq.heappop(self._timers)
-            if seq in self._cancelled:
-                self._cancelled.discard(seq)
+        if now > self.now:
+            self.now = now
+        timers, cancelled = self._timers, self._cancelled
+        while timers and timers[0][0] <= now:
+            _, seq, fn = heapq.heappop(timers)
+            if seq in cancelled:
+                cancelled.discard(seq)
                 continue
             fn()
-            self._drain_local()
+            if self._local:
+                self._drain_local()
         return self.take_output()
 
     def next_deadline(self) -> float:

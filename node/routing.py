@@ -360,9 +360,11 @@ class RoutingTable:
             contacts = [c for b in deeper for c in b.contacts]
             if take(out, ids, contacts, t, want, exclude, strikes):
                 return out
-        for i in range(j - 1, -1, -1):
-            b = buckets.get(i)
-            if b is not None and take(out, b.ids, b.contacts, t, want, exclude, strikes):
+        # The shallower buckets that exist, deepest first (not every prefix length below j:
+        # a target near our own name has j close to 256, and most buckets are empty).
+        for i in sorted([i for i in buckets if i < j], reverse=True):
+            b = buckets[i]
+            if take(out, b.ids, b.contacts, t, want, exclude, strikes):
                 return out
         return out
 

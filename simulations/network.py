@@ -34,7 +34,7 @@ import trio.testing
 
 from node.peer import Peer
 from node.transport import HandshakeError, Unreachable
-from node.wire import DEFAULT_MAX_FRAME, FrameTooLarge, encode_body
+from node.wire import DEFAULT_MAX_FRAME, BodyEncoder, FrameTooLarge
 from node.xorname import XorName
 
 from .trace import Trace
@@ -258,6 +258,7 @@ class SimNetwork:
         # (from slot, to slot) -> messages held on that clogged path
         self.clogged: dict[tuple[int, int], list[tuple[SimEndpoint, SimEndpoint, bytes, str]]] = {}
         self.max_frame = DEFAULT_MAX_FRAME
+        self._encode = BodyEncoder()  # node.wire.encode_body, with a packer kept across sends
         self._ticks = 1.0 / tick
         self._by_name: dict[bytes, SimEndpoint] = {}  # an XorName hashes and compares as its bytes
         self._by_address: dict[str, SimEndpoint] = {}
@@ -310,7 +311,7 @@ class SimNetwork:
 
     def send(self, src: SimEndpoint, to_name: bytes | None, to_address: str | None, msg: dict[str, Any]) -> bool:
         """Schedule `msg`'s delivery. False when there is no live endpoint to send to."""
-        body = encode_body(msg)  # raises ProtocolError for anything the wire cannot carry
+        body = self._encode(msg)  # raises ProtocolError for anything the wire cannot carry
         if len(body) > self.max_frame:
             raise FrameTooLarge(len(body), self.max_frame)
         kind = msg["k"]
