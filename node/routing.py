@@ -179,7 +179,12 @@ class RoutingTable:
             raise ValueError(f"a name is {XOR_NAME_LEN} bytes, got {len(name)}")
         cid = int.from_bytes(name, "big")
         bucket = self._buckets.get(XOR_NAME_BITS - (self._own ^ cid).bit_length())
-        return cid, bucket, (bucket.ids.index(cid) if bucket and cid in bucket.ids else -1)
+        if bucket is None:
+            return cid, None, -1
+        try:
+            return cid, bucket, bucket.ids.index(cid)
+        except ValueError:
+            return cid, bucket, -1
 
     def __contains__(self, name: object) -> bool:
         """A name (or a contact, by its name) is in the table proper, not just its cache."""
@@ -257,14 +262,22 @@ class RoutingTable:
         cid = int.from_bytes(name, "big")
         index = XOR_NAME_BITS - (self._own ^ cid).bit_length()
         bucket = self._buckets.get(index)
-        if bucket is None or cid not in bucket.ids:
+        if bucket is None:
             return False
-        at = bucket.ids.index(cid)
+        ids = bucket.ids
+        try:
+            at = ids.index(cid)
+        except ValueError:
+            return False
         contact = bucket.contacts[at]
         if contact.address != address:
             return False
         self._touched[index] = now
-        self._to_tail(bucket, at, contact)
+        if at == len(ids) - 1:  # already the most recently seen: only its strikes go
+            if self._strikes:
+                self._strikes.pop(cid, None)
+        else:
+            self._to_tail(bucket, at, contact)
         return True
 
     def _to_tail(self, bucket: _Bucket, at: int, contact: Contact) -> None:

@@ -400,6 +400,7 @@ class SimNetwork:
         scheduler = _scheduler(clock) if jumpable is not None else None
         heappop = heapq.heappop
         jumps = 0
+        shown_when, shown = math.nan, ""  # the last delivery time and its repr: messages share ticks
         while True:
             now = clock.current_time()
             if jumpable is not None:
@@ -412,7 +413,9 @@ class SimNetwork:
                         continue
                     trace.delivered += 1
                     kinds[kind] += 1
-                    pending.append(f"{when!r} m {kind} {src.label} {dst.label}")
+                    if when != shown_when:
+                        shown_when, shown = when, repr(when)
+                    pending.append(f"{shown} m {kind} {src.label} {dst.label}")
                     dst.counters["received"] += 1
                     stepper = dst.stepper
                     if stepper is not None:
