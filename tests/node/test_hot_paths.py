@@ -99,7 +99,8 @@ def test_a_departure_drops_only_the_groups_it_was_in() -> None:
 wire_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
     | st.text(max_size=8) | st.binary(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4) | st.integers(0, 9), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=4) | st.integers(0, 9), inner, max_size=4),
     max_leaves=6,
 )
 hostile_values = st.sampled_from([object(), 2**64, -(2**63) - 1, {1, 2}, 1j, ValueError("x")])

@@ -335,7 +335,10 @@ def test_table_matches_model_and_keeps_invariants(
         c = contact(pool[which], port)
         if op == "observe":
             assert table.observe(c, 0.0) == model.observe(c)
-        elif op == "seen":
+        elif op == "seen":  # mostly at the address held (a message from a known contact)
+            held = table.get(c.name)
+            if held is not None and port != 3:
+                c = held
             assert table.seen(c.name, c.address, 0.0) == model.seen(c)
         elif op == "failed":
             assert table.failed(c.name, 0.0) == model.failed(c.name)
@@ -419,6 +422,17 @@ def test_a_sign_of_life_clears_strikes() -> None:
     assert table.observe(members[1], 2.0) is None
     assert not table.is_suspect(members[1].name)
     assert table.failed(members[1].name, 3.0) is False  # the count started again
+
+
+def test_a_message_clears_strikes_wherever_the_contact_stands() -> None:
+    table, members = full_bucket_table(strikes=2)
+    for c in (members[-1], members[0]):  # the most and the least recently seen
+        assert table.failed(c.name, 1.0) is False and table.is_suspect(c.name)
+        assert table.seen(c.name, c.address, 2.0)
+        assert not table.is_suspect(c.name)
+        assert table.bucket(0)[-1] == c
+    assert not table.seen(members[1].name, "elsewhere:1", 3.0)  # another address: observe it instead
+    assert table.bucket(0)[-1] == members[0]
 
 
 def test_strikes_of_one_evicts_at_once_like_bmuller() -> None:
