@@ -365,19 +365,21 @@ class NodeCore:
         """The `count` (default R) nodes closest to `name` that this node knows, itself included,
         leaving out peers demoted for shirking work (`Standing`)."""
         count = count or self.config.replication
-        if "trust_idle_members" in self.config.breaks or not self.standing.any_demoted():
-            demoted: set[bytes] = set()
-        else:
-            demoted = self.standing.demoted(self.now)
+        demoted: set[bytes] | None = None
+        if self.standing.any_demoted() and "trust_idle_members" not in self.config.breaks:
+            demoted = self.standing.demoted(self.now) or None
         # Remembered until routing gains or loses a contact (every such change bumps the
         # epoch) or the demoted peers change: replication asks this several times per message.
-        stamp = (self.membership_epoch, len(self.routing), frozenset(demoted) if demoted else _NONE_DEMOTED)
-        if self._groups_stamp != stamp or len(self._groups) > 4096:
-            self._regroup(stamp)
-        key = (bytes(name), count)
+        epoch, size, left_out = self._groups_stamp
+        if (epoch != self.membership_epoch or size != len(self.routing) or len(self._groups) > 4096
+                or left_out != (_NONE_DEMOTED if demoted is None else demoted)):
+            self._regroup((self.membership_epoch, len(self.routing),
+                           _NONE_DEMOTED if demoted is None else frozenset(demoted)))
+        # An XorName hashes and compares as its bytes, so either finds the same entry.
+        key = (name if type(name) is bytes or type(name) is XorName else bytes(name), count)
         found = self._groups.get(key)
         if found is None:
-            found = self._groups[key] = tuple(self.routing.closest_names(name, count, exclude=demoted or None))
+            found = self._groups[key] = tuple(self.routing.closest_names(name, count, exclude=demoted))
         return list(found)
 
     def _regroup(self, stamp: tuple[int, int, frozenset[bytes]]) -> None:
