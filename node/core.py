@@ -383,33 +383,40 @@ class NodeCore:
         return list(found)
 
     def _regroup(self, stamp: tuple[int, int, frozenset[bytes]]) -> None:
-        """Routing or the demoted peers changed: drop the remembered groups it may change.
+        """Routing or the demoted peers changed: bring the remembered groups up to date.
 
-        A group is the `count` nearest of routing's contacts (less the demoted) and us, so a
-        contact that left changes only the groups it was in, and one that arrived only those
-        it is nearer to than their farthest member (or that were short of `count`). The rest
-        are what `group` would compute again. A change of the demoted peers drops them all."""
+        A group is the `count` nearest of routing's contacts (less the demoted) and us. A
+        group short of `count` holds every candidate, so it only loses who left and gains who
+        arrived; a full one gains an arrival nearer than its farthest member, in its place.
+        Only a full group that lost a member must be looked up again (it is dropped, and
+        `group` asks routing for it when next wanted). A change of the demoted peers drops all.
+        """
         members = self.routing.names()
         old_members, self._groups_members = self._groups_members, members
         if self._groups_stamp[2] != stamp[2] or len(self._groups) > 4096 or old_members is None:
             self._groups, self._groups_stamp = {}, stamp
             return
         self._groups_stamp = stamp
-        gone, new = old_members - members, members - old_members
-        if not gone and not new:
+        gone = old_members - members
+        arrived = [(int.from_bytes(n, "big"), n) for n in members - old_members if n not in stamp[2]]
+        if not gone and not arrived:
             return
-        new_ids = [int.from_bytes(n, "big") for n in new]
-        kept = {}
+        kept: dict[tuple[bytes, int], tuple[XorName, ...]] = {}
         for key, found in self._groups.items():
+            count = key[1]
             if gone and not gone.isdisjoint(found):
-                continue
-            if new_ids:
-                if len(found) < key[1]:
+                if len(found) >= count:
                     continue
+                found = tuple(n for n in found if n not in gone)
+            if arrived:
                 t = int.from_bytes(key[0], "big")
-                farthest = int.from_bytes(found[-1], "big") ^ t
-                if any((i ^ t) < farthest for i in new_ids):
-                    continue
+                if len(found) < count:
+                    nearer = [n for _i, n in arrived]
+                else:
+                    farthest = int.from_bytes(found[-1], "big") ^ t
+                    nearer = [n for i, n in arrived if i ^ t < farthest]
+                if nearer:
+                    found = tuple(sorted((*found, *nearer), key=lambda n: int.from_bytes(n, "big") ^ t)[:count])
             kept[key] = found
         self._groups = kept
 

@@ -55,8 +55,9 @@ def _play_membership(seed: int, joined: int, ops: list[tuple[Any, ...]]) -> None
     for op in [("join", i) for i in range(0, 2 * joined, 2)] + [("ask", 4)] + ops:
         if op[0] == "join":  # any message from a node is a sighting of it
             core.handle(now, Peer(pool[op[1]], "node", f"sim:{op[1] + 1}"), new_message("ping", addr="x"))
-        elif op[0] == "leave":
-            if core.routing.remove(pool[op[1]]):
+        elif op[0] == "leave":  # one of those routing holds
+            held = core.routing.contacts()
+            if held and core.routing.remove(held[op[1] % len(held)].name):
                 core.on_membership_change()
         elif op[0] == "shirk":  # it answers pings but lets work lapse until demoted
             name = pool[op[1]]
@@ -73,6 +74,53 @@ def _play_membership(seed: int, joined: int, ops: list[tuple[Any, ...]]) -> None
             for name in items:
                 assert core.group(name, op[1]) == closest(name, [*known, core.name], op[1])
         core.take_output()
+
+
+def _core_knowing(count: int, seed: int = 7, replication: int = 3) -> tuple[NodeCore, random.Random]:
+    rng = random.Random(seed)
+    core = NodeCore(Keypair.generate(rng), MemoryStore(), NodeConfig(replication=replication), rng=rng,
+                    address="sim:0")
+    core.start(0.0)
+    for i in range(count):
+        core.handle(0.0, Peer(XorName.random(rng), "node", f"sim:{i + 1}"), new_message("ping", addr="x"))
+    assert len(core.routing) == count
+    return core, rng
+
+
+def _truth(core: NodeCore, name: bytes, count: int) -> list[XorName]:
+    demoted = core.standing.demoted(core.now)
+    return closest(name, [c.name for c in core.routing.contacts() if c.name not in demoted] + [core.name], count)
+
+
+def test_a_small_network_loses_and_gains_members_of_every_group() -> None:
+    core, rng = _core_knowing(3)  # groups of 6 hold everyone: each departure and arrival is in all
+    items = [XorName.random(rng) for _ in range(10)]
+    assert all(len(core.group(item, 6)) == 4 for item in items)
+    leaver = core.routing.contacts()[1]
+    assert core.routing.remove(leaver.name)
+    core.on_membership_change()
+    assert all(core.group(item, 6) == _truth(core, item, 6) for item in items)
+    core.handle(1.0, Peer(leaver.name, "node", leaver.address), new_message("ping", addr="x"))
+    assert all(core.group(item, 6) == _truth(core, item, 6) for item in items)
+    assert all(leaver.name in core.group(item, 6) for item in items)
+
+
+def test_a_demoted_peer_that_comes_back_stays_out_of_groups() -> None:
+    core, rng = _core_knowing(8)
+    items = [XorName.random(rng) for _ in range(20)]
+    shirker = core.routing.contacts()[2]
+    core.standing.heard(shirker.name, 0.0)
+    while core.standing.lapsed(shirker.name, 0.0, 0.0) is None:
+        pass
+    core.on_membership_change()
+    for item in items:
+        assert shirker.name not in core.group(item, 9) == _truth(core, item, 9)
+    assert core.routing.remove(shirker.name)  # it leaves, and comes back while still demoted
+    core.on_membership_change()
+    core.group(items[0], 9)
+    core.handle(1.0, Peer(shirker.name, "node", shirker.address), new_message("ping", addr="x"))
+    for item in items:
+        assert shirker.name not in core.group(item, 9) == _truth(core, item, 9)
 
 
 def test_a_departure_drops_only_the_groups_it_was_in() -> None:
