@@ -215,10 +215,11 @@ class SimEndpoint:
         self._send_ch.send_nowait(delivery)
 
 
-def _decode(body: bytes) -> dict[str, Any]:
+def _decode(body: bytes, unpackb: Callable[..., Any] = msgpack.unpackb) -> dict[str, Any]:
     # The receiving copy. The wire's own decoder would also re-validate the envelope, which
     # `encode_body` already required of the sender and which costs more than the decode itself.
-    msg: dict[str, Any] = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=False)
+    # (str as str and arrays as lists are unpackb's defaults.)
+    msg: dict[str, Any] = unpackb(body, strict_map_key=False)
     return msg
 
 
