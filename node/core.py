@@ -244,7 +244,7 @@ class NodeCore:
 
     def _dispatch(self, peer: Peer, msg: dict[str, Any]) -> None:
         kind = msg.get("k")
-        self.metrics.msgs_in[str(kind)] += 1
+        self.metrics.msgs_in[kind if type(kind) is str else str(kind)] += 1
         if peer.role == "node" and peer.name != self.name and peer.address:
             if self.standing.banned(peer.name, self.now) or not self.routing.seen(peer.name, peer.address, self.now):
                 self._observe(Contact(peer.name, peer.address))
@@ -297,7 +297,7 @@ class NodeCore:
         if isinstance(to, Contact):
             name, address = to.name, to.address
         else:
-            name = XorName(to)
+            name = to if type(to) is XorName else XorName(to)
             contact = self.routing.get(name) or (self._lost[name][0] if name in self._lost else None)
             address = contact.address if contact else None
         mid = msg["id"]
@@ -549,7 +549,7 @@ class NodeCore:
         self._watched_stamp, self._watched_at = stamp, self.now
         wanted = {c.name for c in near}
         found: set[bytes] = set()
-        items = [key[:32] for key in self.replicator.records]
+        items = (key[:32] for key in self.replicator.records)  # lazily: the search stops early
         for group_of in (items, self.store.chunk_names()):
             for item in group_of:
                 found.update(m for m in self.group(item) if m in wanted)
