@@ -81,10 +81,12 @@ class _Inbox:
         self._channel = channel
 
     async def receive(self) -> Delivery:
-        await self._held()
+        if self._endpoint.paused:  # (_held returns at once otherwise: skip making its coroutine)
+            await self._held()
         delivery = await self._channel.receive()
         # Paused while we waited for it: a stopped process reads nothing, so it waits too.
-        await self._held()
+        if self._endpoint.paused:
+            await self._held()
         return delivery
 
     async def _held(self) -> None:
