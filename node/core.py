@@ -27,7 +27,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import errors as E
 from .config import NodeConfig
@@ -41,12 +41,15 @@ from .xorname import XorName, closest
 Log = Callable[..., None]
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):
+    """A message for the host to send (a named tuple: the core makes one per message)."""
+
     to: XorName | None
     address: str | None
     msg: dict[str, Any]
 
+
+_NONE_DEMOTED: frozenset[bytes] = frozenset()
 
 _ANY_PEER = XorName(bytes(32))  # a bootstrap contact's name is not known in advance
 
@@ -56,7 +59,7 @@ _BAD_INPUT = (KeyError, TypeError, ValueError, IndexError, OverflowError, Unicod
 
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     to: XorName
     on_reply: Callable[[dict[str, Any] | None], None]
@@ -152,6 +155,7 @@ class NodeCore:
         self.membership_epoch = 0  # bumped whenever routing gains or loses a contact
         self._groups: dict[tuple[bytes, int], tuple[XorName, ...]] = {}  # see group()
         self._groups_stamp: tuple[int, int, frozenset[bytes]] = (-1, 0, frozenset())
+        self._groups_members: frozenset[XorName] | None = None  # routing's names when last regrouped
         # The neighbourhood as the last self-lookup left it, and how many refresh ticks to
         # let pass before the next one (see _refresh_neighbours).
         self._neighbours: frozenset[XorName] = frozenset()
@@ -186,20 +190,25 @@ class NodeCore:
         return self.take_output()
 
     def handle(self, now: float, peer: Peer, msg: dict[str, Any]) -> list[Send]:
-        self.now = max(self.now, now)
+        if now > self.now:
+            self.now = now
         self._dispatch(peer, msg)
-        self._drain_local()
+        if self._local:
+            self._drain_local()
         return self.take_output()
 
     def tick(self, now: float) -> list[Send]:
-        self.now = max(self.now, now)
-        while self._timers and self._timers[0][0] <= now:
-            _, seq, fn = heapq.heappop(self._timers)
-            if seq in self._cancelled:
-                self._cancelled.discard(seq)
+        if now > self.now:
+            self.now = now
+        timers, cancelled = self._timers, self._cancelled
+        while timers and timers[0][0] <= now:
+            _, seq, fn = heapq.heappop(timers)
+            if seq in cancelled:
+                cancelled.discard(seq)
                 continue
             fn()
-            self._drain_local()
+            if self._local:
+                self._drain_local()
         return self.take_output()
 
     def next_deadline(self) -> float:
@@ -235,7 +244,7 @@ class NodeCore:
 
     def _dispatch(self, peer: Peer, msg: dict[str, Any]) -> None:
         kind = msg.get("k")
-        self.metrics.msgs_in[str(kind)] += 1
+        self.metrics.msgs_in[kind if type(kind) is str else str(kind)] += 1
         if peer.role == "node" and peer.name != self.name and peer.address:
             if self.standing.banned(peer.name, self.now) or not self.routing.seen(peer.name, peer.address, self.now):
                 self._observe(Contact(peer.name, peer.address))
@@ -288,7 +297,7 @@ class NodeCore:
         if isinstance(to, Contact):
             name, address = to.name, to.address
         else:
-            name = XorName(to)
+            name = to if type(to) is XorName else XorName(to)
             contact = self.routing.get(name) or (self._lost[name][0] if name in self._lost else None)
             address = contact.address if contact else None
         mid = msg["id"]
@@ -356,18 +365,60 @@ class NodeCore:
         """The `count` (default R) nodes closest to `name` that this node knows, itself included,
         leaving out peers demoted for shirking work (`Standing`)."""
         count = count or self.config.replication
-        demoted = self.standing.demoted(self.now) if "trust_idle_members" not in self.config.breaks else set()
+        demoted: set[bytes] | None = None
+        if self.standing.any_demoted() and "trust_idle_members" not in self.config.breaks:
+            demoted = self.standing.demoted(self.now) or None
         # Remembered until routing gains or loses a contact (every such change bumps the
         # epoch) or the demoted peers change: replication asks this several times per message.
-        stamp = (self.membership_epoch, len(self.routing), frozenset(demoted))
-        if self._groups_stamp != stamp or len(self._groups) > 4096:
-            self._groups, self._groups_stamp = {}, stamp
-        found = self._groups.get((bytes(name), count))
+        epoch, size, left_out = self._groups_stamp
+        if (epoch != self.membership_epoch or size != len(self.routing) or len(self._groups) > 4096
+                or left_out != (_NONE_DEMOTED if demoted is None else demoted)):
+            self._regroup((self.membership_epoch, len(self.routing),
+                           _NONE_DEMOTED if demoted is None else frozenset(demoted)))
+        # An XorName hashes and compares as its bytes, so either finds the same entry.
+        key = (name if type(name) is bytes or type(name) is XorName else bytes(name), count)
+        found = self._groups.get(key)
         if found is None:
-            near = self.routing.closest(name, count, exclude=demoted or None)
-            found = self._groups[(bytes(name), count)] = tuple(
-                closest(name, [c.name for c in near] + [self.name], count))
+            found = self._groups[key] = tuple(self.routing.closest_names(name, count, exclude=demoted))
         return list(found)
+
+    def _regroup(self, stamp: tuple[int, int, frozenset[bytes]]) -> None:
+        """Routing or the demoted peers changed: bring the remembered groups up to date.
+
+        A group is the `count` nearest of routing's contacts (less the demoted) and us. A
+        group short of `count` holds every candidate, so it only loses who left and gains who
+        arrived; a full one gains an arrival nearer than its farthest member, in its place.
+        Only a full group that lost a member must be looked up again (it is dropped, and
+        `group` asks routing for it when next wanted). A change of the demoted peers drops all.
+        """
+        members = self.routing.names()
+        old_members, self._groups_members = self._groups_members, members
+        if self._groups_stamp[2] != stamp[2] or len(self._groups) > 4096 or old_members is None:
+            self._groups, self._groups_stamp = {}, stamp
+            return
+        self._groups_stamp = stamp
+        gone = old_members - members
+        arrived = [(int.from_bytes(n, "big"), n) for n in members - old_members if n not in stamp[2]]
+        if not gone and not arrived:
+            return
+        kept: dict[tuple[bytes, int], tuple[XorName, ...]] = {}
+        for key, found in self._groups.items():
+            count = key[1]
+            if gone and not gone.isdisjoint(found):
+                if len(found) >= count:
+                    continue
+                found = tuple(n for n in found if n not in gone)
+            if arrived:
+                t = int.from_bytes(key[0], "big")
+                if len(found) < count:
+                    nearer = [n for _i, n in arrived]
+                else:
+                    farthest = int.from_bytes(found[-1], "big") ^ t
+                    nearer = [n for i, n in arrived if i ^ t < farthest]
+                if nearer:
+                    found = tuple(sorted((*found, *nearer), key=lambda n: int.from_bytes(n, "big") ^ t)[:count])
+            kept[key] = found
+        self._groups = kept
 
     # ================================================================ standing (Sybil members)
 
@@ -498,7 +549,7 @@ class NodeCore:
         self._watched_stamp, self._watched_at = stamp, self.now
         wanted = {c.name for c in near}
         found: set[bytes] = set()
-        items = [key[:32] for key in self.replicator.records]
+        items = (key[:32] for key in self.replicator.records)  # lazily: the search stops early
         for group_of in (items, self.store.chunk_names()):
             for item in group_of:
                 found.update(m for m in self.group(item) if m in wanted)

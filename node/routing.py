@@ -179,7 +179,12 @@ class RoutingTable:
             raise ValueError(f"a name is {XOR_NAME_LEN} bytes, got {len(name)}")
         cid = int.from_bytes(name, "big")
         bucket = self._buckets.get(XOR_NAME_BITS - (self._own ^ cid).bit_length())
-        return cid, bucket, (bucket.ids.index(cid) if bucket and cid in bucket.ids else -1)
+        if bucket is None:
+            return cid, None, -1
+        try:
+            return cid, bucket, bucket.ids.index(cid)
+        except ValueError:
+            return cid, bucket, -1
 
     def __contains__(self, name: object) -> bool:
         """A name (or a contact, by its name) is in the table proper, not just its cache."""
@@ -203,6 +208,10 @@ class RoutingTable:
     def contacts(self) -> list[Contact]:
         """Every contact in the table, by bucket, least-recently-seen first within one."""
         return [c for i in sorted(self._buckets) for c in self._buckets[i].contacts]
+
+    def names(self) -> frozenset[XorName]:
+        """The names of every contact in the table (not the replacement caches)."""
+        return frozenset([c.name for b in self._buckets.values() for c in b.contacts])
 
     def bucket(self, index: int) -> list[Contact]:
         """The contacts of bucket `index`, least-recently-seen first."""
@@ -253,14 +262,22 @@ class RoutingTable:
         cid = int.from_bytes(name, "big")
         index = XOR_NAME_BITS - (self._own ^ cid).bit_length()
         bucket = self._buckets.get(index)
-        if bucket is None or cid not in bucket.ids:
+        if bucket is None:
             return False
-        at = bucket.ids.index(cid)
+        ids = bucket.ids
+        try:
+            at = ids.index(cid)
+        except ValueError:
+            return False
         contact = bucket.contacts[at]
         if contact.address != address:
             return False
         self._touched[index] = now
-        self._to_tail(bucket, at, contact)
+        if at == len(ids) - 1:  # already the most recently seen: only its strikes go
+            if self._strikes:
+                self._strikes.pop(cid, None)
+        else:
+            self._to_tail(bucket, at, contact)
         return True
 
     def _to_tail(self, bucket: _Bucket, at: int, contact: Contact) -> None:
@@ -356,11 +373,30 @@ class RoutingTable:
             contacts = [c for b in deeper for c in b.contacts]
             if take(out, ids, contacts, t, want, exclude, strikes):
                 return out
-        for i in range(j - 1, -1, -1):
-            b = buckets.get(i)
-            if b is not None and take(out, b.ids, b.contacts, t, want, exclude, strikes):
+        # The shallower buckets that exist, deepest first (not every prefix length below j:
+        # a target near our own name has j close to 256, and most buckets are empty).
+        for i in sorted([i for i in buckets if i < j], reverse=True):
+            b = buckets[i]
+            if take(out, b.ids, b.contacts, t, want, exclude, strikes):
                 return out
         return out
+
+    def closest_names(
+        self, target: bytes, count: int, *, exclude: AbstractSet[bytes] | None = None
+    ) -> list[XorName]:
+        """The `count` names closest to `target` among the table's contacts (less `exclude`)
+        and our own name, closest first: `closest(target, [c.name for c in
+        self.closest(target, count, exclude=exclude)] + [own], count)`, without a second sort."""
+        near = self.closest(target, count, exclude=exclude)
+        t = int.from_bytes(target, "big")
+        mine = self._own ^ t
+        names = [c.name for c in near]
+        for at, contact in enumerate(near):
+            if contact._id ^ t > mine:  # distinct names: never equal
+                names.insert(at, self.own)
+                return names[:count]
+        names.append(self.own)
+        return names[:count]
 
     # ------------------------------------------------------------------ bucket refresh
 
@@ -664,6 +700,10 @@ class Standing:
         """May the peer hold and vote for items in this node's close groups?"""
         until = self._demoted.get(name)
         return until is None or until <= now
+
+    def any_demoted(self) -> bool:
+        """Is anyone demoted, or was lately (`demoted` tells who, now)? Usually not."""
+        return bool(self._demoted)
 
     def demoted(self, now: float) -> set[bytes]:
         """The peers left out of close groups now (usually none)."""

@@ -26,7 +26,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 import trio
@@ -34,7 +34,7 @@ import trio.testing
 
 from node.peer import Peer
 from node.transport import HandshakeError, Unreachable
-from node.wire import DEFAULT_MAX_FRAME, FrameTooLarge, encode_body
+from node.wire import DEFAULT_MAX_FRAME, BodyEncoder, FrameTooLarge
 from node.xorname import XorName
 
 from .trace import Trace
@@ -43,9 +43,11 @@ if TYPE_CHECKING:
     from .stepped import SteppedHost
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One message handed to an endpoint's inbox (the shape of `transport.Incoming`)."""
+class Delivery(NamedTuple):
+    """One message handed to an endpoint's inbox (the shape of `transport.Incoming`).
+
+    A named tuple: one is made per simulated message, and a tuple is built at a fraction
+    of a frozen dataclass's cost."""
 
     peer: Peer
     msg: dict[str, Any]
@@ -79,10 +81,12 @@ class _Inbox:
         self._channel = channel
 
     async def receive(self) -> Delivery:
-        await self._held()
+        if self._endpoint.paused:  # (_held returns at once otherwise: skip making its coroutine)
+            await self._held()
         delivery = await self._channel.receive()
         # Paused while we waited for it: a stopped process reads nothing, so it waits too.
-        await self._held()
+        if self._endpoint.paused:
+            await self._held()
         return delivery
 
     async def _held(self) -> None:
@@ -213,16 +217,36 @@ class SimEndpoint:
         self._send_ch.send_nowait(delivery)
 
 
-def _decode(body: bytes) -> dict[str, Any]:
+def _decode(body: bytes, unpackb: Callable[..., Any] = msgpack.unpackb) -> dict[str, Any]:
     # The receiving copy. The wire's own decoder would also re-validate the envelope, which
     # `encode_body` already required of the sender and which costs more than the decode itself.
-    msg: dict[str, Any] = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=False)
+    # (str as str and arrays as lists are unpackb's defaults.)
+    msg: dict[str, Any] = unpackb(body, strict_map_key=False)
     return msg
 
 
 # At most this many wake-ups in a row by jumping the clock; then one real sleep lets trio
 # attend to everything else (a cancellation, say) even if nothing else is due.
 _MAX_JUMPS = 256
+
+
+def _scheduler(clock: trio.abc.Clock) -> tuple[Any, Any] | None:
+    """The running trio loop's run queue and deadline heap, for `SimNetwork._jump`.
+
+    `_jump` asks two things of the scheduler after nearly every wake-up: is any task
+    runnable, and when is the next deadline. `trio.lowlevel.current_statistics()` answers
+    them, and builds I/O and queue statistics besides, which cost more than the rest of a
+    jump; these two private attributes of the runner are what it reads for the answers.
+    None (so `_jump` falls back to the public call) if a trio release moves them.
+    """
+    try:
+        runner = trio._core._run.GLOBAL_RUN_CONTEXT.runner
+        runq, deadlines = runner.runq, runner.deadlines
+        if runner.clock is not clock or not callable(deadlines.next_deadline) or len(runq) < 0:
+            return None
+    except (AttributeError, TypeError):
+        return None
+    return runq, deadlines
 
 
 class SimNetwork:
@@ -237,6 +261,7 @@ class SimNetwork:
         # (from slot, to slot) -> messages held on that clogged path
         self.clogged: dict[tuple[int, int], list[tuple[SimEndpoint, SimEndpoint, bytes, str]]] = {}
         self.max_frame = DEFAULT_MAX_FRAME
+        self._encode = BodyEncoder()  # node.wire.encode_body, with a packer kept across sends
         self._ticks = 1.0 / tick
         self._by_name: dict[bytes, SimEndpoint] = {}  # an XorName hashes and compares as its bytes
         self._by_address: dict[str, SimEndpoint] = {}
@@ -248,8 +273,15 @@ class SimNetwork:
         self._due: dict[int, SteppedHost] = {}
         self.bytes_sent = 0
         self._uids = 0
-        self.now = trio.current_time
+        # The time while the delivery loop runs steppers on a stopped virtual clock (which
+        # nothing can move under it then); None whenever the clock must be asked (see now()).
+        self._at: float | None = None
         self.jumps = 0  # wake-ups that moved the clock themselves instead of sleeping (see _jump)
+
+    def now(self) -> float:
+        """trio's current time; inside the delivery loop, the loop's own reading of it."""
+        at = self._at
+        return trio.current_time() if at is None else at
 
     def new_uid(self) -> int:
         self._uids += 1
@@ -282,7 +314,7 @@ class SimNetwork:
 
     def send(self, src: SimEndpoint, to_name: bytes | None, to_address: str | None, msg: dict[str, Any]) -> bool:
         """Schedule `msg`'s delivery. False when there is no live endpoint to send to."""
-        body = encode_body(msg)  # raises ProtocolError for anything the wire cannot carry
+        body = self._encode(msg)  # raises ProtocolError for anything the wire cannot carry
         if len(body) > self.max_frame:
             raise FrameTooLarge(len(body), self.max_frame)
         kind = msg["k"]
@@ -308,7 +340,9 @@ class SimNetwork:
             if held is not None:
                 held.append((src, dst, body, kind))  # released, in order, when the path unclogs
                 return True
-        now = self.now()
+        now = self._at
+        if now is None:
+            now = trio.current_time()
         if model.duplicate and self.rng.random() < model.duplicate:
             self._schedule(src, dst, body, kind, now, model)
         self._schedule(src, dst, body, kind, now, model)
@@ -360,19 +394,31 @@ class SimNetwork:
         task_status.started()
         heap, timers, due = self._heap, self._timers, self._due
         trace = self.trace
+        pending = trace.pending  # Trace.message, inlined: one line per delivered message
+        kinds = trace.kinds
         clock = trio.lowlevel.current_clock()
-        # Only a stopped virtual clock may be moved by hand (`_jump`).
+        # Only a stopped virtual clock may be moved by hand (`_jump`), and only on one does
+        # the time stay put while the steppers run (so `now()` can be the loop's reading).
         jumpable = clock if isinstance(clock, trio.testing.MockClock) and clock.rate == 0 else None
+        scheduler = _scheduler(clock) if jumpable is not None else None
+        heappop = heapq.heappop
         jumps = 0
+        shown_when, shown = math.nan, ""  # the last delivery time and its repr: messages share ticks
         while True:
-            now = trio.current_time()
+            now = clock.current_time()
+            if jumpable is not None:
+                self._at = now
             while (heap and heap[0][0] <= now) or (timers and timers[0][0] <= now) or due:
                 while heap and heap[0][0] <= now:
-                    when, _, src, dst, body, kind = heapq.heappop(heap)
+                    when, _, src, dst, body, kind = heappop(heap)
                     if dst.closed:
                         trace.drop(when, kind, src.label, dst.label, "down")
                         continue
-                    trace.message(when, kind, src.label, dst.label)
+                    trace.delivered += 1
+                    kinds[kind] += 1
+                    if when != shown_when:
+                        shown_when, shown = when, repr(when)
+                    pending.append(f"{shown} m {kind} {src.label} {dst.label}")
                     dst.counters["received"] += 1
                     stepper = dst.stepper
                     if stepper is not None:
@@ -381,8 +427,10 @@ class SimNetwork:
                             due[stepper.uid] = stepper
                     else:
                         dst.deliver(Delivery(src.peer, _decode(body)))
+                if len(pending) >= trace.FLUSH:
+                    trace.flush()
                 while timers and timers[0][0] <= now:
-                    when, _, stepper = heapq.heappop(timers)
+                    when, _, stepper = heappop(timers)
                     if when == stepper.timer_at:  # else superseded by a later set_timer
                         stepper.timer_at = math.inf
                         if stepper.uid not in due:
@@ -391,8 +439,9 @@ class SimNetwork:
                 for stepper in list(due.values()):
                     stepper.step(now)
                 due.clear()
+            self._at = None
             deadline = min(heap[0][0] if heap else math.inf, timers[0][0] if timers else math.inf)
-            if jumpable is not None and jumps < _MAX_JUMPS and self._jump(jumpable, now, deadline):
+            if jumpable is not None and jumps < _MAX_JUMPS and self._jump(jumpable, now, deadline, scheduler):
                 jumps += 1
                 continue
             jumps = 0
@@ -401,7 +450,8 @@ class SimNetwork:
                 await trio.sleep_forever()
             self._scope = None
 
-    def _jump(self, clock: trio.testing.MockClock, now: float, deadline: float) -> bool:
+    def _jump(self, clock: trio.testing.MockClock, now: float, deadline: float,
+              scheduler: tuple[Any, Any] | None = None) -> bool:
         """Move the virtual clock to `deadline` ourselves, when sleeping would do just that.
 
         A sleep costs a cancel scope, a trip through trio's scheduler and an exception. When
@@ -413,9 +463,14 @@ class SimNetwork:
         """
         if not math.isfinite(deadline):
             return False
-        stats = trio.lowlevel.current_statistics()
-        if stats.tasks_runnable or now + stats.seconds_to_next_deadline <= deadline:
-            return False
+        if scheduler is not None:
+            runq, deadlines = scheduler
+            if runq or now + (deadlines.next_deadline() - clock.current_time()) <= deadline:
+                return False
+        else:
+            stats = trio.lowlevel.current_statistics()
+            if stats.tasks_runnable or now + stats.seconds_to_next_deadline <= deadline:
+                return False
         clock.jump(deadline - now)
         now = trio.current_time()
         if now < deadline:  # rounding; a second jump lands exactly (deadline - now is exact when close)
@@ -425,6 +480,10 @@ class SimNetwork:
 
     def set_timer(self, stepper: SteppedHost, when: float) -> None:
         """A stepped node's next timer deadline (replacing any earlier one)."""
+        if when == stepper.timer_at:
+            # Already in the heap, valid, with an earlier sequence number: a second entry
+            # would be popped after it and ignored, so the node wakes exactly as it would.
+            return
         stepper.timer_at = when
         if math.isfinite(when):
             self._seq += 1

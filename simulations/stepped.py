@@ -100,46 +100,64 @@ class SteppedHost:
                 self.on_error(exc)
                 return
         core = self.core
-        at = self._core_time(now)
-        handle = core.handle
+        at = now if self.clock is None else self._core_time(now)
+        handle, tick = core.handle, core.tick
         inbound = self.inbound
         while True:
-            batch, self.inbox = self.inbox[:MAX_BATCH], self.inbox[MAX_BATCH:]
-
-            def turn(batch: list[Delivery] = batch) -> list[Any]:
-                out = []
+            # One turn, as _run does it; written out because it runs once per wake-up.
+            inbox = self.inbox
+            if len(inbox) <= MAX_BATCH:
+                batch, self.inbox = inbox, []
+            else:
+                batch, self.inbox = inbox[:MAX_BATCH], inbox[MAX_BATCH:]
+            try:
+                out: list[Any] = []
                 for delivery in batch:
                     if inbound is not None:
                         delivery = inbound(delivery)
-                    out.extend(handle(at, delivery.peer, delivery.msg))
-                out.extend(core.tick(at))
-                return out
-
-            self._run(turn, now)
+                    out += handle(at, delivery.peer, delivery.msg)
+                out += tick(at)
+                self._commit(out, now)
+            except Exception as exc:  # a node must never crash: the simulator records it
+                self.dead = True
+                self.on_error(exc)
+                return
+            self._rearm()
             if self.dead or not self.inbox:
                 break
 
     def _run(self, turn: Callable[[], list[Any]], now: float) -> None:
         try:
-            out = turn()
-            self.core.store.sync()  # group commit: durable before anything it says leaves
-            if self.sync_delay > 0 and out:
-                # A slow disk, with group commit: what the turn produced waits for a sync that
-                # covers its writes. One not yet started takes them too; else a new one starts
-                # when the disk is free. Syncs finish in order, so nothing overtakes.
-                if self.sync_start < now:
-                    self.sync_start = max(now, self.sync_end)
-                    self.sync_end = self.sync_start + self.sync_delay
-                self.held.append((self.sync_end, out))
-            elif self.held:
-                self.held.append((now, out))  # behind what still waits for the disk
-            else:
-                self._send(out)
+            self._commit(turn(), now)
         except Exception as exc:  # a node must never crash: the simulator records it
             self.dead = True
             self.on_error(exc)
             return
-        wake = self._network_time(self.core.next_deadline())
+        self._rearm()
+
+    def _commit(self, out: list[Any], now: float) -> None:
+        """Sync the store, then send what the turn produced (or hold it for a slow disk)."""
+        self.core.store.sync()  # group commit: durable before anything it says leaves
+        if self.sync_delay > 0 and out:
+            # A slow disk, with group commit: what the turn produced waits for a sync that
+            # covers its writes. One not yet started takes them too; else a new one starts
+            # when the disk is free. Syncs finish in order, so nothing overtakes.
+            if self.sync_start < now:
+                self.sync_start = max(now, self.sync_end)
+                self.sync_end = self.sync_start + self.sync_delay
+            self.held.append((self.sync_end, out))
+        elif self.held:
+            self.held.append((now, out))  # behind what still waits for the disk
+        else:
+            send = self.outward.send_nowait
+            for item in out:
+                send(item.to, item.address, item.msg)
+
+    def _rearm(self) -> None:
+        """Wake again at the core's next deadline, or when held output may leave."""
+        wake = self.core.next_deadline()
+        if self.clock is not None:
+            wake = self._network_time(wake)
         if self.held:
             wake = min(wake, self.held[0][0])
         self.network.set_timer(self, wake)

@@ -17,8 +17,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-_FLUSH = 4096  # lines hashed at once
-
 
 @dataclass(frozen=True, slots=True)
 class TraceEvent:
@@ -33,11 +31,15 @@ class TraceEvent:
 class Trace:
     """The rolling digest of a run, plus its fault and operation events."""
 
+    # Lines wait in `pending` and are hashed a few thousand at a time: BLAKE2b of the joined
+    # text is the digest of the lines one by one, at a fraction of the calls. The network's
+    # delivery loop appends its message lines to `pending` itself (the body of `message`)
+    # and calls `flush` once the list holds `FLUSH`, so `pending` is only ever emptied in place.
+    FLUSH = 4096
+
     def __init__(self, *, keep_messages: bool = False) -> None:
         self._hash = hashlib.blake2b(digest_size=16)
-        # Lines wait here and are hashed a few thousand at a time: BLAKE2b of the joined text
-        # is the digest of the lines one by one, at a fraction of the calls.
-        self._pending: list[str] = []
+        self.pending: list[str] = []
         self.delivered = 0
         self.kinds: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
@@ -45,25 +47,23 @@ class Trace:
         self._lines: list[str] | None = [] if keep_messages else None
 
     def _line(self, line: str) -> None:
-        pending = self._pending
+        pending = self.pending
         pending.append(line)
-        if len(pending) >= _FLUSH:
-            self._flush()
+        if len(pending) >= self.FLUSH:
+            self.flush()
 
-    def _flush(self) -> None:
-        if self._pending:
-            self._hash.update(("\n".join(self._pending) + "\n").encode())
+    def flush(self) -> None:
+        pending = self.pending
+        if pending:
+            self._hash.update(("\n".join(pending) + "\n").encode())
             if self._lines is not None:
-                self._lines.extend(self._pending)
-            self._pending = []
+                self._lines.extend(pending)
+            pending.clear()
 
     def message(self, time: float, kind: str, src: str, dst: str) -> None:
         self.delivered += 1
         self.kinds[kind] += 1
-        pending = self._pending
-        pending.append(f"{time!r} m {kind} {src} {dst}")
-        if len(pending) >= _FLUSH:
-            self._flush()
+        self._line(f"{time!r} m {kind} {src} {dst}")
 
     def drop(self, time: float, kind: str, src: str, dst: str, why: str) -> None:
         self.drops[why] += 1
@@ -77,9 +77,9 @@ class Trace:
     @property
     def lines(self) -> list[str] | None:
         """Every line so far, when kept (`keep_messages`)."""
-        self._flush()
+        self.flush()
         return self._lines
 
     def digest(self) -> str:
-        self._flush()
+        self.flush()
         return self._hash.hexdigest()

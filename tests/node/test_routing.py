@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.routing import Contact, Lookup, RoutingTable
-from node.xorname import XorName
+from node.xorname import XorName, closest
 
 # ---------------------------------------------------------------------- helpers
 
@@ -198,6 +198,13 @@ def test_closest_equals_brute_force(
         lambda c: c.name in exclude_names or (not include_suspect and table.is_suspect(c.name)),
     )
     assert got == want
+    # A close group: the same nearest contacts with our own name merged in.
+    n = k if count is None else count
+    others = [c.name for c in brute_closest(held, target, len(held), lambda c: c.name in exclude_names)]
+    assert table.closest_names(target, n, exclude=exclude_names or None) == closest(
+        target, [*others, table.own], n
+    )
+    assert table.names() == {c.name for c in held}
 
 
 def test_closest_on_a_large_random_table_and_at_every_contact() -> None:
@@ -259,6 +266,17 @@ class ModelTable:
             del cache[: max(0, len(cache) - self.max_cache)]
         return bucket[0]
 
+    def seen(self, c: Contact) -> bool:
+        i = self.index(c.name)
+        bucket = self.buckets.get(i, [])
+        held = [x for x in bucket if x.name == c.name and x.address == c.address]
+        if not held:
+            return False
+        bucket.remove(held[0])
+        bucket.append(held[0])
+        self.strikes.pop(c.name, None)
+        return True
+
     def failed(self, name: XorName) -> bool:
         i = self.index(name)
         bucket, cache = self.buckets.get(i, []), self.caches.get(i, [])
@@ -284,7 +302,7 @@ class ModelTable:
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["observe", "observe", "observe", "failed", "remove"]),
+        st.sampled_from(["observe", "observe", "observe", "seen", "failed", "remove"]),
         st.integers(0, 39),
         st.integers(0, 3),
     ),
@@ -317,6 +335,11 @@ def test_table_matches_model_and_keeps_invariants(
         c = contact(pool[which], port)
         if op == "observe":
             assert table.observe(c, 0.0) == model.observe(c)
+        elif op == "seen":  # mostly at the address held (a message from a known contact)
+            held = table.get(c.name)
+            if held is not None and port != 3:
+                c = held
+            assert table.seen(c.name, c.address, 0.0) == model.seen(c)
         elif op == "failed":
             assert table.failed(c.name, 0.0) == model.failed(c.name)
         else:
@@ -399,6 +422,17 @@ def test_a_sign_of_life_clears_strikes() -> None:
     assert table.observe(members[1], 2.0) is None
     assert not table.is_suspect(members[1].name)
     assert table.failed(members[1].name, 3.0) is False  # the count started again
+
+
+def test_a_message_clears_strikes_wherever_the_contact_stands() -> None:
+    table, members = full_bucket_table(strikes=2)
+    for c in (members[-1], members[0]):  # the most and the least recently seen
+        assert table.failed(c.name, 1.0) is False and table.is_suspect(c.name)
+        assert table.seen(c.name, c.address, 2.0)
+        assert not table.is_suspect(c.name)
+        assert table.bucket(0)[-1] == c
+    assert not table.seen(members[1].name, "elsewhere:1", 3.0)  # another address: observe it instead
+    assert table.bucket(0)[-1] == members[0]
 
 
 def test_strikes_of_one_evicts_at_once_like_bmuller() -> None:
