@@ -32,7 +32,7 @@ from node.wire import new_message
 from node.xorname import XorName
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def net() -> CoreNet:
     return CoreNet(10, seed=11)
 
