@@ -170,6 +170,7 @@ class Database(DatabaseReads):
                 self._unsure.popitem(last=False)
             raise
         self._unsure.pop(ids[0], None)
+        self._targets.pop(ids[0], None)
         self._recent[ids[0]] = (stream, tuple(ids), result)
         if len(self._recent) > 4096:
             self._recent.popitem(last=False)
@@ -192,6 +193,11 @@ class Database(DatabaseReads):
         ids = [e.id for e in events]
         bodies = await self._bodies(events, corrects)
         for _attempt in range(MAX_ATTEMPTS):
+            targets = self._targets.setdefault(ids[0], [])
+            if version not in targets:
+                targets.append(version)
+            if len(self._targets) > 4096:
+                self._targets.popitem(last=False)
             intent = Intent(os.urandom(16), stream, version, len(bodies), bodies, None, self._now_us())
             slot = await self.log.claim(await self.log.encode(intent))
             if version == 0:
@@ -238,6 +244,15 @@ class Database(DatabaseReads):
         self._remember(stream, tail)
         if tail.deleted:
             raise StreamDeleted(stream)
+        if self._unsure.get(ids[0]) == stream:
+            # A retry of an append whose outcome we never learned: its intents may have landed
+            # at the versions they claimed, with other appends after them, where neither the
+            # expected version nor the stream's last append would show them. Look there first.
+            for version in self._targets.get(ids[0], ()):
+                if version <= tail.version:
+                    done = await self._already_appended(stream, version, ids)
+                    if done is not None:
+                        return done
         if expected >= 0 or expected == NO_STREAM:
             if tail.version == expected:
                 return expected + 1

@@ -147,6 +147,33 @@ async def test_a_retry_by_the_caller_stores_nothing_twice(db, net, make_store, a
     await check_consistent(db)
 
 
+async def test_a_retried_any_append_finds_its_events_behind_later_ones(db, net, make_store, autojump_clock):
+    """An ANY append whose stream write landed with every reply lost, then two appends by
+    others, then the caller's retry of the same events: the retry returns where they landed.
+    Its events are neither at the expected version (there is none) nor the stream's last
+    append, so only the versions its own intents claimed show them (event-store chaos seed 16
+    stored such an event twice, at versions 40 and 43)."""
+    await db.append("order@2", [ev(n=0)], expected_version=NO_STREAM)
+    segment = db.layout.stream_segment("order@2", 0)
+
+    def to_stream(request) -> bool:
+        return isinstance(request.op, MutateEntries) and request.op.address == segment
+
+    mine = [ev(n=1), ev(n=2)]
+    net.fail_next(applied=True, when=to_stream)
+    net.fail_next(count=RETRIES, when=to_stream)
+    with pytest.raises(E.RequestTimeout):
+        await db.append("order@2", mine)
+    other = make_store().database("shop")
+    await other.append("order@2", [ev(n=3)])
+    await other.append("order@2", [ev(n=4)])
+    again = await db.append("order@2", mine)
+    assert again.next_expected_version == 2
+    ids = [e.id for e in await db.read_stream("order@2")]
+    assert ids.count(mine[0].id) == 1 and ids.count(mine[1].id) == 1 and len(ids) == 5
+    await check_consistent(db)
+
+
 async def test_racing_creators_one_wins_and_the_stream_is_whole(db, make_store, autojump_clock):
     outcomes: list[object] = []
 
