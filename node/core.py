@@ -14,7 +14,7 @@ clock.
     out = core.tick(now)                       # timers due (call at core.next_deadline())
     # each item of `out` is a Send(to_name, to_address, msg)
 
-Why one module of about 630 lines: it is the dispatch of every message kind and the node's
+Why one module of about 750 lines: it is the dispatch of every message kind and the node's
 timers; the services it runs live in their own modules and see it only through
 node/services.py.
 """
@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 from . import errors as E
 from .config import NodeConfig
+from .groups import CloseGroups
 from .keys import Keypair
 from .peer import Peer
 from .routing import Contact, Lookup, RoutingTable, Standing
@@ -49,7 +50,6 @@ class Send(NamedTuple):
     msg: dict[str, Any]
 
 
-_NONE_DEMOTED: frozenset[bytes] = frozenset()
 
 _ANY_PEER = XorName(bytes(32))  # a bootstrap contact's name is not known in advance
 
@@ -153,9 +153,7 @@ class NodeCore:
         self._lost: dict[XorName, tuple[Contact, float]] = {}  # evicted contacts, to re-check
         self._recalled: dict[bytes, float] = {}  # when each was last knocked on
         self.membership_epoch = 0  # bumped whenever routing gains or loses a contact
-        self._groups: dict[tuple[bytes, int], tuple[XorName, ...]] = {}  # see group()
-        self._groups_stamp: tuple[int, int, frozenset[bytes]] = (-1, 0, frozenset())
-        self._groups_members: frozenset[XorName] | None = None  # routing's names when last regrouped
+        self._groups = CloseGroups(self.routing)  # see group()
         # The neighbourhood as the last self-lookup left it, and how many refresh ticks to
         # let pass before the next one (see _refresh_neighbours).
         self._neighbours: frozenset[XorName] = frozenset()
@@ -370,55 +368,7 @@ class NodeCore:
             demoted = self.standing.demoted(self.now) or None
         # Remembered until routing gains or loses a contact (every such change bumps the
         # epoch) or the demoted peers change: replication asks this several times per message.
-        epoch, size, left_out = self._groups_stamp
-        if (epoch != self.membership_epoch or size != len(self.routing) or len(self._groups) > 4096
-                or left_out != (_NONE_DEMOTED if demoted is None else demoted)):
-            self._regroup((self.membership_epoch, len(self.routing),
-                           _NONE_DEMOTED if demoted is None else frozenset(demoted)))
-        # An XorName hashes and compares as its bytes, so either finds the same entry.
-        key = (name if type(name) is bytes or type(name) is XorName else bytes(name), count)
-        found = self._groups.get(key)
-        if found is None:
-            found = self._groups[key] = tuple(self.routing.closest_names(name, count, exclude=demoted))
-        return list(found)
-
-    def _regroup(self, stamp: tuple[int, int, frozenset[bytes]]) -> None:
-        """Routing or the demoted peers changed: bring the remembered groups up to date.
-
-        A group is the `count` nearest of routing's contacts (less the demoted) and us. A
-        group short of `count` holds every candidate, so it only loses who left and gains who
-        arrived; a full one gains an arrival nearer than its farthest member, in its place.
-        Only a full group that lost a member must be looked up again (it is dropped, and
-        `group` asks routing for it when next wanted). A change of the demoted peers drops all.
-        """
-        members = self.routing.names()
-        old_members, self._groups_members = self._groups_members, members
-        if self._groups_stamp[2] != stamp[2] or len(self._groups) > 4096 or old_members is None:
-            self._groups, self._groups_stamp = {}, stamp
-            return
-        self._groups_stamp = stamp
-        gone = old_members - members
-        arrived = [(int.from_bytes(n, "big"), n) for n in members - old_members if n not in stamp[2]]
-        if not gone and not arrived:
-            return
-        kept: dict[tuple[bytes, int], tuple[XorName, ...]] = {}
-        for key, found in self._groups.items():
-            count = key[1]
-            if gone and not gone.isdisjoint(found):
-                if len(found) >= count:
-                    continue
-                found = tuple(n for n in found if n not in gone)
-            if arrived:
-                t = int.from_bytes(key[0], "big")
-                if len(found) < count:
-                    nearer = [n for _i, n in arrived]
-                else:
-                    farthest = int.from_bytes(found[-1], "big") ^ t
-                    nearer = [n for i, n in arrived if i ^ t < farthest]
-                if nearer:
-                    found = tuple(sorted((*found, *nearer), key=lambda n: int.from_bytes(n, "big") ^ t)[:count])
-            kept[key] = found
-        self._groups = kept
+        return self._groups.get(name, count, self.membership_epoch, demoted)
 
     # ================================================================ standing (Sybil members)
 
