@@ -214,11 +214,12 @@ class DatabaseReads(DatabaseCore):
 
         versions: Iterable[int] = range(first, lowest - 1, -1) if backward else range(start, tail.version + 1)
         chosen: list[tuple[int, StreamEntry, Body]] = []
+        opened: dict[int, Body] = {}  # each record unsealed and decoded once
         for version in versions:
             if count is not None and len(chosen) >= count:
                 break
             entry = await entry_at(version)
-            body = self.streams_.body(entry)
+            body = opened[version] = self.streams_.body(entry)
             if resolve_corrections and body.type == CORRECTION:
                 continue
             if oldest_us is not None and body.timestamp_us < oldest_us:
@@ -230,7 +231,7 @@ class DatabaseReads(DatabaseCore):
         if resolve_corrections:
             # A correction comes after what it corrects: scan from the oldest chosen event on.
             for version in range(min(v for v, _e, _b in chosen), tail.version + 1):
-                body = self.streams_.body(await entry_at(version))
+                body = opened.get(version) or self.streams_.body(await entry_at(version))
                 if body.corrects is not None:
                     corrections[body.corrects] = (version, body)
         items = [(v, position(e.slot, e.index), b) for v, e, b in chosen]

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
+import trio
+
 from .errors import CorruptData
 from .events import NO_STREAM, TOMBSTONE
 from .privacy import Sealer
@@ -159,16 +161,17 @@ class Streams:
         With `keep` (a reader about to walk the stream), the last segment is listed whole
         instead of by keys and one entry — a round trip fewer — and left in `keep` by number
         for the reader (unless a torn append had to be finished, which changes it)."""
-        segment = await self._last_segment(stream)
-        if segment is None:
-            return Tail(NO_STREAM)
         if keep is not None:
-            listed = await self.segment(stream, segment)
-            if not listed:
-                raise CorruptData(f"segment {segment} of stream {stream!r} exists but holds nothing")
+            found = await self._last_listed(stream)
+            if found is None:
+                return Tail(NO_STREAM)
+            segment, listed = found
             last = max(listed)
             entry: StreamEntry | None = listed[last]
         else:
+            segment = await self._last_segment(stream)
+            if segment is None:
+                return Tail(NO_STREAM)
             keys = await self.data.keys(self.layout.stream_segment(stream, segment))
             if not keys:
                 raise CorruptData(f"segment {segment} of stream {stream!r} exists but holds nothing")
@@ -197,6 +200,41 @@ class Streams:
             raise CorruptData(f"stream {stream!r}: log slot {slot} describes another append")
         await self.write(stream, start, slot, bodies)
         return bodies
+
+    async def _last_listed(self, stream: str) -> tuple[int, dict[int, StreamEntry]] | None:
+        """The last segment and its listing, for a reader about to walk them.
+
+        The segment expected to be last (the last one known, else the first) is listed while
+        the one after it is probed, in parallel: a listing that is not full, or a next
+        segment that does not exist, settles the end in one round trip instead of three
+        (probe, probe, list). Segments only ever grow and are created in order, so either
+        fact, seen during this call, bounds the stream's end at that moment."""
+        guess = max(self._known_segment.get(stream, 0), 0)
+        probed: list[bool] = []
+
+        async def probe() -> None:
+            probed.append(await self.data.exists(self.layout.stream_segment(stream, guess + 1)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe)
+            listed = await self.segment(stream, guess)
+            if listed and len(listed) < self.segment_size:
+                nursery.cancel_scope.cancel()  # not full: nothing can follow it yet
+        after = bool(probed and probed[0])
+        if listed and (len(listed) < self.segment_size or not after):
+            self._note_segment(stream, guess)
+            return guess, listed
+        if not listed and guess == 0 and not after:
+            return None
+        if after:
+            self._note_segment(stream, guess + 1)  # the gallop starts past what we saw
+        segment = await self._last_segment(stream)
+        if segment is None:
+            return None
+        listed = await self.segment(stream, segment)
+        if not listed:
+            raise CorruptData(f"segment {segment} of stream {stream!r} exists but holds nothing")
+        return segment, listed
 
     async def _last_segment(self, stream: str) -> int | None:
         """The highest existing segment. A segment is created only after the one below is

@@ -4,6 +4,7 @@ restructure events."""
 from __future__ import annotations
 
 import pytest
+import trio
 from es_testing import check_consistent, ev
 
 from eventstore.api import (
@@ -34,6 +35,23 @@ async def test_a_long_stream_over_several_segments_reads_back_exactly(db, autoju
     assert [e.version async for e in db.iter_stream("big@1", 300, backward=True, page_size=64)] == list(
         range(300, -1, -1))
     assert await db.read_stream("big@1", 5000) == []
+
+
+@pytest.mark.parametrize("events", [7, 10, 14])
+async def test_a_fresh_reader_finds_the_end_and_lists_it_in_one_round_trip(store, net, make_store,
+                                                                           autojump_clock, events):
+    db = await store.create_database("small", stream_segment_size=10)
+    await db.append("s@1", [ev(n=i) for i in range(events)])
+    reader = make_store().database("small")
+    await reader.stream_version("other@1")  # opened: only the stream's own reads are timed
+    net.set_delay(0.01)  # every request takes 10 ms of virtual time
+    began = trio.current_time()
+    assert [e.data["n"] for e in await reader.read_stream("s@1")] == list(range(events))
+    rounds = round((trio.current_time() - began) / 0.01)
+    # The first segment is listed while the next one is probed (the probe dropped when the
+    # listing is not full): one round trip, where probing then listing took three. A second
+    # segment costs a probe more and its listing.
+    assert rounds == (1 if events <= 10 else 3), rounds
 
 
 async def test_missing_streams(db, autojump_clock):
