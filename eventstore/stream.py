@@ -159,7 +159,7 @@ class Streams:
         """The stream's end, after finishing a torn append if there is one.
 
         With `keep` (a reader about to walk the stream), the last segment is listed whole
-        instead of by keys and one entry — a round trip fewer — and left in `keep` by number
+        instead of by keys and one entry (see `_last_listed`), and left in `keep` by number
         for the reader (unless a torn append had to be finished, which changes it)."""
         if keep is not None:
             found = await self._last_listed(stream)
@@ -169,9 +169,10 @@ class Streams:
             last = max(listed)
             entry: StreamEntry | None = listed[last]
         else:
-            segment = await self._last_segment(stream)
-            if segment is None:
+            found_segment = await self._last_segment(stream)
+            if found_segment is None:
                 return Tail(NO_STREAM)
+            segment = found_segment
             keys = await self.data.keys(self.layout.stream_segment(stream, segment))
             if not keys:
                 raise CorruptData(f"segment {segment} of stream {stream!r} exists but holds nothing")
