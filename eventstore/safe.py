@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
@@ -390,6 +390,20 @@ async def gather(calls: Sequence[Callable[[], Awaitable[T]]], limit: int = 16) -
 # ---------------------------------------------------------------------- index sets
 
 
+# What one insert into an index segment came to, per name.
+ADDED, THERE = "added", "there"
+FULL = "full"  # no room for it by bytes (a shorter name may still fit)
+FULL_BY_COUNT = "full by count"  # no room for any name: its keys never change
+
+
+@dataclass
+class _Batch:
+    entries: dict[bytes, bytes] = field(default_factory=dict)
+    outcomes: dict[bytes, str] = field(default_factory=dict)
+    error: BaseException | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
 class IndexSet:
     """A set of names (categories, or a category's stream keys) in append-only MDs.
 
@@ -417,6 +431,8 @@ class IndexSet:
         # locally (it may already be in one) and inserted past them. A segment full by bytes
         # is not cached, as it may still take a shorter name.
         self._full: dict[tuple[int, int], frozenset[bytes]] = {}
+        self._forming: dict[MDataAddress, _Batch] = {}
+        self._locks: dict[MDataAddress, trio.Lock] = {}
 
     def _partition(self, key: bytes) -> int:
         return int.from_bytes(sha3_256(key)[:8], "big") % self.partitions
@@ -431,19 +447,70 @@ class IndexSet:
             full = self._full.get((partition, segment))
             if full is None:
                 address = self.address(partition, segment)
-                try:
-                    await self.data.insert(address, {key: value})
-                    return True
-                except Clash:
-                    return False
-                except E.TooManyEntries:
+                outcome = await self._insert(address, key, value)
+                if outcome in (ADDED, THERE):
+                    return outcome == ADDED
+                if outcome == FULL_BY_COUNT:
                     keys = await self.data.keys(address) or set()
                     full = self._full[(partition, segment)] = frozenset(keys)
-                except E.DataTooLarge:
-                    pass
             if full is not None and key in full:
                 return False
             segment += 1
+
+    async def _insert(self, address: MDataAddress, key: bytes, value: bytes) -> str:
+        """Insert one name into one segment, together with the names other tasks of this
+        process are adding to it meanwhile (one mutation for them all, as the log's claims
+        share theirs): a burst of new streams in a category costs a round or two, not a
+        consensus round each, one after the other. Returns ADDED, THERE, FULL or FULL_BY_COUNT."""
+        batch = self._forming.get(address)
+        if batch is None:
+            batch = self._forming[address] = _Batch()
+            leading = True
+        else:
+            leading = False
+        batch.entries[key] = value
+        if leading:
+            try:
+                async with self._locks.setdefault(address, trio.Lock()):
+                    # The batch kept forming while the previous one to this segment ran.
+                    if self._forming.get(address) is batch:
+                        del self._forming[address]
+                    batch.outcomes = await self._insert_all(address, dict(batch.entries))
+            except BaseException as exc:
+                batch.error = exc
+                raise
+            finally:
+                if self._forming.get(address) is batch:
+                    del self._forming[address]
+                batch.done.set()
+        else:
+            await batch.done.wait()
+        if key in batch.outcomes:
+            return batch.outcomes[key]
+        if isinstance(batch.error, trio.Cancelled) or batch.error is None:
+            return await self._insert(address, key, value)  # its leader was cancelled: again
+        raise batch.error
+
+    async def _insert_all(self, address: MDataAddress, entries: dict[bytes, bytes]) -> dict[bytes, str]:
+        outcomes: dict[bytes, str] = {}
+        while entries:
+            try:
+                await self.data.insert(address, entries)
+                outcomes.update(dict.fromkeys(entries, ADDED))
+                return outcomes
+            except Clash as clash:
+                for k in clash.keys:
+                    outcomes[k] = THERE
+                    entries.pop(k, None)
+            except (E.TooManyEntries, E.DataTooLarge) as exc:
+                if len(entries) > 1:
+                    # The segment may have room for some of them: each on its own.
+                    for k, v in entries.items():
+                        outcomes.update(await self._insert_all(address, {k: v}))
+                    return outcomes
+                outcomes.update(dict.fromkeys(entries, FULL_BY_COUNT if isinstance(exc, E.TooManyEntries) else FULL))
+                return outcomes
+        return outcomes
 
     async def pages(self) -> AsyncIterator[list[str]]:
         """The names, one page per segment, each page sorted."""

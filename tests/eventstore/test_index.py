@@ -57,3 +57,50 @@ async def test_racing_adders_never_duplicate(db, store, make_store, autojump_clo
             nursery.start_soon(adder, k)
     assert results.count(True) == 40
     assert await IndexSet(store.data, db.sealer, address, 2).all() == sorted(f"race@{i}" for i in range(40))
+
+
+async def test_concurrent_adds_in_one_process_share_their_mutations(db, store, net, autojump_clock):
+    def address(p: int, s: int):
+        return db.layout.stream_index("burst", p, s)
+
+    index = IndexSet(store.data, db.sealer, address, 1)
+    assert await index.add("burst@0")
+    net.set_delay(0.01)  # a mutation takes a while, so a batch forms behind it
+    before = net.requests["mutate_entries"]
+    results: dict[str, bool] = {}
+
+    async def adder(name: str) -> None:
+        results[name] = await index.add(name)
+
+    names = [f"burst@{i}" for i in range(40)]  # burst@0 is there already
+    async with trio.open_nursery() as nursery:
+        for name in names:
+            nursery.start_soon(adder, name)
+    assert results == {name: name != "burst@0" for name in names}
+    # The first insert goes alone, the other 39 names wait behind it together: two
+    # mutations and a retry of the batch without the name that clashed, not one per name.
+    assert net.requests["mutate_entries"] - before <= 4
+    assert await IndexSet(store.data, db.sealer, address, 1).all() == sorted(names)
+
+
+async def test_a_batch_that_overfills_a_segment_goes_name_by_name(db, store, autojump_clock):
+    def address(p: int, s: int):
+        return db.layout.stream_index("brim", p, s)
+
+    index = IndexSet(store.data, db.sealer, address, 1)
+    first = [f"brim@{i}" for i in range(MAX_MDATA_ENTRIES - 3)]
+    for name in first:
+        assert await index.add(name)
+    late = [f"late@{i}" for i in range(8)]  # 3 fit the first segment, 5 spill into the next
+    results: list[bool] = []
+
+    async def adder(name: str) -> None:
+        results.append(await index.add(name))
+
+    async with trio.open_nursery() as nursery:
+        for name in late:
+            nursery.start_soon(adder, name)
+    assert results == [True] * 8
+    pages = [page async for page in IndexSet(store.data, db.sealer, address, 1).pages()]
+    assert [len(p) for p in pages] == [1000, 5]
+    assert sorted(sum(pages, [])) == sorted(first + late)
