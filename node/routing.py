@@ -737,6 +737,7 @@ class Standing:
             return False
         if until <= now:
             del self._banned[name]
+            self._demoted_at.pop(name, None)
             return False
         return True
 
