@@ -637,7 +637,7 @@ class Standing:
     requests sent after it count towards the next one. The lapses of requests that were in
     flight together are judged together, and one outage makes them all lapse at once: when a
     partition heals (or a paused peer resumes), each request lost in it lapses within a few
-    milliseconds, and each is judged by a ping answered after the heal. Counted one by one,
+    milliseconds, and each is judged by a ping or lookup answered after the heal. Counted one by one,
     a dozen such lapses demoted an honest peer three times in 4 ms and banned it, 10 ms
     before its first answer to work arrived (a restarted node, whose ledger is new, then kept
     its neighbour out of its routing table for two minutes: chaos seed 25 of `eventstore`).
