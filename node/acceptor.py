@@ -373,23 +373,53 @@ class Acceptor:
         if mode == TWO_STEPS and len(payload) == 3:
             base = self.apply_step(key, record.value, payload[1])
             return self.apply_step(key, base, payload[2]), payload[2]
+        # The other proofs start from a certified value (the anchor), not from ours: the value
+        # they lead to must also descend from ours (docs/security.md, "No going back").
         if mode == CERTIFIED and len(payload) == 4:
-            base = self.adopt_certified(key, record, payload[1], payload[2])
-            value = None if base is None else self.apply_step(key, base, payload[3])
-            return value, payload[3]
-        if mode == CERTIFIED_PARENT and len(payload) == 5:
-            parent = self.adopt_certified(key, record, payload[1], payload[2])
-            base = None if parent is None else self.apply_step(key, parent, payload[3])
-            value = None if base is None else self.apply_step(key, base, payload[4])
-            return value, payload[4]
-        if mode == CHAIN and len(payload) == 5 and isinstance(payload[3], list) and len(payload[3]) <= MAX_CHAIN:
-            value = self.adopt_certified(key, record, payload[1], payload[2])
-            for step in payload[3] + [payload[4]]:
-                value = None if value is None else self.apply_step(key, value, step)
-            return value, payload[4]
-        if mode == FULL and len(payload) == 2 and (self.unvalidated or "skip_version_check" in self.core.config.breaks):
+            anchor, steps = self.adopt_certified(key, record, payload[1], payload[2]), [payload[3]]
+        elif mode == CERTIFIED_PARENT and len(payload) == 5:
+            anchor, steps = self.adopt_certified(key, record, payload[1], payload[2]), payload[3:5]
+        elif mode == CHAIN and len(payload) == 5 and isinstance(payload[3], list) and len(payload[3]) <= MAX_CHAIN:
+            anchor, steps = self.adopt_certified(key, record, payload[1], payload[2]), payload[3] + [payload[4]]
+        elif mode == FULL and len(payload) == 2 and (
+                self.unvalidated or "skip_version_check" in self.core.config.breaks):
             return Register.decode(payload[1]), None
-        raise E.ProtocolError(f"an accept must prove its value (mode {mode!r:.20} proves nothing)")
+        else:
+            raise E.ProtocolError(f"an accept must prove its value (mode {mode!r:.20} proves nothing)")
+        value, path = anchor, []
+        for step in steps:
+            value = None if value is None else self.apply_step(key, value, step)
+            path.append(value)
+        if value is None or anchor is None or not self.descends(key, record, anchor, path):
+            return None, None
+        return value, steps[-1]
+
+    def descends(self, key: bytes, record: AcceptorRecord, anchor: Register, path: list[Register | None]) -> bool:
+        """May a value proven from the certified `anchor` by the steps that led to `path`
+        replace ours? Only if it descends from ours (our value is on the way), or its anchor
+        is certified at a higher count of rounds than ours (chosen values only count up, so a
+        certified value that counts more was chosen after ours), or at the same count while
+        ours is not known chosen (a value of a round that was cut short, which a value chosen
+        instead replaces). Counts reached by steps prove nothing here: anyone with a
+        certificate can add rounds that change nothing. Without this, a member with a genuine
+        certificate of an old value could roll back every copy whose certificate had not yet
+        arrived (it comes after the acceptance, with the proposer's commit)."""
+        own = record.value
+        if own is None or "adopt_any_certified" in self.core.config.breaks:
+            return True
+        digest = own.digest()
+        if anchor.digest() == digest or any(v is not None and v.digest() == digest for v in path):
+            return True
+        if anchor.seq > own.seq:
+            return True
+        if anchor.seq == own.seq and not self._known_chosen(key, own):
+            return True
+        self.core.log("not_a_descendant", key=key.hex(), seq=anchor.seq, own=own.seq)
+        return False
+
+    def _known_chosen(self, key: bytes, own: Register) -> bool:
+        cert = self.cert_for(key, own)
+        return cert is not None and self.certified(key, own, cert)
 
     def adopt_certified(self, key: bytes, record: AcceptorRecord, raw: Any, votes: Any) -> Register | None:
         """A base value shown with its certificate, if the certificate holds and the value is

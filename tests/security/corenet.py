@@ -27,6 +27,8 @@ class CoreNet:
         rng = random.Random(seed)
         self._queue: list[tuple[Any, Send]] = []
         self._injected: set[bytes] = set()
+        # (sender, kind) pairs of messages a Byzantine node does not send (see `withhold`).
+        self._withheld: set[tuple[XorName, str]] = set()
         self.logs: list[tuple[float, int, str, dict[str, Any]]] = []
         self.config = config or NodeConfig()
         self.now = 0.0
@@ -57,12 +59,22 @@ class CoreNet:
         for send in sends:
             self._queue.append((sender, send))
 
+    def withhold(self, sender: NodeCore, *kinds: str) -> None:
+        """From now on `sender` (a Byzantine node) does not send messages of these kinds, nor
+        the commits that would ride in its accepts (node/replication.py, `flush`)."""
+        self._withheld.update((sender.name, kind) for kind in kinds)
+
     def deliver(self, limit: int = 200_000) -> None:
         queue = self._queue
         steps = 0
         while queue and steps < limit:
             steps += 1
             sender, send = queue.pop(0)
+            if self._withheld and isinstance(sender, NodeCore):
+                if (sender.name, send.msg.get("k")) in self._withheld:
+                    continue
+                if (sender.name, "commit") in self._withheld and "commits" in send.msg:
+                    send = Send(send.to, send.address, {k: v for k, v in send.msg.items() if k != "commits"})
             if send.msg.get("re") in self._injected:
                 # The answer to a message an attacker (or a test's client) sent: it goes to the
                 # test, even when the attacker poses as a real node.

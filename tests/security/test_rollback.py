@@ -1,0 +1,105 @@
+"""A Byzantine member cannot roll an MD back past an acknowledged write (issue 11, item 2).
+
+The window these tests hold open on purpose: the owner's write was accepted by every member,
+the client was told "ok", but the members do not know yet that their copy was chosen (its
+certificate comes later, with the proposer's `commit`, and a Byzantine proposer never sends
+it). A member then replays a genuine certificate of the value before the write, in every form
+an accept can carry it. Each honest member must keep the acknowledged write: a proven value
+that does not descend from its own copy, and is not certified at a count of rounds at least as
+high, is refused (`Acceptor.descends`, docs/security.md "No going back").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from corenet import CoreNet
+
+from node.core import NodeCore, Peer
+from node.keys import Keypair
+from node.messages import CERTIFIED, CERTIFIED_PARENT, CHAIN
+from node.paxos import Register, item_key
+from node.proofs import looks_certified
+from node.wire import new_message
+
+
+@pytest.fixture
+def net() -> CoreNet:
+    return CoreNet(10, seed=11)
+
+
+def _accept(key: bytes, payload: list[Any], counter: int) -> dict[str, Any]:
+    return new_message("accept", items=[[key, [counter, bytes(32)], True, payload]])
+
+
+def _empty_step(base: Register) -> tuple[list[Any], Register]:
+    """A step that applies no request: it only counts a round (what a repair writes)."""
+    after = base.with_seq(base.seq + 1)
+    members = [bytes(m) for m in base.members]
+    return [base.digest(), [], members, [bytes(m) for m in base.prev], after.digest()], after
+
+
+def _proposer(net: CoreNet, key: bytes) -> NodeCore:
+    return next(c for c in net.cores if c.replicator.fast.get(key) is not None)
+
+
+def _window(net: CoreNet) -> tuple[Any, bytes, NodeCore, list[NodeCore], Register, list[Any]]:
+    """An MD with an entry, its chosen value and that value's genuine certificate (as the
+    group made it), then the owner's next write, acknowledged, with its proposer withholding
+    every commit: the members hold the new value and cannot know it was chosen."""
+    owner = Keypair()
+    md = net.make_md(owner, name=Keypair().public)
+    assert net.insert(md, owner, b"a", b"1")["k"] == "response"
+    key = item_key(md.address)
+    liar = _proposer(net, key)
+    old = liar.replicator.record(key).value
+    assert old is not None
+    votes = liar.replicator.cert_for(key, old)
+    assert votes is not None and looks_certified(votes, old.quorums), "the old value has a real certificate"
+    net.withhold(liar, "commit")
+    assert net.insert(md, owner, b"later", b"x")["k"] == "response"
+    assert _proposer(net, key) is liar
+    honest = [c for c in net.cores if c is not liar and c.replicator.record(key).value is not None]
+    new = liar.replicator.record(key).value
+    assert new is not None and new.digest() != old.digest() and new.seq > old.seq
+    holding = [c for c in honest if c.replicator.record(key).digest == new.digest()]
+    assert len(holding) >= 3, "the write was accepted by a majority"
+    assert all(c.replicator.cert_for(key, new) is None for c in holding), "the window is open"
+    return md, key, liar, honest, old, votes
+
+
+def _payloads(old: Register, votes: list[Any]) -> dict[str, list[Any]]:
+    """A genuine certificate of the old value, in every form an accept can carry it; the chain
+    forms count rounds with empty steps, so what they end in counts more rounds than the
+    members' copy (only a certified count is worth anything)."""
+    s1, v1 = _empty_step(old)
+    s2, v2 = _empty_step(v1)
+    s3, _ = _empty_step(v2)
+    return {
+        "certified, rewritten": [CERTIFIED, old.encode(), votes,
+                                 [old.digest(), [], [bytes(m) for m in old.members], [], old.digest()]],
+        "certified, one more round": [CERTIFIED, old.encode(), votes, s1],
+        "certified parent, two more rounds": [CERTIFIED_PARENT, old.encode(), votes, s1, s2],
+        "chain of three more rounds": [CHAIN, old.encode(), votes, [s1, s2], s3],
+    }
+
+
+FORMS = ["certified, rewritten", "certified, one more round", "certified parent, two more rounds",
+         "chain of three more rounds"]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_replayed_certificate_cannot_roll_back_an_acknowledged_write(net: CoreNet, form: str) -> None:
+    md, key, liar, honest, old, votes = _window(net)
+    member = Peer(liar.name, "node", liar.address)
+    payload = _payloads(old, votes)[form]
+    for core in honest:
+        msg = _accept(key, payload, core.replicator.counter + 100)
+        net.inject(core, member, msg)
+        replies = [m for m in net.inbox.get(liar.name, []) if m.get("re") == msg["id"]]
+        assert replies and (replies[0]["k"] == "error" or replies[0]["items"][0][1] != 0), "accepted"
+    for core in honest:
+        value = core.replicator.record(key).value
+        assert value is not None and value.state.md is not None
+        assert b"later" in value.state.md.entries, "the acknowledged write was rolled back"
