@@ -103,6 +103,12 @@ class Acceptor:
         """Test-only break: ballots are not bounded (a huge one poisons the node)."""
         return "unbounded_numbers" in self.core.config.breaks
 
+    @property
+    def any_certified(self) -> bool:
+        """Test-only break: a certified value is adopted whatever its count of rounds and
+        whether or not it descends from ours (a replayed old certificate rolls copies back)."""
+        return "adopt_any_certified" in self.core.config.breaks
+
     def ballot(self, obj: Any) -> Ballot:
         """A ballot from the wire: bounded, and no further ahead of what we have seen than any
         honest proposer could be (so one message cannot use up an MD's ballots)."""
@@ -405,7 +411,7 @@ class Acceptor:
         certificate of an old value could roll back every copy whose certificate had not yet
         arrived (it comes after the acceptance, with the proposer's commit)."""
         own = record.value
-        if own is None or "adopt_any_certified" in self.core.config.breaks:
+        if own is None or self.any_certified:
             return True
         digest = own.digest()
         if anchor.digest() == digest or any(v is not None and v.digest() == digest for v in path):
@@ -436,7 +442,7 @@ class Acceptor:
             cert = self.cert_for(key, own)
             if cert is not None and self.certified(key, own, cert):
                 self.floors[key] = own.seq
-        if base.seq < self.floors.get(key, 0):
+        if base.seq < self.floors.get(key, 0) and not self.any_certified:
             self.core.log("stale_certificate", key=key.hex(), seq=base.seq, floor=self.floors[key])
             return None
         if not self.certified(key, base, votes):

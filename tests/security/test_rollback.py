@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from corenet import CoreNet
 
-from node.core import NodeCore, Peer
+from node.core import NodeConfig, NodeCore, Peer
 from node.keys import Keypair
 from node.messages import CERTIFIED, CERTIFIED_PARENT, CHAIN
 from node.paxos import Register, item_key
@@ -103,3 +103,15 @@ def test_a_replayed_certificate_cannot_roll_back_an_acknowledged_write(net: Core
         value = core.replicator.record(key).value
         assert value is not None and value.state.md is not None
         assert b"later" in value.state.md.entries, "the acknowledged write was rolled back"
+
+
+def test_without_the_defence_the_same_replay_rolls_the_copies_back() -> None:
+    """The break `adopt_any_certified` switches the defence off: the replay then wins, so the
+    test above can fail (and the simulator's checkers catch the same, tests/simulations)."""
+    net = CoreNet(10, seed=11, config=NodeConfig(breaks=frozenset({"adopt_any_certified"})))
+    md, key, liar, honest, old, votes = _window(net)
+    member = Peer(liar.name, "node", liar.address)
+    for core in honest:
+        net.inject(core, member, _accept(key, _payloads(old, votes)[FORMS[0]], core.replicator.counter + 100))
+    rolled = [c for c in honest if c.replicator.record(key).digest == old.digest()]
+    assert len(rolled) >= 3, "a majority of the copies went back to the old value"
