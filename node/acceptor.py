@@ -57,6 +57,10 @@ from .requests import REQUEST_ID_LEN, MDataOp, Request, apply_mutation
 from .rules import MDataState
 from .xorname import XorName, distance
 
+# How long a value we accepted, not (yet) known chosen, is kept against a certified value that
+# does not descend from it (`Acceptor.descends`): longer than a commit takes to arrive.
+UNCONFIRMED_GRACE = 5.0
+
 if TYPE_CHECKING:
     from .peer import Peer
     from .services import NodeServices
@@ -76,6 +80,7 @@ class Acceptor:
     verified: set[bytes]
     fast: dict[bytes, tuple[Ballot, Register]]
     left_at: dict[bytes, float]
+    accepted_at: dict[bytes, tuple[bytes, float]]  # the digest of our value and when we took it, until confirmed
 
     def record(self, key: bytes) -> AcceptorRecord:
         return self.records.get(key) or AcceptorRecord()
@@ -202,6 +207,7 @@ class Acceptor:
             if record is not None and record.digest == item.digest and self.speaks_for(peer, item.key):
                 self.certs[item.key] = (item.digest, item.votes)
                 self.chains.pop(item.key, None)  # the value is certified itself now
+                self.accepted_at.pop(item.key, None)
 
     def _extend_chain(self, key: bytes, old: Register | None, new: Register, payload: list[Any]) -> None:
         """Keep how our value follows from the last certified value we knew: that certified
@@ -358,6 +364,8 @@ class Acceptor:
             self._extend_chain(key, record.value, value, payload)
             record2, ok = on_accept(record, ballot, value, fast=item.fast)
             self.write(key, record2)
+            if record.digest != record2.digest:
+                self.accepted_at[key] = (record2.digest, self.core.now)
             if step is not None:
                 self.steps[key] = step
             else:
@@ -418,8 +426,17 @@ class Acceptor:
             return True
         if anchor.seq > own.seq:
             return True
-        if anchor.seq == own.seq and not self._known_chosen(key, own):
-            return True
+        if not self._known_chosen(key, own):
+            if anchor.seq == own.seq:
+                return True
+            # Not known chosen, but maybe chosen all the same: the proposer's commit leaves when
+            # a majority has accepted, so an honest proposer's reaches us within moments. Until
+            # then our copy is held; a copy that stayed unconfirmed longer is most likely of a
+            # round that was cut short, and a value chosen instead must be able to replace it
+            # (or the MD would stall where our accept is needed).
+            since = self.accepted_at.get(key)
+            if since is None or since[0] != digest or self.core.now - since[1] >= UNCONFIRMED_GRACE:
+                return True
         self.core.log("not_a_descendant", key=key.hex(), seq=anchor.seq, own=own.seq)
         return False
 

@@ -75,6 +75,7 @@ class Replicator(Acceptor):
         self.fast: dict[bytes, tuple[Ballot, Register]] = {}
         self.counter = 0
         self.left_at: dict[bytes, float] = {}
+        self.accepted_at: dict[bytes, tuple[bytes, float]] = {}  # see Acceptor.descends
         self.quarantined: set[bytes] = set()
         self._sync_due = False
         self._sync_rounds = 0
