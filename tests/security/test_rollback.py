@@ -1,12 +1,12 @@
 """A Byzantine member cannot roll an MD back past an acknowledged write (issue 11, item 2).
 
-The window these tests hold open on purpose: the owner's write was accepted by every member,
-the client was told "ok", but the members do not know yet that their copy was chosen (its
-certificate comes later, with the proposer's `commit`, and a Byzantine proposer never sends
-it). A member then replays a genuine certificate of the value before the write, in every form
-an accept can carry it. Each honest member must keep the acknowledged write: a proven value
-that does not descend from its own copy, and is not certified at a count of rounds at least as
-high, is refused (`Acceptor.descends`, docs/security.md "No going back").
+The window these tests hold open on purpose: the owner's write was accepted by every member and
+the client was told "ok", but the members do not know yet that their copy was chosen (that
+comes afterwards, with the proposer's `commit`). A member then replays a genuine certificate
+of the value before the write, in every form an accept can carry it. Each honest member keeps
+the acknowledged write: a proven value that does not descend from its copy, and is not
+certified at a count of rounds at least as high, is refused (`Acceptor.descends`,
+docs/security.md "No going back"). On main before this fix every form rolled back 4 of 5 copies.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from corenet import CoreNet
 
+from node.acceptor import UNCONFIRMED_GRACE
 from node.core import NodeConfig, NodeCore, Peer
 from node.keys import Keypair
 from node.messages import CERTIFIED, CERTIFIED_PARENT, CHAIN
@@ -44,26 +45,30 @@ def _proposer(net: CoreNet, key: bytes) -> NodeCore:
     return next(c for c in net.cores if c.replicator.fast.get(key) is not None)
 
 
-def _window(net: CoreNet) -> tuple[Any, bytes, NodeCore, list[NodeCore], Register, list[Any]]:
+def _window(net: CoreNet, liar_proposes: bool) -> tuple[Any, bytes, NodeCore, list[NodeCore], Register, list[Any]]:
     """An MD with an entry, its chosen value and that value's genuine certificate (as the
-    group made it), then the owner's next write, acknowledged, with its proposer withholding
-    every commit: the members hold the new value and cannot know it was chosen."""
+    group made it); then the owner's next write, acknowledged, with its proposer's commits
+    held back: the members hold the new value and cannot know yet that it was chosen. The
+    liar is that proposer (a Byzantine one never sends them), or another member of the group
+    (it races an honest proposer's commit)."""
     owner = Keypair()
     md = net.make_md(owner, name=Keypair().public)
     assert net.insert(md, owner, b"a", b"1")["k"] == "response"
     key = item_key(md.address)
-    liar = _proposer(net, key)
-    old = liar.replicator.record(key).value
+    proposer = _proposer(net, key)
+    old = proposer.replicator.record(key).value
     assert old is not None
-    votes = liar.replicator.cert_for(key, old)
+    votes = proposer.replicator.cert_for(key, old)
     assert votes is not None and looks_certified(votes, old.quorums), "the old value has a real certificate"
-    net.withhold(liar, "commit")
+    net.hold(proposer, "commit")
     assert net.insert(md, owner, b"later", b"x")["k"] == "response"
-    assert _proposer(net, key) is liar
-    honest = [c for c in net.cores if c is not liar and c.replicator.record(key).value is not None]
-    new = liar.replicator.record(key).value
+    assert _proposer(net, key) is proposer
+    new = proposer.replicator.record(key).value
     assert new is not None and new.digest() != old.digest() and new.seq > old.seq
-    holding = [c for c in honest if c.replicator.record(key).digest == new.digest()]
+    members = [c for c in net.cores if c is not proposer and c.name in new.members]
+    liar = proposer if liar_proposes else members[0]
+    honest = [c for c in net.cores if c is not liar and c.replicator.record(key).value is not None]
+    holding = [c for c in honest if c is not proposer and c.replicator.record(key).digest == new.digest()]
     assert len(holding) >= 3, "the write was accepted by a majority"
     assert all(c.replicator.cert_for(key, new) is None for c in holding), "the window is open"
     return md, key, liar, honest, old, votes
@@ -89,29 +94,59 @@ FORMS = ["certified, rewritten", "certified, one more round", "certified parent,
          "chain of three more rounds"]
 
 
-@pytest.mark.parametrize("form", FORMS)
-def test_a_replayed_certificate_cannot_roll_back_an_acknowledged_write(net: CoreNet, form: str) -> None:
-    md, key, liar, honest, old, votes = _window(net)
+def _replay(net: CoreNet, key: bytes, liar: NodeCore, honest: list[NodeCore], payload: list[Any]) -> list[bool]:
+    """The liar sends the accept to every honest member, at a ballot above all they promised;
+    whether each took it."""
     member = Peer(liar.name, "node", liar.address)
-    payload = _payloads(old, votes)[form]
+    taken = []
     for core in honest:
         msg = _accept(key, payload, core.replicator.counter + 100)
         net.inject(core, member, msg)
         replies = [m for m in net.inbox.get(liar.name, []) if m.get("re") == msg["id"]]
-        assert replies and (replies[0]["k"] == "error" or replies[0]["items"][0][1] != 0), "accepted"
+        assert replies, "no answer"
+        taken.append(replies[0]["k"] == "accepted" and replies[0]["items"][0][1] == 0)
+    return taken
+
+
+def _keeps_the_write(core: NodeCore, key: bytes) -> bool:
+    value = core.replicator.record(key).value
+    return value is not None and value.state.md is not None and b"later" in value.state.md.entries
+
+
+@pytest.mark.parametrize("liar_proposes", [True, False], ids=["liar proposed the write", "liar is another member"])
+@pytest.mark.parametrize("form", FORMS)
+def test_a_replayed_certificate_cannot_roll_back_an_acknowledged_write(
+        net: CoreNet, form: str, liar_proposes: bool) -> None:
+    md, key, liar, honest, old, votes = _window(net, liar_proposes)
+    assert not any(_replay(net, key, liar, honest, _payloads(old, votes)[form])), "a member took the replay"
+    assert all(_keeps_the_write(c, key) for c in honest), "the acknowledged write was rolled back"
+    net.release()  # the commits arrive: every copy is the new value, known chosen
     for core in honest:
         value = core.replicator.record(key).value
-        assert value is not None and value.state.md is not None
-        assert b"later" in value.state.md.entries, "the acknowledged write was rolled back"
+        assert value is not None and _keeps_the_write(core, key)
+        assert core.replicator.cert_for(key, value) is not None
 
 
 def test_without_the_defence_the_same_replay_rolls_the_copies_back() -> None:
     """The break `adopt_any_certified` switches the defence off: the replay then wins, so the
     test above can fail (and the simulator's checkers catch the same, tests/simulations)."""
     net = CoreNet(10, seed=11, config=NodeConfig(breaks=frozenset({"adopt_any_certified"})))
-    md, key, liar, honest, old, votes = _window(net)
-    member = Peer(liar.name, "node", liar.address)
-    for core in honest:
-        net.inject(core, member, _accept(key, _payloads(old, votes)[FORMS[0]], core.replicator.counter + 100))
+    md, key, liar, honest, old, votes = _window(net, liar_proposes=False)
+    _replay(net, key, liar, honest, _payloads(old, votes)[FORMS[0]])
     rolled = [c for c in honest if c.replicator.record(key).digest == old.digest()]
     assert len(rolled) >= 3, "a majority of the copies went back to the old value"
+
+
+def test_a_copy_never_confirmed_gives_way_after_the_grace(net: CoreNet) -> None:
+    """The limit of the defence, kept on purpose: a copy whose commit never came within
+    UNCONFIRMED_GRACE is taken for a round that was cut short, and a certified value that does
+    not descend from it may replace it (else an MD stalls where that member's accept is
+    needed: `safenet chaos run mixed --seed 4` did, for 800 s). A proposer that acknowledges a
+    write and withholds its commit can roll it back after that (docs/security.md); a proposer
+    that withholds is one a client cannot trust with its acknowledgement in any case."""
+    md, key, liar, honest, old, votes = _window(net, liar_proposes=True)
+    payload = _payloads(old, votes)["certified, one more round"]
+    net.now += UNCONFIRMED_GRACE / 2
+    assert not any(_replay(net, key, liar, honest, payload))
+    net.now += UNCONFIRMED_GRACE
+    assert any(_replay(net, key, liar, honest, payload))
