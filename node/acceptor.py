@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
@@ -60,6 +61,8 @@ from .xorname import XorName, distance
 # How long a value we accepted, not (yet) known chosen, is kept against a certified value that
 # does not descend from it (`Acceptor.descends`): longer than a commit takes to arrive.
 UNCONFIRMED_GRACE = 5.0
+# After this long unconfirmed, the acceptor runs a repair round to settle it (`Acceptor._confirm`).
+CONFIRM_AFTER = 2.0
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -366,6 +369,9 @@ class Acceptor:
             self.write(key, record2)
             if record.digest != record2.digest:
                 self.accepted_at[key] = (record2.digest, self.core.now)
+                # Staggered by name, so that the members do not all start a round at once.
+                delay = CONFIRM_AFTER * (1 + bytes(self.core.name)[0] / 256)
+                self.core.at(self.core.now + delay, partial(self._confirm, key, record2.digest))
             if step is not None:
                 self.steps[key] = step
             else:
@@ -439,6 +445,23 @@ class Acceptor:
                 return True
         self.core.log("not_a_descendant", key=key.hex(), seq=anchor.seq, own=own.seq)
         return False
+
+    def _confirm(self, key: bytes, digest: bytes) -> None:
+        """Our value is still not known chosen CONFIRM_AFTER after we took it: the commit was
+        lost, or its proposer withheld it. A repair round of our own settles it while the
+        grace lasts: it gathers the members' votes for our value (and writes its successor
+        with them, so every member learns it was chosen), or finds what replaced it."""
+        since = self.accepted_at.get(key)
+        value = self.record(key).value
+        if since is None or since[0] != digest or value is None or value.digest() != digest:
+            return  # confirmed, or replaced since
+        if self.cert_for(key, value) is not None:
+            self.accepted_at.pop(key, None)  # we learnt it another way (a later accept, our own round)
+            return
+        self.repair(key)
+
+    def repair(self, key: bytes) -> None:
+        raise NotImplementedError  # the Replicator starts rounds
 
     def _known_chosen(self, key: bytes, own: Register) -> bool:
         cert = self.cert_for(key, own)

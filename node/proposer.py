@@ -269,6 +269,14 @@ class Proposal:
                 self.retry()
             return
         best = max(self.promises.values(), key=lambda p: p.accepted)
+        fresher = self._certified_newer(best)
+        if fresher is not None:
+            # A value the promises certify that counts more rounds than the one with the highest
+            # ballot: chosen values only count up, so the latter was not accepted after it by the
+            # rules (a liar's report of an old certified value, or copies that gave way to one,
+            # Acceptor.descends). We build on the newer one, which also puts those copies right.
+            self.core.log("older_than_certified", key=self.key.hex(), digest=best.digest.hex())
+            best = fresher
         if best.value is not None and not self._prove(best):
             # Nobody can show where this value came from: not our own copy, no certificate
             # from its group, no step from a value others hold. If too few nodes may hold it
@@ -407,6 +415,22 @@ class Proposal:
                 self._find_parent()
                 return True
         return False
+
+    def _certified_newer(self, best: _Promise) -> _Promise | None:
+        """The promise of the value with the highest count of rounds above `best`'s that the
+        promises' votes certify, if any (checked only when such a count was reported)."""
+        if best.value is None:
+            return None
+        checked: set[bytes] = set()
+        for p in sorted(self.promises.values(), key=lambda p: -(p.value.seq if p.value is not None else -1)):
+            value = p.value
+            if value is None or value.seq <= best.value.seq:
+                return None
+            if p.digest not in checked:
+                checked.add(p.digest)
+                if self.rep.certified(self.key, value, self._votes_for(p.digest)):
+                    return p
+        return None
 
     def _chain_anchor_looks_certified(self) -> bool:
         assert self.base_chain is not None

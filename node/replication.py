@@ -367,6 +367,11 @@ class Replicator(Acceptor):
         self.proposals[key] = proposal
         proposal.start()
 
+    def repair(self, key: bytes) -> None:
+        """A repair round on the MD at `key`, unless a round on it is under way."""
+        if key in self.records and key not in self.proposals and key not in self.quarantined:
+            self._enqueue(key, XorName(key[:32]), [], "repair")
+
     def proposal_done(self, proposal: Proposal) -> None:
         self.proposals.pop(proposal.key, None)
         waiting = self.queued.pop(proposal.key, None)
