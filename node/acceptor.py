@@ -61,8 +61,9 @@ from .xorname import XorName, distance
 # How long a value we accepted, not (yet) known chosen, is kept against a certified value that
 # does not descend from it (`Acceptor.descends`): longer than a commit takes to arrive.
 UNCONFIRMED_GRACE = 5.0
-# After this long unconfirmed, the acceptor runs a repair round to settle it (`Acceptor._confirm`).
+# After this long unconfirmed, an acceptor runs a repair round to settle it (`Acceptor._confirm`),
 CONFIRM_AFTER = 2.0
+CONFIRM_STAGGER = 0.5  # ... plus this for each member nearer the MD's name
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -210,7 +211,6 @@ class Acceptor:
             if record is not None and record.digest == item.digest and self.speaks_for(peer, item.key):
                 self.certs[item.key] = (item.digest, item.votes)
                 self.chains.pop(item.key, None)  # the value is certified itself now
-                self.accepted_at.pop(item.key, None)
 
     def _extend_chain(self, key: bytes, old: Register | None, new: Register, payload: list[Any]) -> None:
         """Keep how our value follows from the last certified value we knew: that certified
@@ -369,9 +369,8 @@ class Acceptor:
             self.write(key, record2)
             if record.digest != record2.digest:
                 self.accepted_at[key] = (record2.digest, self.core.now)
-                # Staggered by name, so that the members do not all start a round at once.
-                delay = CONFIRM_AFTER * (1 + bytes(self.core.name)[0] / 256)
-                self.core.at(self.core.now + delay, partial(self._confirm, key, record2.digest))
+                self.core.at(self.core.now + self._confirm_delay(key, value),
+                             partial(self._confirm, key, record2.digest))
             if step is not None:
                 self.steps[key] = step
             else:
@@ -447,23 +446,41 @@ class Acceptor:
         return False
 
     def _confirm(self, key: bytes, digest: bytes) -> None:
-        """Our value is still not known chosen CONFIRM_AFTER after we took it: the commit was
-        lost, or its proposer withheld it. A repair round of our own settles it while the
-        grace lasts: it gathers the members' votes for our value (and writes its successor
-        with them, so every member learns it was chosen), or finds what replaced it."""
+        """CONFIRM_AFTER after we took the value with `digest`: if it is not known chosen by now
+        (the commit was lost, or its proposer withheld it), a repair round of our own settles
+        it while the grace lasts: it gathers the members' votes for our value and writes its
+        successor with them, so every member learns it was chosen (or it finds what replaced
+        it). Known chosen, its count becomes our floor: a certificate kept unverified (as a
+        commit brings it) could later be overwritten by a member's junk one."""
         since = self.accepted_at.get(key)
+        if since is None or since[0] != digest:
+            return  # replaced since: the newer value has its own turn
         value = self.record(key).value
-        if since is None or since[0] != digest or value is None or value.digest() != digest:
-            return  # confirmed, or replaced since
-        if self.cert_for(key, value) is not None:
-            self.accepted_at.pop(key, None)  # we learnt it another way (a later accept, our own round)
-            return
-        self.repair(key)
+        if value is None or value.digest() != digest:
+            self.accepted_at.pop(key, None)
+        elif self._known_chosen(key, value):
+            self.accepted_at.pop(key, None)
+            self.floors[key] = max(self.floors.get(key, 0), value.seq)
+        else:
+            self.repair(key)
+
+    def _confirm_delay(self, key: bytes, value: Register) -> float:
+        """CONFIRM_AFTER, and half a second more for each member nearer the MD's name than
+        we are: one member at a time starts a repair round, not all at once (rounds that
+        run at the same time only get in each other's way)."""
+        name = key[:32]
+        mine = distance(self.core.name, name)
+        rank = sum(1 for n in value.members if distance(n, name) < mine)
+        return CONFIRM_AFTER + CONFIRM_STAGGER * rank
 
     def repair(self, key: bytes) -> None:
         raise NotImplementedError  # the Replicator starts rounds
 
     def _known_chosen(self, key: bytes, own: Register) -> bool:
+        """Do we know our copy was chosen: a certified count at least as high checked before
+        (our floor), or its certificate, checked now?"""
+        if self.floors.get(key, -1) >= own.seq:
+            return True
         cert = self.cert_for(key, own)
         return cert is not None and self.certified(key, own, cert)
 

@@ -19,7 +19,7 @@ from corenet import CoreNet
 from node.acceptor import CONFIRM_AFTER, UNCONFIRMED_GRACE
 from node.core import NodeConfig, NodeCore, Peer
 from node.keys import Keypair
-from node.messages import CERTIFIED, CERTIFIED_PARENT, CHAIN
+from node.messages import CERTIFIED, CERTIFIED_PARENT, CHAIN, Commit
 from node.paxos import Register, item_key
 from node.proofs import looks_certified
 from node.wire import new_message
@@ -138,16 +138,21 @@ def test_without_the_defence_the_same_replay_rolls_the_copies_back() -> None:
 
 
 def test_a_withheld_commit_is_settled_by_the_members_themselves(net: CoreNet) -> None:
-    """The proposer acknowledged the write and never sends its commit. CONFIRM_AFTER later the
-    members run a repair round of their own, which gathers their votes for the new value and
-    writes its successor with them: every member learns the write was chosen, and the replay
-    is refused for good, in every form, long after the grace."""
+    """The proposer acknowledged the write and never sends a commit (nor those of the rounds it
+    runs later as the MD's coordinator). CONFIRM_AFTER after taking a value, a member that
+    still does not know it chosen runs a repair round of its own, which gathers the votes for
+    it and writes its successor with them: at every moment each honest copy is either known
+    chosen or still within its grace, so the replay is refused, in every form, throughout."""
     md, key, liar, honest, old, votes = _window(net, liar_proposes=True)
-    net.advance(CONFIRM_AFTER + 1.0)
-    for core in honest:
-        value = core.replicator.record(key).value
-        assert value is not None and core.replicator.cert_for(key, value) is not None, "not settled"
-    net.advance(UNCONFIRMED_GRACE)
+    for _ in range(int(3 * UNCONFIRMED_GRACE / 0.5)):
+        net.advance(0.5)
+        for core in honest:
+            rep = core.replicator
+            value = rep.record(key).value
+            assert value is not None
+            since = rep.accepted_at.get(key)
+            fresh = since is not None and since[0] == value.digest() and net.now - since[1] < UNCONFIRMED_GRACE
+            assert fresh or rep._known_chosen(key, value), f"{core.name.hex()[:8]}: exposed at {net.now}"
     for form in FORMS:
         assert not any(_replay(net, key, liar, honest, _payloads(old, votes)[form])), form
     assert all(_keeps_the_write(c, key) for c in honest)
@@ -167,3 +172,30 @@ def test_a_copy_never_confirmed_gives_way_after_the_grace(net: CoreNet) -> None:
     assert not any(_replay(net, key, liar, honest, payload))
     net.advance(UNCONFIRMED_GRACE)
     assert any(_replay(net, key, liar, honest, payload))
+
+
+def test_a_junk_commit_cannot_reopen_the_window(net: CoreNet) -> None:
+    """Commits are kept unverified (whoever relies on one checks it), so a member can overwrite
+    the certificate an honest member keeps with junk: votes of the right keys over the wrong
+    bytes. Neither before the real commit arrives nor long after it did does that let the
+    replay in: a copy's grace does not end with any commit, and once confirmed, its count is
+    kept as a checked floor."""
+    md, key, liar, honest, old, votes = _window(net, liar_proposes=False)
+    member = Peer(liar.name, "node", liar.address)
+    junk = [[bytes(c.keys.public), c.keys.sign(b"not the vote")] for c in net.cores]
+
+    def overwrite() -> None:
+        for core in honest:
+            digest = core.replicator.record(key).digest
+            net.inject(core, member, new_message("commit", items=[Commit(key, digest, junk[:16]).to_wire()]))
+            assert core.replicator.certs[key] == (digest, junk[:16])
+
+    overwrite()
+    for form in FORMS:
+        assert not any(_replay(net, key, liar, honest, _payloads(old, votes)[form])), form
+    net.release()
+    net.advance(2 * CONFIRM_AFTER + UNCONFIRMED_GRACE)  # every copy confirmed: its count is a floor
+    overwrite()
+    for form in FORMS:
+        assert not any(_replay(net, key, liar, honest, _payloads(old, votes)[form])), form
+    assert all(_keeps_the_write(c, key) for c in honest)
