@@ -64,6 +64,7 @@ UNCONFIRMED_GRACE = 5.0
 # After this long unconfirmed, an acceptor runs a repair round to settle it (`Acceptor._confirm`),
 CONFIRM_AFTER = 2.0
 CONFIRM_STAGGER = 0.5  # ... plus this for each member nearer the MD's name
+CONFIRM_SOON = 0.25  # ... or this, once the copy held up a value that does not descend from it
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -85,6 +86,7 @@ class Acceptor:
     fast: dict[bytes, tuple[Ballot, Register]]
     left_at: dict[bytes, float]
     accepted_at: dict[bytes, tuple[bytes, float]]  # the digest of our value and when we took it, until confirmed
+    settling: set[bytes]  # digests of our values a repair round is due for soon (Acceptor.descends)
 
     def record(self, key: bytes) -> AcceptorRecord:
         return self.records.get(key) or AcceptorRecord()
@@ -443,6 +445,13 @@ class Acceptor:
             if since is None or since[0] != digest or self.core.now - since[1] >= UNCONFIRMED_GRACE:
                 return True
         self.core.log("not_a_descendant", key=key.hex(), seq=anchor.seq, own=own.seq)
+        if digest not in self.settling:
+            # Refused while held: settle it soon rather than at CONFIRM_AFTER (two proposers
+            # that duel leave values of cut-short rounds, which hold up the winner meanwhile).
+            if len(self.settling) >= 4096:
+                self.settling.clear()
+            self.settling.add(digest)
+            self.core.at(self.core.now + self._confirm_delay(key, own, soon=True), partial(self._confirm, key, digest))
         return False
 
     def _confirm(self, key: bytes, digest: bytes) -> None:
@@ -464,17 +473,25 @@ class Acceptor:
         else:
             self.repair(key)
 
-    def _confirm_delay(self, key: bytes, value: Register) -> float:
-        """CONFIRM_AFTER, and half a second more for each member nearer the MD's name than
-        we are: one member at a time starts a repair round, not all at once (rounds that
-        run at the same time only get in each other's way)."""
+    def _confirm_delay(self, key: bytes, value: Register, soon: bool = False) -> float:
+        """CONFIRM_AFTER (CONFIRM_SOON once we refused something for it), and a little more
+        for each member nearer the MD's name than we are: one member at a time starts a
+        repair round, not all at once (rounds that run at the same time get in each other's
+        way)."""
         name = key[:32]
         mine = distance(self.core.name, name)
         rank = sum(1 for n in value.members if distance(n, name) < mine)
-        return CONFIRM_AFTER + CONFIRM_STAGGER * rank
+        return (CONFIRM_SOON + CONFIRM_STAGGER / 4 * rank) if soon else (CONFIRM_AFTER + CONFIRM_STAGGER * rank)
 
     def repair(self, key: bytes) -> None:
         raise NotImplementedError  # the Replicator starts rounds
+
+    def not_chosen(self, key: bytes, digest: bytes) -> None:
+        """Our proposer learnt from a majority's promises that our value with `digest` was not
+        chosen (Proposal._could_hold): its grace ends now."""
+        since = self.accepted_at.get(key)
+        if since is not None and since[0] == digest:
+            self.accepted_at[key] = (digest, float("-inf"))
 
     def _known_chosen(self, key: bytes, own: Register) -> bool:
         """Do we know our copy was chosen: a certified count at least as high checked before

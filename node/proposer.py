@@ -313,6 +313,12 @@ class Proposal:
             if wide < majority(len(self.extended)):
                 self.retry()
                 return
+        own = self.rep.record(self.key).value
+        if own is not None and best.digest != own.digest() and not self._could_hold(own):
+            # Our own copy is not the base, and too few members may hold it (or anything newer)
+            # for it to have been chosen: it is a round's that was cut short, and our acceptor
+            # need not hold it against the value we build instead (Acceptor.descends).
+            self.rep.not_chosen(self.key, own.digest())
         # The base is chosen when a majority of each of its groups reported it accepted.
         holders = {n for n, p in self.promises.items() if p.accepted == best.accepted}
         chosen = _majorities(holders, self.quorums)
@@ -473,6 +479,21 @@ class Proposal:
                 if p.vote is not None:
                     votes.append(p.vote)
         return votes
+
+    def _could_hold(self, value: Register) -> bool:
+        """Could a majority of each group `value` names hold it or a value derived from it?
+        Only members that told us they hold something else that counts no more rounds are
+        ruled out (a liar can rule out only itself, so a value an honest majority holds is
+        never ruled out)."""
+        digest = value.digest()
+
+        def may_hold(name: XorName) -> bool:
+            promise = self.promises.get(name)
+            if promise is None or promise.digest == digest:
+                return True
+            return promise.value is not None and promise.value.seq > value.seq
+
+        return all(sum(1 for n in group if may_hold(n)) >= majority(len(group)) for group in value.quorums)
 
     def _could_be_chosen(self, digest: bytes) -> bool:
         """Could a majority of each group have accepted the value with `digest`? Not if too

@@ -76,6 +76,7 @@ class Replicator(Acceptor):
         self.counter = 0
         self.left_at: dict[bytes, float] = {}
         self.accepted_at: dict[bytes, tuple[bytes, float]] = {}  # see Acceptor.descends
+        self.settling: set[bytes] = set()
         self.quarantined: set[bytes] = set()
         self._sync_due = False
         self._sync_rounds = 0
