@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
@@ -57,6 +58,14 @@ from .requests import REQUEST_ID_LEN, MDataOp, Request, apply_mutation
 from .rules import MDataState
 from .xorname import XorName, distance
 
+# How long a value we accepted, not (yet) known chosen, is kept against a certified value that
+# does not descend from it (`Acceptor.descends`): longer than a commit takes to arrive.
+UNCONFIRMED_GRACE = 5.0
+# After this long unconfirmed, an acceptor runs a repair round to settle it (`Acceptor._confirm`),
+CONFIRM_AFTER = 2.0
+CONFIRM_STAGGER = 0.5  # ... plus this for each member nearer the MD's name
+CONFIRM_SOON = 0.25  # ... or this, once the copy held up a value that does not descend from it
+
 if TYPE_CHECKING:
     from .peer import Peer
     from .services import NodeServices
@@ -76,6 +85,8 @@ class Acceptor:
     verified: set[bytes]
     fast: dict[bytes, tuple[Ballot, Register]]
     left_at: dict[bytes, float]
+    accepted_at: dict[bytes, tuple[bytes, float]]  # the digest of our value and when we took it, until confirmed
+    settling: set[bytes]  # digests of our values a repair round is due for soon (Acceptor.descends)
 
     def record(self, key: bytes) -> AcceptorRecord:
         return self.records.get(key) or AcceptorRecord()
@@ -102,6 +113,12 @@ class Acceptor:
     def unbounded(self) -> bool:
         """Test-only break: ballots are not bounded (a huge one poisons the node)."""
         return "unbounded_numbers" in self.core.config.breaks
+
+    @property
+    def any_certified(self) -> bool:
+        """Test-only break: a certified value is adopted whatever its count of rounds and
+        whether or not it descends from ours (a replayed old certificate rolls copies back)."""
+        return "adopt_any_certified" in self.core.config.breaks
 
     def ballot(self, obj: Any) -> Ballot:
         """A ballot from the wire: bounded, and no further ahead of what we have seen than any
@@ -352,6 +369,10 @@ class Acceptor:
             self._extend_chain(key, record.value, value, payload)
             record2, ok = on_accept(record, ballot, value, fast=item.fast)
             self.write(key, record2)
+            if record.digest != record2.digest:
+                self.accepted_at[key] = (record2.digest, self.core.now)
+                self.core.at(self.core.now + self._confirm_delay(key, value),
+                             partial(self._confirm, key, record2.digest))
             if step is not None:
                 self.steps[key] = step
             else:
@@ -373,23 +394,112 @@ class Acceptor:
         if mode == TWO_STEPS and len(payload) == 3:
             base = self.apply_step(key, record.value, payload[1])
             return self.apply_step(key, base, payload[2]), payload[2]
+        # The other proofs start from a certified value (the anchor), not from ours: the value
+        # they lead to must also descend from ours (docs/security.md, "No going back").
         if mode == CERTIFIED and len(payload) == 4:
-            base = self.adopt_certified(key, record, payload[1], payload[2])
-            value = None if base is None else self.apply_step(key, base, payload[3])
-            return value, payload[3]
-        if mode == CERTIFIED_PARENT and len(payload) == 5:
-            parent = self.adopt_certified(key, record, payload[1], payload[2])
-            base = None if parent is None else self.apply_step(key, parent, payload[3])
-            value = None if base is None else self.apply_step(key, base, payload[4])
-            return value, payload[4]
-        if mode == CHAIN and len(payload) == 5 and isinstance(payload[3], list) and len(payload[3]) <= MAX_CHAIN:
-            value = self.adopt_certified(key, record, payload[1], payload[2])
-            for step in payload[3] + [payload[4]]:
-                value = None if value is None else self.apply_step(key, value, step)
-            return value, payload[4]
-        if mode == FULL and len(payload) == 2 and (self.unvalidated or "skip_version_check" in self.core.config.breaks):
+            anchor, steps = self.adopt_certified(key, record, payload[1], payload[2]), [payload[3]]
+        elif mode == CERTIFIED_PARENT and len(payload) == 5:
+            anchor, steps = self.adopt_certified(key, record, payload[1], payload[2]), payload[3:5]
+        elif mode == CHAIN and len(payload) == 5 and isinstance(payload[3], list) and len(payload[3]) <= MAX_CHAIN:
+            anchor, steps = self.adopt_certified(key, record, payload[1], payload[2]), payload[3] + [payload[4]]
+        elif mode == FULL and len(payload) == 2 and (
+                self.unvalidated or "skip_version_check" in self.core.config.breaks):
             return Register.decode(payload[1]), None
-        raise E.ProtocolError(f"an accept must prove its value (mode {mode!r:.20} proves nothing)")
+        else:
+            raise E.ProtocolError(f"an accept must prove its value (mode {mode!r:.20} proves nothing)")
+        value, path = anchor, []
+        for step in steps:
+            value = None if value is None else self.apply_step(key, value, step)
+            path.append(value)
+        if value is None or anchor is None or not self.descends(key, record, anchor, path):
+            return None, None
+        return value, steps[-1]
+
+    def descends(self, key: bytes, record: AcceptorRecord, anchor: Register, path: list[Register | None]) -> bool:
+        """May a value proven from the certified `anchor` by the steps that led to `path`
+        replace ours? Only if it descends from ours (our value is on the way), or its anchor
+        is certified at a higher count of rounds than ours (chosen values only count up, so a
+        certified value that counts more was chosen after ours), or at the same count while
+        ours is not known chosen (a value of a round that was cut short, which a value chosen
+        instead replaces). Counts reached by steps prove nothing here: anyone with a
+        certificate can add rounds that change nothing. Without this, a member with a genuine
+        certificate of an old value could roll back every copy whose certificate had not yet
+        arrived (it comes after the acceptance, with the proposer's commit)."""
+        own = record.value
+        if own is None or self.any_certified:
+            return True
+        digest = own.digest()
+        if anchor.digest() == digest or any(v is not None and v.digest() == digest for v in path):
+            return True
+        if anchor.seq > own.seq:
+            return True
+        if not self._known_chosen(key, own):
+            if anchor.seq == own.seq:
+                return True
+            # Not known chosen, but maybe chosen all the same: the proposer's commit leaves when
+            # a majority has accepted, so an honest proposer's reaches us within moments. Until
+            # then our copy is held; a copy that stayed unconfirmed longer is most likely of a
+            # round that was cut short, and a value chosen instead must be able to replace it
+            # (or the MD would stall where our accept is needed).
+            since = self.accepted_at.get(key)
+            if since is None or since[0] != digest or self.core.now - since[1] >= UNCONFIRMED_GRACE:
+                return True
+        self.core.log("not_a_descendant", key=key.hex(), seq=anchor.seq, own=own.seq)
+        if digest not in self.settling:
+            # Refused while held: settle it soon rather than at CONFIRM_AFTER (two proposers
+            # that duel leave values of cut-short rounds, which hold up the winner meanwhile).
+            if len(self.settling) >= 4096:
+                self.settling.clear()
+            self.settling.add(digest)
+            self.core.at(self.core.now + self._confirm_delay(key, own, soon=True), partial(self._confirm, key, digest))
+        return False
+
+    def _confirm(self, key: bytes, digest: bytes) -> None:
+        """CONFIRM_AFTER after we took the value with `digest`: if it is not known chosen by now
+        (the commit was lost, or its proposer withheld it), a repair round of our own settles
+        it while the grace lasts: it gathers the members' votes for our value and writes its
+        successor with them, so every member learns it was chosen (or it finds what replaced
+        it). Known chosen, its count becomes our floor: a certificate kept unverified (as a
+        commit brings it) could later be overwritten by a member's junk one."""
+        since = self.accepted_at.get(key)
+        if since is None or since[0] != digest:
+            return  # replaced since: the newer value has its own turn
+        value = self.record(key).value
+        if value is None or value.digest() != digest:
+            self.accepted_at.pop(key, None)
+        elif self._known_chosen(key, value):
+            self.accepted_at.pop(key, None)
+            self.floors[key] = max(self.floors.get(key, 0), value.seq)
+        else:
+            self.repair(key)
+
+    def _confirm_delay(self, key: bytes, value: Register, soon: bool = False) -> float:
+        """CONFIRM_AFTER (CONFIRM_SOON once we refused something for it), and a little more
+        for each member nearer the MD's name than we are: one member at a time starts a
+        repair round, not all at once (rounds that run at the same time get in each other's
+        way)."""
+        name = key[:32]
+        mine = distance(self.core.name, name)
+        rank = sum(1 for n in value.members if distance(n, name) < mine)
+        return (CONFIRM_SOON + CONFIRM_STAGGER / 4 * rank) if soon else (CONFIRM_AFTER + CONFIRM_STAGGER * rank)
+
+    def repair(self, key: bytes) -> None:
+        raise NotImplementedError  # the Replicator starts rounds
+
+    def not_chosen(self, key: bytes, digest: bytes) -> None:
+        """Our proposer learnt from a majority's promises that our value with `digest` was not
+        chosen (Proposal._could_hold): its grace ends now."""
+        since = self.accepted_at.get(key)
+        if since is not None and since[0] == digest:
+            self.accepted_at[key] = (digest, float("-inf"))
+
+    def _known_chosen(self, key: bytes, own: Register) -> bool:
+        """Do we know our copy was chosen: a certified count at least as high checked before
+        (our floor), or its certificate, checked now?"""
+        if self.floors.get(key, -1) >= own.seq:
+            return True
+        cert = self.cert_for(key, own)
+        return cert is not None and self.certified(key, own, cert)
 
     def adopt_certified(self, key: bytes, record: AcceptorRecord, raw: Any, votes: Any) -> Register | None:
         """A base value shown with its certificate, if the certificate holds and the value is
@@ -406,7 +516,7 @@ class Acceptor:
             cert = self.cert_for(key, own)
             if cert is not None and self.certified(key, own, cert):
                 self.floors[key] = own.seq
-        if base.seq < self.floors.get(key, 0):
+        if base.seq < self.floors.get(key, 0) and not self.any_certified:
             self.core.log("stale_certificate", key=key.hex(), seq=base.seq, floor=self.floors[key])
             return None
         if not self.certified(key, base, votes):

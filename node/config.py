@@ -65,7 +65,8 @@ class NodeConfig:
     # keeps its place in close groups), "trust_the_coordinator" (only an MD's coordinator
     # checks the other members' copies, so a coordinator that withholds repair stops it),
     # "forget_lost_members" (absence of an MD is concluded without the contacts evicted lately,
-    # so both sides of a partition may create it).
+    # so both sides of a partition may create it), "adopt_any_certified" (an acceptor takes a
+    # certified value that is older than its copy, so an old certificate rolls copies back).
     breaks: frozenset[str] = frozenset()
     # Test-only lying modes (a Byzantine node, for proving clients trust no single node):
     # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks),

@@ -269,6 +269,14 @@ class Proposal:
                 self.retry()
             return
         best = max(self.promises.values(), key=lambda p: p.accepted)
+        fresher = self._certified_newer(best)
+        if fresher is not None:
+            # A value the promises certify that counts more rounds than the one with the highest
+            # ballot: chosen values only count up, so the latter was not accepted after it by the
+            # rules (a liar's report of an old certified value, or copies that gave way to one,
+            # Acceptor.descends). We build on the newer one, which also puts those copies right.
+            self.core.log("older_than_certified", key=self.key.hex(), digest=best.digest.hex())
+            best = fresher
         if best.value is not None and not self._prove(best):
             # Nobody can show where this value came from: not our own copy, no certificate
             # from its group, no step from a value others hold. If too few nodes may hold it
@@ -305,6 +313,12 @@ class Proposal:
             if wide < majority(len(self.extended)):
                 self.retry()
                 return
+        own = self.rep.record(self.key).value
+        if own is not None and best.digest != own.digest() and not self._could_hold(own):
+            # Our own copy is not the base, and too few members may hold it (or anything newer)
+            # for it to have been chosen: it is a round's that was cut short, and our acceptor
+            # need not hold it against the value we build instead (Acceptor.descends).
+            self.rep.not_chosen(self.key, own.digest())
         # The base is chosen when a majority of each of its groups reported it accepted.
         holders = {n for n, p in self.promises.items() if p.accepted == best.accepted}
         chosen = _majorities(holders, self.quorums)
@@ -408,6 +422,22 @@ class Proposal:
                 return True
         return False
 
+    def _certified_newer(self, best: _Promise) -> _Promise | None:
+        """The promise of the value with the highest count of rounds above `best`'s that the
+        promises' votes certify, if any (checked only when such a count was reported)."""
+        if best.value is None:
+            return None
+        checked: set[bytes] = set()
+        for p in sorted(self.promises.values(), key=lambda p: -(p.value.seq if p.value is not None else -1)):
+            value = p.value
+            if value is None or value.seq <= best.value.seq:
+                return None
+            if p.digest not in checked:
+                checked.add(p.digest)
+                if self.rep.certified(self.key, value, self._votes_for(p.digest)):
+                    return p
+        return None
+
     def _chain_anchor_looks_certified(self) -> bool:
         assert self.base_chain is not None
         anchor, votes, _steps = self.base_chain
@@ -449,6 +479,21 @@ class Proposal:
                 if p.vote is not None:
                     votes.append(p.vote)
         return votes
+
+    def _could_hold(self, value: Register) -> bool:
+        """Could a majority of each group `value` names hold it or a value derived from it?
+        Only members that told us they hold something else that counts no more rounds are
+        ruled out (a liar can rule out only itself, so a value an honest majority holds is
+        never ruled out)."""
+        digest = value.digest()
+
+        def may_hold(name: XorName) -> bool:
+            promise = self.promises.get(name)
+            if promise is None or promise.digest == digest:
+                return True
+            return promise.value is not None and promise.value.seq > value.seq
+
+        return all(sum(1 for n in group if may_hold(n)) >= majority(len(group)) for group in value.quorums)
 
     def _could_be_chosen(self, digest: bytes) -> bool:
         """Could a majority of each group have accepted the value with `digest`? Not if too

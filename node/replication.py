@@ -75,6 +75,8 @@ class Replicator(Acceptor):
         self.fast: dict[bytes, tuple[Ballot, Register]] = {}
         self.counter = 0
         self.left_at: dict[bytes, float] = {}
+        self.accepted_at: dict[bytes, tuple[bytes, float]] = {}  # see Acceptor.descends
+        self.settling: set[bytes] = set()
         self.quarantined: set[bytes] = set()
         self._sync_due = False
         self._sync_rounds = 0
@@ -365,6 +367,11 @@ class Replicator(Acceptor):
         proposal = Proposal(self, key, name, batch, purpose)
         self.proposals[key] = proposal
         proposal.start()
+
+    def repair(self, key: bytes) -> None:
+        """A repair round on the MD at `key`, unless a round on it is under way."""
+        if key in self.records and key not in self.proposals and key not in self.quarantined:
+            self._enqueue(key, XorName(key[:32]), [], "repair")
 
     def proposal_done(self, proposal: Proposal) -> None:
         self.proposals.pop(proposal.key, None)

@@ -30,7 +30,12 @@ Each round, every attacker that is up performs one attack from the scenario's me
   member and the stranger see real ones), resent later to the item's group;
 - ``chunk``: ``chunk_put`` of content no client paid for, to a chunk group the attacker is
   not in (with a ``name`` field its bytes do not hash to, half of the time);
-- ``sync``: anti-entropy digests claiming versions that do not exist.
+- ``sync``: anti-entropy digests claiming versions that do not exist;
+- ``rollback``: an ``accept`` carrying a genuine certificate of an older value of the
+  member's MD (one the member itself held and saw certified), as it is or followed by steps
+  that only count rounds, so that it seems to count more rounds than the newer copies. The
+  member also sends it the moment an accept of a newer value reaches it, to race that value's
+  commit: members that took the newer value do not know yet that it was chosen.
 
 Every choice is drawn from the seeded generator the run gives, so a seed replays exactly.
 The harm, if any, is for `simulations.integrity` to find; `counts` says what was sent and
@@ -51,7 +56,9 @@ import trio
 from node.data import Action, MutableData, PermissionSet, Value
 from node.errors import ProtocolError
 from node.keys import Keypair
+from node.messages import CERTIFIED, CHAIN
 from node.paxos import AcceptorRecord, Ballot, Register, item_key
+from node.proofs import looks_certified
 from node.rules import MDataState
 from node.wire import new_message
 from node.xorname import XorName, sha3_256
@@ -68,6 +75,7 @@ ATTACKS: dict[str, str] = {
     "replay": "captured prepare/accept/chunk_put messages resent later",
     "chunk": "chunk_put of content nobody paid for, to a group the sender is not in",
     "sync": "anti-entropy digests of versions that do not exist",
+    "rollback": "accept with a replayed genuine certificate of an older value, racing the newer value's commit",
 }
 KINDS = ("ghost", "stranger", "member")
 HUGE = (2**64 - 1, 2**63)
@@ -114,6 +122,9 @@ class Attackers:
         self.captured: deque[tuple[str, dict[str, Any]]] = deque(maxlen=64)  # (kind, message)
         self._asked: dict[bytes, str] = {}  # message id we sent -> what it was, to count replies
         self.member_md = 0  # index of the workload MD whose group the member joins
+        # Certified values of the member's MD the member held, oldest first: (value, votes).
+        self.certified: list[tuple[Register, list[Any]]] = []
+        self._raced = -1e9  # when the member last raced a commit with a rollback
 
     # ------------------------------------------------------------------ setup
 
@@ -207,6 +218,8 @@ class Attackers:
             self.counts[f"{what}:{_outcome(msg)}"] += 1
         elif msg.get("k") in CAPTURED and "re" not in msg:
             self.captured.append((msg["k"], msg))
+            if msg["k"] == "accept" and "rollback" in self.attacks:
+                self._race(msg)
 
     # ------------------------------------------------------------------ the attack loop
 
@@ -378,6 +391,63 @@ class Attackers:
         item = [key, [self.rng.randrange(1, 1 << 20), bytes(attacker.name)], self.rng.randbytes(16)]
         for node in self._targets(md.name):
             self._send(attacker, node, self._msg("sync", items=[item]), "sync")
+
+
+    # ------------------------------------------------------------------ rolling back
+
+    def _member_key(self) -> bytes:
+        return item_key(self.workload.mds[self.member_md].address)
+
+    def _remember(self, attacker: Attacker) -> None:
+        """Keep the member's copy of its MD with the certificate it knows, if it has one."""
+        if attacker.node is None or attacker.node.core is None:
+            return
+        key = self._member_key()
+        rep = attacker.node.core.replicator
+        value = rep.record(key).value
+        votes = None if value is None else rep.cert_for(key, value)
+        if value is None or votes is None or not looks_certified(votes, value.quorums):
+            return
+        if all(v.digest() != value.digest() for v, _ in self.certified):
+            self.certified.append((value, list(votes)))
+            del self.certified[1:-7]  # the oldest and the latest few
+
+    def _race(self, msg: dict[str, Any]) -> None:
+        """An accept reached the member: if it is for the member's MD, replay an older
+        certified value to the group now, before the new value's commit gets there."""
+        member = next((a for a in self.attackers if a.kind == "member"), None)
+        items = msg.get("items")
+        key = self._member_key()
+        if member is None or not member.up or not isinstance(items, list) or not any(
+                isinstance(item, list) and item and item[0] == key for item in items):
+            return
+        self._remember(member)
+        if self.sim.now - self._raced < 3.0:
+            return
+        self._raced = self.sim.now
+        self._rollback(member)
+
+    def _rollback(self, attacker: Attacker) -> None:
+        self._remember(attacker)
+        if not self.certified:
+            return
+        key = self._member_key()
+        old, votes = self.certified[0] if self.rng.random() < 0.5 else self.rng.choice(self.certified)
+        members, prev = [bytes(m) for m in old.members], [bytes(m) for m in old.prev]
+        steps, value = [], old
+        for _ in range(self.rng.randrange(4)):  # rounds that change nothing, only counted
+            after = value.with_seq(value.seq + 1)
+            steps.append([value.digest(), [], members, prev, after.digest()])
+            value = after
+        if not steps:
+            payload = [CERTIFIED, old.encode(), votes, [old.digest(), [], members, prev, old.digest()]]
+        elif len(steps) == 1:
+            payload = [CERTIFIED, old.encode(), votes, steps[0]]
+        else:
+            payload = [CHAIN, old.encode(), votes, steps[:-1], steps[-1]]
+        item = [key, self._ballot(attacker, key).to_obj(), False, payload]
+        for node in self._targets(key[:32]):
+            self._send(attacker, node, self._msg("accept", items=[item]), "rollback")
 
 
 class _PeekingInbox:

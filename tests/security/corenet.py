@@ -17,6 +17,7 @@ from node.keys import Keypair
 from node.paxos import item_key
 from node.requests import MutateEntries, PutMData, Request
 from node.store import MemoryStore
+from node.wire import new_message
 from node.xorname import XorName
 
 TAG = 30_001
@@ -27,6 +28,9 @@ class CoreNet:
         rng = random.Random(seed)
         self._queue: list[tuple[Any, Send]] = []
         self._injected: set[bytes] = set()
+        # (sender, kind) pairs of messages held back (see `hold`), and the messages held.
+        self._withheld: set[tuple[XorName, str]] = set()
+        self._held: list[tuple[Any, Send]] = []
         self.logs: list[tuple[float, int, str, dict[str, Any]]] = []
         self.config = config or NodeConfig()
         self.now = 0.0
@@ -57,12 +61,32 @@ class CoreNet:
         for send in sends:
             self._queue.append((sender, send))
 
+    def hold(self, sender: NodeCore, *kinds: str) -> None:
+        """From now on messages of these kinds from `sender` (and the commits that would ride in
+        its accepts, node/replication.py `flush`) are held back: still on their way, or never
+        sent by a Byzantine node. `release` sends them."""
+        self._withheld.update((sender.name, kind) for kind in kinds)
+
+    def release(self) -> None:
+        self._withheld.clear()
+        self._queue.extend(self._held)
+        self._held = []
+        self.deliver()
+
     def deliver(self, limit: int = 200_000) -> None:
         queue = self._queue
         steps = 0
         while queue and steps < limit:
             steps += 1
             sender, send = queue.pop(0)
+            if self._withheld and isinstance(sender, NodeCore):
+                if (sender.name, send.msg.get("k")) in self._withheld:
+                    self._held.append((sender, send))
+                    continue
+                if (sender.name, "commit") in self._withheld and "commits" in send.msg:
+                    riding = send.msg["commits"]
+                    self._held.append((sender, Send(send.to, send.address, new_message("commit", items=riding))))
+                    send = Send(send.to, send.address, {k: v for k, v in send.msg.items() if k != "commits"})
             if send.msg.get("re") in self._injected:
                 # The answer to a message an attacker (or a test's client) sent: it goes to the
                 # test, even when the attacker poses as a real node.
@@ -104,8 +128,6 @@ class CoreNet:
         network = self.cores[0].network_id
         request = Request.signed(op, keys, network=network, expires=int(time.time()) + 600)
         client = Peer(Keypair().name, "client")
-        from node.wire import new_message
-
         msg = new_message("request", req=request.to_obj())
         self.inject(self.group(op.address.name)[0], client, msg)
         for _ in range(40):
