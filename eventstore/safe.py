@@ -23,7 +23,7 @@ from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NoReturn, Protocol, TypeVar
 
 import msgpack
 import trio
@@ -380,11 +380,24 @@ async def gather(calls: Sequence[Callable[[], Awaitable[T]]], limit: int = 16) -
             for i in range(len(calls)):
                 nursery.start_soon(run, i)
     except BaseExceptionGroup as group:
-        # One failure cancels the rest; hand it on as itself, so callers can catch it.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        raise_one(group)
     return results  # type: ignore[return-value]
+
+
+def raise_one(group: BaseExceptionGroup) -> NoReturn:
+    """One failure cancels the rest of a nursery's calls; hand it on as itself, so callers can
+    catch it (a `RequestTimeout`, say). Two calls that failed at once (two reads that met the
+    same network trouble) are handed on as the first, when both are ordinary errors."""
+    leaves = _leaves(group)
+    if len(leaves) == 1 or all(isinstance(e, Exception) for e in leaves):
+        raise leaves[0] from None
+    raise group
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for e in error.exceptions for leaf in _leaves(e)]
+    return [error]
 
 
 # ---------------------------------------------------------------------- index sets

@@ -27,7 +27,7 @@ from .errors import CorruptData
 from .events import NO_STREAM, TOMBSTONE
 from .privacy import Sealer
 from .records import Body, Intent, StreamEntry, key_of, number_of
-from .safe import ByteLRU, Clash, Layout, SafeData, entry_limit, gather
+from .safe import ByteLRU, Clash, Layout, SafeData, entry_limit, gather, raise_one
 
 IntentAt = Callable[[int], Awaitable[tuple[Intent, tuple[bytes, ...]] | None]]
 
@@ -216,11 +216,14 @@ class Streams:
         async def probe() -> None:
             probed.append(await self.data.exists(self.layout.stream_segment(stream, guess + 1)))
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(probe)
-            listed = await self.segment(stream, guess)
-            if listed and len(listed) < self.segment_size:
-                nursery.cancel_scope.cancel()  # not full: nothing can follow it yet
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(probe)
+                listed = await self.segment(stream, guess)
+                if listed and len(listed) < self.segment_size:
+                    nursery.cancel_scope.cancel()  # not full: nothing can follow it yet
+        except BaseExceptionGroup as group:
+            raise_one(group)
         after = bool(probed and probed[0])
         if listed and (len(listed) < self.segment_size or not after):
             self._note_segment(stream, guess)
