@@ -485,7 +485,8 @@ class ChunkKeeper:
             if now - since < self.core.config.grace:
                 continue
             del self._handed[name]
-            if self.core.name not in self.core.group(name) or not self.knows_group(name):
+            out = self.core.name not in self.core.group(name) or not self.knows_group(name)
+            if out and not self._displaced_by_unproven(name):
                 self.core.store.delete_chunk(name)
                 for other in (self._left_at, self._last_group, self._confirmed):
                     other.pop(name, None)
@@ -531,7 +532,7 @@ class ChunkKeeper:
     def _maybe_release(self, name: bytes, holder: XorName) -> None:
         """Drop a chunk we no longer should hold once a majority of its group has it."""
         group = self.core.group(name)
-        if self.core.name in group:
+        if self.core.name in group or self._displaced_by_unproven(name):
             self._left_at.pop(name, None)
             self._confirmed.pop(name, None)
             return
@@ -545,6 +546,33 @@ class ChunkKeeper:
             for table in (self._left_at, self._last_group, self._confirmed):
                 table.pop(name, None)
             self.core.log("chunk_released", name=name.hex())
+
+    def _displaced_by_unproven(self, name: bytes) -> bool:
+        """Are we out of the chunk's group only because of peers that never did work of ours?
+
+        A Sybil that answers pings and lookups but no work sits in our view of a group (and in
+        the lookups that locate it) until enough of our work requests to it lapse (rule 10),
+        and nothing makes us send it any: a node that is not in the group sends its members
+        no work. Meanwhile it pushes us out of the group, and we would let our copy go, one
+        honest copy fewer for as long as it stays (byzantine seed 22: a member handed a chunk
+        on and dropped it because a `stranger` stood in the located group, and lacked it at
+        the end). So we keep the copy while the peers ahead of us have never answered our
+        work. Our anti-entropy rounds ask every member of our view for its chunks (work): an
+        honest newcomer answers and is trusted from then on, a Sybil's lapses get it demoted
+        and out of the group, and either way the copy then goes as it would have."""
+        if "trust_idle_members" in self.core.config.breaks:
+            return False
+        core, r = self.core, self.core.config.replication
+        me, standing, now = core.name, core.standing, core.now
+        candidates = set(core.group(name, 2 * r))
+        located = self._located.get(bytes(name))
+        if located is not None:
+            candidates.update(located[1])
+        demoted = standing.demoted(now) if standing.any_demoted() else set()
+        ranked = [m for m in closest(name, candidates, len(candidates))
+                  if m not in demoted and not standing.banned(m, now)]
+        trusted = [m for m in ranked if m == me or standing.proven(m)]
+        return me in trusted[:r]
 
     def _queue_push(self, name: XorName, member: XorName) -> None:
         if (name, member) not in self._queued:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .keys import Keypair
     from .peer import Peer
     from .requests import Request
-    from .routing import Contact, RoutingTable
+    from .routing import Contact, RoutingTable, Standing
     from .store import Store
     from .xorname import XorName
 
@@ -51,6 +51,11 @@ class NodeServices(Protocol):
 
     @property
     def routing(self) -> RoutingTable: ...
+
+    @property
+    def standing(self) -> Standing:
+        """Which peers have done work for us, and which shirk it (rule 10)."""
+        ...
 
     @property
     def rng(self) -> random.Random: ...
