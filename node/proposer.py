@@ -352,7 +352,13 @@ class Proposal:
                 self.results.append((respond, None, exc))
         if value.prev and base_chosen:
             value = value.with_members(value.members)  # the move was accepted by both groups
-        if self.purpose == "reconfig" and not value.prev and group != value.members:
+        # Nor does it shrink the group below R: a view with fewer nodes than that near the
+        # name is one cut down by a partition (or by demotions), and a group drawn from it
+        # names nodes far from the name that the other side will not find plausible once it
+        # heals, so that no member there can check the move (Acceptor.apply_step) and the MD
+        # stalls in it. (A network of fewer than R nodes has small groups from the start.)
+        full_view = len(group) >= min(self.core.config.replication, len(value.members))
+        if self.purpose == "reconfig" and not value.prev and group != value.members and full_view:
             # A move starts only from a settled value: one group change at a time. And it
             # takes in only nodes that have done work for us: a newcomer that has not yet is
             # given a little (an empty chunk_has) and the move waits for a later round, so a
