@@ -269,31 +269,6 @@ class Proposal:
                 self.retry()
             return
         best = max(self.promises.values(), key=lambda p: p.accepted)
-        rest = {n for n, p in self.promises.items() if p.digest != best.digest}
-        runner_up = max((self.promises[n] for n in rest), key=lambda p: p.accepted, default=None)
-        if (best.value is not None and runner_up is not None and runner_up.value is not None
-                and runner_up.value.quorums == self.quorums
-                and not _majorities(set(self.promises) - rest, self.quorums)):
-            if not _majorities(rest, self.quorums):
-                # Too few hold it to show it chosen, and too few hold anything else to set it
-                # aside: we hear every member out first (a member that does not answer
-                # counts as refusing once its request times out).
-                if answered < len(set(self.members + self.extended)):
-                    return
-            else:
-                # The value with the highest ballot is held by too few for it to have been chosen,
-                # and those that hold something else are a majority. Any majority of the promises
-                # is enough to decide on (a chosen value was accepted by a majority, which meets
-                # every other), so we decide among them. Carrying the value of a cut-short round
-                # forward is allowed, not required, and it is how a Byzantine member would undo
-                # writes: it gives an old value (with its genuine certificate, and rounds that
-                # change nothing added) a high ballot by sending it to a member that lags behind,
-                # which rightly takes it, while it withholds, as their proposer, the certificates
-                # of the newer writes (byzantine seed 172).
-                self._discount(best.digest)
-                self.core.log("minority_value", key=self.key.hex(), digest=best.digest.hex())
-                self.evaluate_promises()
-                return
         fresher = self._certified_newer(best)
         if fresher is not None:
             # A value the promises certify that counts more rounds than the one with the highest
@@ -315,7 +290,10 @@ class Proposal:
                 self.core.log("unproven_value", key=self.key.hex(), digest=best.digest.hex(), wait=True)
                 self.retry()
                 return
-            self._discount(best.digest)
+            for name, promise in list(self.promises.items()):
+                if promise.digest == best.digest:
+                    del self.promises[name]
+                    self.refused.add(name)
             self.core.log("unproven_value", key=self.key.hex(), digest=best.digest.hex(), wait=False)
             self.evaluate_promises()
             return
@@ -522,13 +500,6 @@ class Proposal:
             return promise.value is not None and promise.value.seq > value.seq
 
         return all(sum(1 for n in group if may_hold(n)) >= majority(len(group)) for group in value.quorums)
-
-    def _discount(self, digest: bytes) -> None:
-        """The promises reporting the value with `digest` count as refusals from now on."""
-        for name, promise in list(self.promises.items()):
-            if promise.digest == digest:
-                del self.promises[name]
-                self.refused.add(name)
 
     def _could_be_chosen(self, digest: bytes) -> bool:
         """Could a majority of each group have accepted the value with `digest`? Not if too
