@@ -84,12 +84,16 @@ def check_expected_version(expected: int) -> int:
 # --------------------------------------------------------------------------- payloads
 
 
+# json.dumps with options builds an encoder per call; one, made once, does the same.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_payload(value: JSON | bytes) -> tuple[bytes, bool]:
     """(bytes to store, is_json). Bytes are stored as given; anything else as compact JSON."""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value), False
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(), True
+        return _JSON.encode(value).encode(), True
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"event data is neither bytes nor JSON-able: {exc}") from None
 
