@@ -28,7 +28,6 @@ reader or writer does not complete or void.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
@@ -38,6 +37,7 @@ from typing import Any
 import trio
 
 from client.api import DataClient
+from client.ids import random_bytes
 from node import errors as E
 from node.xorname import sha3_256
 
@@ -198,7 +198,7 @@ class Database(DatabaseReads):
                 targets.append(version)
             if len(self._targets) > 4096:
                 self._targets.popitem(last=False)
-            intent = Intent(os.urandom(16), stream, version, len(bodies), bodies, None, self._now_us())
+            intent = Intent(random_bytes(16), stream, version, len(bodies), bodies, None, self._now_us())
             slot = await self.log.claim(await self.log.encode(intent))
             if version == 0:
                 await self._register(stream)

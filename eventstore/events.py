@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from client.ids import uuid4
+
 from .errors import InvalidEvent
 
 # Expected versions (EventStoreDB's numbers, so logs and docs read the same).
@@ -112,7 +114,7 @@ class EventData:
     type: str
     data: JSON | bytes
     metadata: JSON | bytes | None = None
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=uuid4)
     causation_id: uuid.UUID | None = None
     correlation_id: uuid.UUID | None = None
 
