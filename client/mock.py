@@ -52,7 +52,6 @@ from node.requests import (
 )
 
 from .api import DataClient
-from .ids import random_bytes
 
 Predicate = Callable[[Request], bool]
 
@@ -278,7 +277,7 @@ class MockClient(DataClient):
     async def call(self, op: Op, *, request_id: bytes | None = None) -> Any:
         if not op.MUTATES:
             return await self._send(Request(op, self.keys.public))
-        request = self._sign(op, request_id or random_bytes(REQUEST_ID_LEN))
+        request = self._sign(op, request_id)
         self.network._note_signed(request)
         return await self._send(request)
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-
-from client.ids import uuid4
 
 from .errors import InvalidEvent
 
@@ -63,12 +62,15 @@ def is_system(name: str) -> bool:
     return name.startswith("$")
 
 
+_CONTROL = re.compile("[\x00-\x1f]")
+
+
 def check_stream_name(stream: str) -> str:
     if not isinstance(stream, str) or not stream:
         raise InvalidEvent("a stream name is a non-empty string")
     if len(stream) > MAX_STREAM_NAME:
         raise InvalidEvent(f"a stream name has at most {MAX_STREAM_NAME} characters")
-    if any(ord(c) < 32 for c in stream):
+    if _CONTROL.search(stream):
         raise InvalidEvent("a stream name has no control characters")
     if not category_of(stream):
         raise InvalidEvent(f"stream {stream!r} has an empty category")
@@ -114,7 +116,7 @@ class EventData:
     type: str
     data: JSON | bytes
     metadata: JSON | bytes | None = None
-    id: uuid.UUID = field(default_factory=uuid4)
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
     causation_id: uuid.UUID | None = None
     correlation_id: uuid.UUID | None = None
 

@@ -1,18 +1,13 @@
-"""The mock network's short cuts (client/mock.py, client/ids.py): each must give exactly
-what the long way gives, and none may accept a request the real network would refuse."""
+"""The mock network's short cuts (client/mock.py): each must give exactly what the long way
+gives, and none may accept a request the real network would refuse."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import random
 
 import msgpack
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from client.ids import random_bytes, uuid4
 from client.mock import MockNetwork, wire_form
 from node import errors as E
 from node.accounts import CreateAccount, DelAuthKey, InsAuthKey
@@ -138,45 +133,3 @@ async def test_the_mock_client_appends_with_every_signature_checked_in_full():
         with pytest.raises(E.InvalidEntryActions):
             await client.mutate_entries(ADDRESS, {b"e0": Ins(b"again")})
     assert nets[0].mdata[ADDRESS].md == nets[1].mdata[ADDRESS].md  # (request ids differ)
-
-
-# ------------------------------------------------------------------ ids without a system call each
-
-
-@given(st.lists(st.integers(1, 64), min_size=1, max_size=200))
-def test_pooled_ids_have_the_asked_length_and_never_repeat(sizes):
-    ids = [random_bytes(n) for n in sizes]
-    assert [len(i) for i in ids] == sizes
-    long = [i for i in ids if len(i) >= 8]
-    assert len(set(long)) == len(long)
-    assert uuid4().version == 4 and uuid4() != uuid4()
-
-
-def test_a_replaced_urandom_is_drawn_from_directly(monkeypatch):
-    random_bytes(16)  # the pool holds bytes from the real generator now
-    monkeypatch.setattr(os, "urandom", random.Random(7).randbytes)
-    drawn = [random_bytes(16), uuid4().bytes, random_bytes(5)]
-    again = random.Random(7)
-    assert drawn[0] == again.randbytes(16)
-    expected_uuid = bytearray(again.randbytes(16))
-    expected_uuid[6] = expected_uuid[6] & 0x0F | 0x40  # uuid4's version and variant bits
-    expected_uuid[8] = expected_uuid[8] & 0x3F | 0x80
-    assert drawn[1] == bytes(expected_uuid)
-    assert drawn[2] == again.randbytes(5)
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_does_not_repeat_its_parents_ids():
-    random_bytes(16)  # the pool is filled before the fork
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next id, to the parent
-        try:
-            os.write(write, random_bytes(16))
-        finally:
-            os._exit(0)
-    os.close(write)
-    child = os.read(read, 16)
-    os.close(read)
-    os.waitpid(pid, 0)
-    assert len(child) == 16 and child != random_bytes(16)
