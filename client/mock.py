@@ -175,7 +175,9 @@ class MockNetwork:
                 # The same fields give the same signing bytes: hand the decoded request the
                 # ones already made, so the rules engine's replay window does not encode them
                 # again (a cache the frozen request keeps for exactly this; see Request.signed).
-                request.__dict__.setdefault("_signing", made.signing_bytes())
+                cache = getattr(request, "__dict__", None)
+                if cache is not None:
+                    cache.setdefault("_signing", made.signing_bytes())
                 return
         request.verify()
 
