@@ -50,12 +50,17 @@ from node.requests import (
     apply_mutation,
     read_mdata,
 )
+from node.xorname import sha3_256
 
 from .api import DataClient
 
 Predicate = Callable[[Request], bool]
 
 _NO_STATE = rules.MDataState()  # an MD nobody made yet (immutable, so one serves all)
+# The mock's memo of its own clients' signatures (MockNetwork._own_signatures): at most this
+# many requests, holding at most this many bytes of signed fields between them.
+_OWN_SIGNATURES = 4096
+_OWN_SIGNATURE_BYTES = 8 << 20
 
 
 @dataclass
@@ -101,8 +106,12 @@ class MockNetwork:
         # signature made by the key over a request's signing bytes always verifies, so a
         # decoded request *equal* to one of these (every field, the signature included: the
         # same signing bytes) gets the verifier's answer without its cost; anything else (a
-        # forged, altered or foreign request) is verified in full. Bounded, oldest out.
-        self._own_signatures: OrderedDict[bytes, Request] = OrderedDict()
+        # forged, altered or foreign request) is verified in full. An operation that signs a
+        # digest of what it carries (PutIData) is kept as the requester and a digest of its
+        # signing bytes instead, so that no chunk stays in memory for it. Each entry with the
+        # bytes it holds; bounded in count and bytes, oldest out.
+        self._own_signatures: OrderedDict[bytes, tuple[Request | bytes, int]] = OrderedDict()
+        self._own_bytes = 0
         # account_address(owner) hashes the key on every call; it never changes.
         self._account_addresses: dict[PublicKey, MDataAddress] = {}
         if self.path is not None and self.path.exists():
@@ -163,22 +172,44 @@ class MockNetwork:
     def _note_signed(self, request: Request) -> None:
         """A client of this network signed `request` here (see `_own_signatures`)."""
         assert request.requester is not None
-        self._own_signatures[request.signature] = request
-        if len(self._own_signatures) > 4096:
-            self._own_signatures.popitem(last=False)
+        signing = request.signing_bytes()
+        entry: Request | bytes
+        if type(request.op).signed_args is Op.signed_args:
+            entry, size = request, len(signing)  # every field of it is in those bytes
+        else:
+            entry = bytes(request.requester) + sha3_256(signing)
+            size = len(entry)
+        self._forget_signed(request.signature)  # (the same request signed again)
+        self._own_signatures[request.signature] = (entry, size)
+        self._own_bytes += size
+        while len(self._own_signatures) > _OWN_SIGNATURES or self._own_bytes > _OWN_SIGNATURE_BYTES:
+            _signature, (_entry, old) = self._own_signatures.popitem(last=False)
+            self._own_bytes -= old
+
+    def _forget_signed(self, signature: bytes) -> Request | bytes | None:
+        found = self._own_signatures.pop(signature, None)
+        if found is None:
+            return None
+        self._own_bytes -= found[1]
+        return found[0]
 
     def _verify(self, request: Request) -> None:
         op = request.op
         if op.MUTATES and not op.INTERNAL and request.requester is not None and request.signature:
-            made = self._own_signatures.pop(request.signature, None)
-            if made is not None and len(request.request_id) == REQUEST_ID_LEN and made == request:
-                # The same fields give the same signing bytes: hand the decoded request the
-                # ones already made, so the rules engine's replay window does not encode them
-                # again (a cache the frozen request keeps for exactly this; see Request.signed).
-                cache = getattr(request, "__dict__", None)
-                if cache is not None:
-                    cache.setdefault("_signing", made.signing_bytes())
-                return
+            made = self._forget_signed(request.signature)
+            if made is not None and len(request.request_id) == REQUEST_ID_LEN:
+                if isinstance(made, Request):
+                    if made == request:
+                        # The same fields give the same signing bytes: hand the decoded
+                        # request the ones already made, so the rules engine's replay window
+                        # does not encode them again (the cache a frozen request keeps for
+                        # exactly this; see Request.signed).
+                        cache = getattr(request, "__dict__", None)
+                        if cache is not None:
+                            cache.setdefault("_signing", made.signing_bytes())
+                        return
+                elif made == bytes(request.requester) + sha3_256(request.signing_bytes()):
+                    return
         request.verify()
 
     def _apply(self, request: Request) -> Any:

@@ -83,6 +83,14 @@ def mutation(n: int = 0) -> Request:
     return Request.signed(PutIData(ImmutableData(b"mine %d" % n)), KEYS, network=b"", expires=0)
 
 
+async def put_md(net: MockNetwork) -> None:
+    await net.client(KEYS).put_mdata(MD)
+
+
+def insertion(n: int = 0) -> Request:
+    return Request.signed(MutateEntries(ADDRESS, {b"new %d" % n: Ins(b"v")}), KEYS)
+
+
 def changed(request: Request, **fields) -> Request:
     return dataclasses.replace(request, **fields)
 
@@ -95,17 +103,41 @@ def changed(request: Request, **fields) -> Request:
     {"owner": OTHER.public},
     {"op": PutIData(ImmutableData(b"not mine"))},
 ])
-async def test_a_remembered_signature_vouches_only_for_the_request_it_signed(change):
+@pytest.mark.parametrize("kind", ["put_idata", "mutate_entries"])  # kept as a digest / as the request
+async def test_a_remembered_signature_vouches_only_for_the_request_it_signed(change, kind):
     net = MockNetwork()
-    signed = mutation()
+    await put_md(net)
+    signed = mutation() if kind == "put_idata" else insertion()
     net._note_signed(signed)
     if change.get("signature", 0) is None:
         change = {"signature": bytes([signed.signature[0] ^ 1]) + signed.signature[1:]}
+    if "op" in change and kind == "mutate_entries":
+        change = {"op": MutateEntries(ADDRESS, {b"not mine": Ins(b"v")})}
+    before = net.mdata[ADDRESS]
     with pytest.raises(E.InvalidSignature):
         await apply(net, changed(signed, **change))
-    assert not net.chunks
+    assert not net.chunks and net.mdata[ADDRESS] == before
     await apply(net, signed)  # the genuine request still passes (verified in full now)
-    assert bytes(ImmutableData(b"mine 0").name) in net.chunks
+    assert bytes(ImmutableData(b"mine 0").name) in net.chunks or b"new 0" in net.mdata[ADDRESS].md.entries
+
+
+async def test_the_memo_holds_no_chunk_and_keeps_to_its_budget():
+    from client import mock
+
+    net = MockNetwork()
+    net._note_signed(Request.signed(PutIData(ImmutableData(bytes(1 << 20))), KEYS))
+    [(entry, size)] = net._own_signatures.values()
+    assert isinstance(entry, bytes) and size == len(entry) < 100  # a digest, not the MiB
+    big = [Request.signed(MutateEntries(ADDRESS, {b"k%d" % i: Ins(bytes(60_000))}), KEYS) for i in range(200)]
+    for request in big:
+        net._note_signed(request)
+    assert net._own_bytes <= mock._OWN_SIGNATURE_BYTES
+    assert 0 < len(net._own_signatures) < 200  # the oldest went
+    for request in big[-5:]:  # the newest are still remembered, and each is used once
+        assert request.signature in net._own_signatures
+        net._verify(Request.from_obj(wire_form(request)))
+        assert request.signature not in net._own_signatures
+    assert net._own_bytes == sum(size for _entry, size in net._own_signatures.values())
 
 
 async def test_a_memo_hit_leaves_the_signing_bytes_the_request_has():
@@ -116,7 +148,7 @@ async def test_a_memo_hit_leaves_the_signing_bytes_the_request_has():
     net._note_signed(signed)
     decoded = Request.from_obj(wire_form(signed))
     net._verify(decoded)
-    assert net._own_signatures.get(signed.signature) is None  # used once, then forgotten
+    assert signed.signature not in net._own_signatures  # used once, then forgotten
     fresh = Request.from_obj(wire_form(signed))
     assert decoded.signing_bytes() == fresh.signing_bytes() == signed.signing_bytes()
 
