@@ -7,6 +7,7 @@ Python `eventsourcing` library's SQLite store measured in the same run on the sa
     .venv/bin/python bench/eventstore_bench.py --cluster         # also a fresh 8-node cluster, R = 5
     .venv/bin/python bench/eventstore_bench.py --cluster .safenet    # ... or a running one
     .venv/bin/python bench/eventstore_bench.py --profile         # where the mock's time goes
+    .venv/bin/python bench/eventstore_bench.py --singles-only --repeat 5   # just the mock's singles row
 
 Each figure is events/s and ms/event (the mean time per event, i.e. 1000 / rate), and for
 appends the p50/p99 latency of one append call. Single-event appends come from --writers
@@ -248,6 +249,17 @@ async def bench_store(client: DataClient, label: str, count: int, writers: int, 
         print(f"      client: {client.stats}")
 
 
+async def mock_singles(count: int, writers: int) -> None:
+    """The mock's single-event row alone, as `bench_store` makes it (a fresh network,
+    database and streams), with the client's CPU per append."""
+    client = MockNetwork().client()
+    db = await EventStore(client).create_database(f"bench-{os.getpid()}-{time.monotonic_ns()}")
+    async with CostMeter(None) as cost:
+        n, seconds, latencies = await singles(db, "single", count, writers)
+    line(f"mock: single-event appends ({writers} writers)", n, seconds, latencies)
+    cost.report(n, n)
+
+
 @asynccontextmanager
 async def cluster_client(path: str) -> AsyncIterator[DataClient]:
     from client.network import NetworkClient
@@ -338,7 +350,17 @@ def main() -> None:
     parser.add_argument("--cluster-batches", type=int, default=40, help="100-event appends on the cluster")
     parser.add_argument("--no-mock", action="store_true", help="skip the mock network")
     parser.add_argument("--profile", action="store_true", help="profile the mock run, print the top 25")
+    parser.add_argument("--singles-only", action="store_true",
+                        help="only the mock's single-event appends (no SQLite, no other row): for A/B runs")
+    parser.add_argument("--repeat", type=int, default=1, help="with --singles-only: runs, each on a fresh database")
     args = parser.parse_args()
+
+    if args.singles_only:
+        print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        for _ in range(args.repeat):
+            trio.run(mock_singles, args.singles, args.writers)
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return
 
     print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("eventsourcing 9.x, SQLite file (no network, no replication):")

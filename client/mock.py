@@ -42,6 +42,7 @@ from node.data import ImmutableData, MDataAddress, MutableData
 from node.keys import Keypair, PublicKey
 from node.requests import (
     REQUEST_ID_LEN,
+    SIGNING_DOMAIN,
     GetIData,
     Op,
     PutIData,
@@ -54,6 +55,12 @@ from node.xorname import sha3_256
 from .api import DataClient
 
 Predicate = Callable[[Request], bool]
+
+_NO_STATE = rules.MDataState()  # an MD nobody made yet (immutable, so one serves all)
+# The mock's memo of its own clients' signatures (MockNetwork._own_signatures): at most this
+# many requests, holding at most this many bytes of signed fields between them.
+_OWN_SIGNATURES = 4096
+_OWN_SIGNATURE_BYTES = 8 << 20
 
 
 @dataclass
@@ -95,12 +102,18 @@ class MockNetwork:
         self.faults = FaultPlan()
         self.requests: Counter[str] = Counter()
         self.rng = random.Random(seed)
-        # Signatures made in this process by this network's own clients, by signature: the
-        # requester and a digest of exactly what was signed. ed25519 signing is deterministic
-        # and a signature made by the key always verifies, so checking such a request
-        # against this memo gives the verifier's answer without its cost; anything else
-        # (a forged, altered or foreign request) is verified in full. Bounded, oldest out.
-        self._own_signatures: OrderedDict[bytes, bytes] = OrderedDict()
+        # Requests signed in this process by this network's own clients, by signature. A
+        # signature made by the key over a request's signing bytes always verifies, so a
+        # decoded request *equal* to one of these (every field, the signature included: the
+        # same signing bytes) gets the verifier's answer without its cost; anything else (a
+        # forged, altered or foreign request) is verified in full. An operation that signs a
+        # digest of what it carries (PutIData) is kept as the requester and a digest of its
+        # signing bytes instead, so that no chunk stays in memory for it. Each entry with the
+        # bytes it holds; bounded in count and bytes, oldest out.
+        self._own_signatures: OrderedDict[bytes, tuple[Request | bytes, int]] = OrderedDict()
+        self._own_bytes = 0
+        # account_address(owner) hashes the key on every call; it never changes.
+        self._account_addresses: dict[PublicKey, MDataAddress] = {}
         if self.path is not None and self.path.exists():
             self._load()
 
@@ -159,18 +172,44 @@ class MockNetwork:
     def _note_signed(self, request: Request) -> None:
         """A client of this network signed `request` here (see `_own_signatures`)."""
         assert request.requester is not None
-        self._own_signatures[request.signature] = bytes(request.requester) + sha3_256(request.signing_bytes())
-        if len(self._own_signatures) > 4096:
-            self._own_signatures.popitem(last=False)
+        signing = request.signing_bytes()
+        entry: Request | bytes
+        if type(request.op).signed_args is Op.signed_args:
+            entry, size = request, len(signing)  # every field of it is in those bytes
+        else:
+            entry = bytes(request.requester) + sha3_256(signing)
+            size = len(entry)
+        self._forget_signed(request.signature)  # (the same request signed again)
+        self._own_signatures[request.signature] = (entry, size)
+        self._own_bytes += size
+        while len(self._own_signatures) > _OWN_SIGNATURES or self._own_bytes > _OWN_SIGNATURE_BYTES:
+            _signature, (_entry, old) = self._own_signatures.popitem(last=False)
+            self._own_bytes -= old
+
+    def _forget_signed(self, signature: bytes) -> Request | bytes | None:
+        found = self._own_signatures.pop(signature, None)
+        if found is None:
+            return None
+        self._own_bytes -= found[1]
+        return found[0]
 
     def _verify(self, request: Request) -> None:
         op = request.op
         if op.MUTATES and not op.INTERNAL and request.requester is not None and request.signature:
-            made = self._own_signatures.pop(request.signature, None)
-            if made is not None and len(request.request_id) == REQUEST_ID_LEN and made == (
-                bytes(request.requester) + sha3_256(request.signing_bytes())
-            ):
-                return
+            made = self._forget_signed(request.signature)
+            if made is not None and len(request.request_id) == REQUEST_ID_LEN:
+                if isinstance(made, Request):
+                    if made == request:
+                        # The same fields give the same signing bytes: hand the decoded
+                        # request the ones already made, so the rules engine's replay window
+                        # does not encode them again (the cache a frozen request keeps for
+                        # exactly this; see Request.signed).
+                        cache = getattr(request, "__dict__", None)
+                        if cache is not None:
+                            cache.setdefault("_signing", made.signing_bytes())
+                        return
+                elif made == bytes(request.requester) + sha3_256(request.signing_bytes()):
+                    return
         request.verify()
 
     def _apply(self, request: Request) -> Any:
@@ -194,7 +233,11 @@ class MockNetwork:
             return None
         owner, requester = request.account_owner, request.requester
         assert owner is not None and requester is not None
-        address = account_address(owner)
+        address = self._account_addresses.get(owner)
+        if address is None:
+            if len(self._account_addresses) > 4096:
+                self._account_addresses.clear()
+            address = self._account_addresses[owner] = account_address(owner)
         state = self.mdata.get(address)
         info = AccountInfo.of(state.md) if state and state.md else None
         authorise(info, owner, requester)
@@ -215,7 +258,7 @@ class MockNetwork:
             return op.encode_result(ImmutableData(value))
         address: MDataAddress = op.address  # type: ignore[attr-defined]
         if op.MUTATES:
-            state = self.mdata.get(address, rules.MDataState())
+            state = self.mdata.get(address) or _NO_STATE
             new = apply_mutation(state, request)
             if new is not state:
                 self.mdata[address] = new
@@ -272,7 +315,26 @@ class MockClient(DataClient):
         return await self._send(request)
 
     async def _send(self, request: Request) -> Any:
-        wire = msgpack.unpackb(msgpack.packb(request.to_obj(), use_bin_type=True), raw=False)
-        result = await self.network.handle(wire)
+        result = await self.network.handle(wire_form(request))
         await trio.lowlevel.checkpoint()
-        return request.op.decode_result(msgpack.unpackb(msgpack.packb(result, use_bin_type=True), raw=False))
+        if result is not None:  # (None, a mutation's reply, is the same on both sides of the wire)
+            result = msgpack.unpackb(msgpack.packb(result, use_bin_type=True), raw=False)
+        return request.op.decode_result(result)
+
+
+def wire_form(request: Request) -> dict[str, Any]:
+    """`request` as a node finds it after the wire: decoded from bytes, so the network never
+    holds the client's own objects (and whatever does not survive msgpack fails here).
+
+    A signed request's signing bytes already encode every field of its wire form but the
+    signature, when its operation signs its arguments as they are (all but PutIData, which
+    signs a hash): those bytes are decoded instead of encoding the request a second time.
+    """
+    op = request.op
+    if request.signature and type(op).signed_args is Op.signed_args:
+        signed = msgpack.unpackb(request.signing_bytes(), raw=False)
+        if isinstance(signed, list) and len(signed) == 7 and signed[0] == SIGNING_DOMAIN:
+            _domain, op_obj, rq, own, rid, net, exp = signed
+            return {"op": op_obj, "rq": rq, "rid": rid, "own": own, "sig": request.signature, "net": net, "exp": exp}
+    wire: dict[str, Any] = msgpack.unpackb(msgpack.packb(request.to_obj(), use_bin_type=True), raw=False)
+    return wire

@@ -144,7 +144,7 @@ class Database(DatabaseReads):
         if not 1 <= len(events) <= MAX_APPEND_EVENTS:
             raise InvalidEvent(f"an append holds 1 to {MAX_APPEND_EVENTS} events, got {len(events)}")
         ids = [e.id for e in events]
-        if len(set(ids)) != len(ids):
+        if len(ids) > 1 and len({i.int for i in ids}) != len(ids):
             raise InvalidEvent("the events of an append need distinct ids")
         known = self._recently_appended(stream, expected, ids)
         if known is not None:
@@ -165,20 +165,20 @@ class Database(DatabaseReads):
             # must not trust an end another task of this process caches meanwhile either
             # (`_start`): appended after its own events, it would store them twice.
             self._tails.pop(stream, None)
-            self._unsure[ids[0]] = stream
+            self._unsure[ids[0].int] = stream
             if len(self._unsure) > 4096:
                 self._unsure.popitem(last=False)
             raise
-        self._unsure.pop(ids[0], None)
-        self._targets.pop(ids[0], None)
-        self._recent[ids[0]] = (stream, tuple(ids), result)
+        self._unsure.pop(ids[0].int, None)
+        self._targets.pop(ids[0].int, None)
+        self._recent[ids[0].int] = (stream, tuple(ids), result)
         if len(self._recent) > 4096:
             self._recent.popitem(last=False)
         return result
 
     def _recently_appended(self, stream: str, expected: int, ids: list[Any]) -> AppendResult | None:
         """The result of an append of these very events that this process saw succeed."""
-        known = self._recent.get(ids[0])
+        known = self._recent.get(ids[0].int)
         if known is None or known[0] != stream or known[1] != tuple(ids):
             return None
         result = known[2]
@@ -193,7 +193,7 @@ class Database(DatabaseReads):
         ids = [e.id for e in events]
         bodies = await self._bodies(events, corrects)
         for _attempt in range(MAX_ATTEMPTS):
-            targets = self._targets.setdefault(ids[0], [])
+            targets = self._targets.setdefault(ids[0].int, [])
             if version not in targets:
                 targets.append(version)
             if len(self._targets) > 4096:
@@ -229,7 +229,7 @@ class Database(DatabaseReads):
         Either way an append targets version v only once v-1 is known to exist, so whoever
         finishes its intent can never leave a hole in the stream.
         """
-        cached = None if self._unsure.get(ids[0]) == stream else self._tails.get(stream)
+        cached = None if self._unsure.get(ids[0].int) == stream else self._tails.get(stream)
         if cached is None:
             if expected == NO_STREAM:
                 return 0  # a stream that exists clashes at version 0
@@ -244,11 +244,11 @@ class Database(DatabaseReads):
         self._remember(stream, tail)
         if tail.deleted:
             raise StreamDeleted(stream)
-        if self._unsure.get(ids[0]) == stream:
+        if self._unsure.get(ids[0].int) == stream:
             # A retry of an append whose outcome we never learned: its intents may have landed
             # at the versions they claimed, with other appends after them, where neither the
             # expected version nor the stream's last append would show them. Look there first.
-            for version in self._targets.get(ids[0], ()):
+            for version in self._targets.get(ids[0].int, ()):
                 if version <= tail.version:
                     done = await self._already_appended(stream, version, ids)
                     if done is not None:
@@ -313,6 +313,8 @@ class Database(DatabaseReads):
                     sealed[i] = record
                     continue
             (to_blob if len(raw) >= BLOB_MIN else to_pack).append(i)
+        if not to_pack and not to_blob:
+            return tuple(sealed)  # type: ignore[arg-type]  # every record made: payloads inline
 
         puts: list[Callable[[], Awaitable[bytes]]] = []
         if to_pack:

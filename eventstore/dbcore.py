@@ -119,11 +119,13 @@ class DatabaseCore:
         self.info: DatabaseInfo | None = None
         self._opening: trio.Lock | None = None
         self._tails: OrderedDict[str, Tail] = OrderedDict()
-        self._recent: OrderedDict[Any, tuple[str, tuple[Any, ...], AppendResult]] = OrderedDict()
-        self._unsure: OrderedDict[Any, str] = OrderedDict()  # first event id -> stream, of appends that failed
+        # These three are keyed by an append's first event id as an int (`UUID.int`): a UUID
+        # hashes in Python, an int in C, and an append looks them up several times.
+        self._recent: OrderedDict[int, tuple[str, tuple[Any, ...], AppendResult]] = OrderedDict()
+        self._unsure: OrderedDict[int, str] = OrderedDict()  # first event id -> stream, of appends that failed
         # First event id -> the versions its append's intents claimed, while the append is at
         # work or its outcome unknown: where a retry looks for its own events first.
-        self._targets: OrderedDict[Any, list[int]] = OrderedDict()
+        self._targets: OrderedDict[int, list[int]] = OrderedDict()
         self._registered: set[str] = set()
         self._known_categories: set[str] = set()
         self.last_category_read = ""  # how the last read_category read: links of $ce-, or the log

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,12 +62,15 @@ def is_system(name: str) -> bool:
     return name.startswith("$")
 
 
+_CONTROL = re.compile("[\x00-\x1f]")
+
+
 def check_stream_name(stream: str) -> str:
     if not isinstance(stream, str) or not stream:
         raise InvalidEvent("a stream name is a non-empty string")
     if len(stream) > MAX_STREAM_NAME:
         raise InvalidEvent(f"a stream name has at most {MAX_STREAM_NAME} characters")
-    if any(ord(c) < 32 for c in stream):
+    if _CONTROL.search(stream):
         raise InvalidEvent("a stream name has no control characters")
     if not category_of(stream):
         raise InvalidEvent(f"stream {stream!r} has an empty category")
@@ -84,12 +88,16 @@ def check_expected_version(expected: int) -> int:
 # --------------------------------------------------------------------------- payloads
 
 
+# json.dumps with options builds an encoder per call; one, made once, does the same.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_payload(value: JSON | bytes) -> tuple[bytes, bool]:
     """(bytes to store, is_json). Bytes are stored as given; anything else as compact JSON."""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value), False
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(), True
+        return _JSON.encode(value).encode(), True
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"event data is neither bytes nor JSON-able: {exc}") from None
 

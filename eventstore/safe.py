@@ -67,6 +67,11 @@ class Layout:
 
     namespace: bytes  # the database id, or a keyed hash of it for a private database
     sealer: Sealer
+    # Every append derives its stream segment's and the log segment's address (a hash
+    # each): the last few thousand are kept. Addresses never change, so nothing goes stale.
+    _addresses: dict[tuple[str | int, ...], MDataAddress] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def categories(self, partition: int, segment: int) -> MDataAddress:
         return MDataAddress(derive_name("categories", self.namespace, partition, segment), TAG)
@@ -76,11 +81,23 @@ class Layout:
         return MDataAddress(derive_name("streams", self.namespace, name, partition, segment), TAG)
 
     def stream_segment(self, stream: str, segment: int) -> MDataAddress:
-        name = self.sealer.name(stream)
-        return MDataAddress(derive_name("stream", self.namespace, name, segment), TAG)
+        found = self._addresses.get((stream, segment))
+        if found is None:
+            name = self.sealer.name(stream)
+            found = self._keep((stream, segment), derive_name("stream", self.namespace, name, segment))
+        return found
 
     def log_segment(self, segment: int) -> MDataAddress:
-        return MDataAddress(derive_name("log", self.namespace, segment), TAG)
+        found = self._addresses.get((segment,))
+        if found is None:
+            found = self._keep((segment,), derive_name("log", self.namespace, segment))
+        return found
+
+    def _keep(self, key: tuple[str | int, ...], name: XorName) -> MDataAddress:
+        if len(self._addresses) >= 8192:
+            self._addresses.clear()  # cheaper than an LRU, and refilled by one hash each
+        address = self._addresses[key] = MDataAddress(name, TAG)
+        return address
 
     def writers(self) -> MDataAddress:
         """The database's writer set (eventstore.writers), changed by its owner alone."""

@@ -281,3 +281,22 @@ def test_a_read_wants_its_chunks_in_the_records_order_whatever_the_hash_seed():
     bodies = [body(n, PACKED) for n in chosen[:5]] + [body(chosen[0], PACKED)]
     bodies += [body(n, BLOB, meta_ref=chosen[7]) for n in chosen[5:7]] + [body(b"x", INLINE)]
     assert chunks_wanted(bodies) == (chosen[:5], [chosen[5], chosen[7], chosen[6]])
+
+
+def test_kept_addresses_are_the_derived_ones():
+    """Layout keeps the addresses it derives; what it hands out is what deriving gives,
+    public or private, before and after its store is emptied for room."""
+    from eventstore.privacy import Sealer, new_key
+    from eventstore.safe import TAG, Layout, derive_name
+    from node.data import MDataAddress
+
+    for sealer in (Sealer(), Sealer(new_key())):
+        layout = Layout(b"ns", sealer)
+        for _round in range(2):
+            for i in range(5000):
+                stream, segment = f"s@{i % 2500}", i // 2500
+                assert layout.stream_segment(stream, segment) == MDataAddress(
+                    derive_name("stream", b"ns", sealer.name(stream), segment), TAG)
+                assert layout.log_segment(i) == MDataAddress(derive_name("log", b"ns", i), TAG)
+            assert len(layout._addresses) <= 8192
+        assert Layout(b"other", sealer).log_segment(0) != layout.log_segment(0)
