@@ -142,7 +142,8 @@ def mutate_entries(
 
 def _resized(md: MutableData, entries: Mapping[bytes, Value], changed: Mapping[bytes, object]) -> int:
     """The packed size of `entries`, from `md`'s by the changed keys alone."""
-    md.encoded_size()  # makes sure md.entries_size is known
+    if md.entries_size is None:
+        md.encoded_size()  # makes it known (once per MD value)
     size = md.entries_size
     assert size is not None
     for key in changed:
