@@ -82,6 +82,7 @@ class Acceptor:
     steps: dict[bytes, list[Any]]
     chains: dict[bytes, tuple[bytes | Register, list[Any], list[Any]]]
     floors: dict[bytes, int]
+    floor_values: dict[bytes, bytes]
     verified: set[bytes]
     fast: dict[bytes, tuple[Ballot, Register]]
     left_at: dict[bytes, float]
@@ -469,7 +470,7 @@ class Acceptor:
             self.accepted_at.pop(key, None)
         elif self._known_chosen(key, value):
             self.accepted_at.pop(key, None)
-            self.floors[key] = max(self.floors.get(key, 0), value.seq)
+            self._raise_floor(key, value)
         else:
             self.repair(key)
 
@@ -493,10 +494,22 @@ class Acceptor:
         if since is not None and since[0] == digest:
             self.accepted_at[key] = (digest, float("-inf"))
 
+    def _raise_floor(self, key: bytes, value: Register) -> None:
+        """`value` is known chosen: its count is our floor, if no lower than the one we had."""
+        if value.seq >= self.floors.get(key, 0):
+            self.floors[key] = value.seq
+            self.floor_values[key] = value.digest()
+
     def _known_chosen(self, key: bytes, own: Register) -> bool:
-        """Do we know our copy was chosen: a certified count at least as high checked before
-        (our floor), or its certificate, checked now?"""
-        if self.floors.get(key, -1) >= own.seq:
+        """Do we know our copy was chosen (or that a newer value was): a certified count
+        higher than our copy's checked before (our floor), the same count if it was our copy
+        that was certified at it, or its certificate, checked now? Another value certified at
+        our copy's count says our copy was *not* chosen (two values of one count cannot both
+        be): taken as known chosen, it held a copy of a round cut short against the chosen
+        value for good (event-store seed 5: three members kept such a copy, refused every
+        proof built on the chosen one, and the MD stalled)."""
+        floor = self.floors.get(key, -1)
+        if floor > own.seq or (floor == own.seq and self.floor_values.get(key) == own.digest()):
             return True
         cert = self.cert_for(key, own)
         return cert is not None and self.certified(key, own, cert)
@@ -515,7 +528,7 @@ class Acceptor:
             # with the proposer's commit; checked now, on this rare path, not on arrival).
             cert = self.cert_for(key, own)
             if cert is not None and self.certified(key, own, cert):
-                self.floors[key] = own.seq
+                self._raise_floor(key, own)
         if base.seq < self.floors.get(key, 0) and not self.any_certified:
             self.core.log("stale_certificate", key=key.hex(), seq=base.seq, floor=self.floors[key])
             return None
@@ -523,7 +536,7 @@ class Acceptor:
             self.core.log("bad_certificate", key=key.hex())
             return None
         self.certs[key] = (base.digest(), votes)
-        self.floors[key] = base.seq
+        self._raise_floor(key, base)
         return base
 
     # ---------------------------------------------------------------- proposer

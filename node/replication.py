@@ -93,6 +93,7 @@ class Replicator(Acceptor):
         self.steps: dict[bytes, list[Any]] = {}
         self.chains: dict[bytes, tuple[bytes | Register, list[Any], list[Any]]] = {}  # see Acceptor._extend_chain
         self.floors: dict[bytes, int] = {}  # the highest count of rounds of a certificate we checked
+        self.floor_values: dict[bytes, bytes] = {}  # ... and the digest of the value certified at it
         # Accept items and commits waiting for the end of the batch the host is handling, per
         # member: see `flush`.
         self._accepts: dict[XorName, list[tuple[list[Any], Reply]]] = {}
@@ -533,6 +534,7 @@ class Replicator(Acceptor):
         self.certs.pop(key, None)
         self.steps.pop(key, None)
         self.floors.pop(key, None)
+        self.floor_values.pop(key, None)
         self.chains.pop(key, None)
         self.left_at.pop(key, None)
         self._last_group.pop(key, None)

@@ -20,8 +20,9 @@ from node.acceptor import CONFIRM_AFTER, UNCONFIRMED_GRACE
 from node.core import NodeConfig, NodeCore, Peer
 from node.keys import Keypair
 from node.messages import CERTIFIED, CERTIFIED_PARENT, CHAIN, Commit
-from node.paxos import Register, item_key
-from node.proofs import looks_certified
+from node.paxos import AcceptorRecord, Ballot, Register, item_key
+from node.proofs import looks_certified, make_vote
+from node.rules import MDataState as RulesState
 from node.wire import new_message
 
 
@@ -199,3 +200,36 @@ def test_a_junk_commit_cannot_reopen_the_window(net: CoreNet) -> None:
     for form in FORMS:
         assert not any(_replay(net, key, liar, honest, _payloads(old, votes)[form])), form
     assert all(_keeps_the_write(c, key) for c in honest)
+
+
+def test_a_certified_value_of_the_same_count_replaces_a_copy_that_was_not_chosen(net: CoreNet) -> None:
+    """Two values of one count cannot both be chosen, so the floor a member takes from one
+    value's certificate does not make its own, different copy of that count "known chosen".
+    (Event-store seed 5: members that held the value of a round cut short, and had checked
+    the certificate of the value chosen at the same count, refused every proof built on the
+    chosen one for the rest of the run, and the MD stalled.)"""
+    owner = Keypair()
+    md = net.make_md(owner, name=Keypair().public)
+    key = item_key(md.address)
+    base = next(c.replicator.record(key).value for c in net.cores if c.replicator.record(key).value)
+    assert base is not None and base.state.md is not None
+    chosen = base.with_seq(base.seq + 1)  # a repair's round: the count goes up, nothing else
+    # The copy of a round cut short at the same count: another write that lost.
+    state = RulesState(base.state.md, (*base.state.recent, bytes(32)))
+    cut_short = Register(state, base.members, base.prev, chosen.seq)
+    assert cut_short.digest() != chosen.digest()
+    group = [net.by_name[n] for n in base.members]
+    votes = [make_vote(c.keys, key, chosen.digest()) for c in group[:3]]
+    member = group[4]
+    ballot = Ballot(member.replicator.counter + 1, bytes(member.name))
+    member.replicator.write(key, AcceptorRecord(ballot, ballot, cut_short))
+    # It has checked the chosen value's certificate (a proof it could not finish, say).
+    assert member.replicator.adopt_certified(key, member.replicator.record(key), chosen.encode(), votes) is not None
+    assert member.replicator.floors[key] == cut_short.seq
+    step, after = _empty_step(chosen)
+    liar = Peer(group[0].name, "node", group[0].address)
+    msg = _accept(key, [CERTIFIED, chosen.encode(), votes, step], member.replicator.counter + 5)
+    net.inject(member, liar, msg)
+    reply = [m for m in net.inbox.get(group[0].name, []) if m.get("re") == msg["id"]][0]
+    assert reply["k"] == "accepted" and reply["items"][0][1] == 0, reply
+    assert member.replicator.record(key).digest == after.digest()
