@@ -281,25 +281,22 @@ class Proposal:
             # Nobody can show where this value came from: not our own copy, no certificate
             # from its group, no step from a value others hold. If too few nodes may hold it
             # for it to have been chosen, whoever reported it is lying (or holds a round that
-            # failed), and we decide without it (below). Else it may be a chosen value whose
-            # proof is out of reach for now: building on anything else could lose it, so we
-            # wait for every answer and then try again.
+            # failed): its promise counts for nothing, and we decide among the rest. Else it
+            # may be a chosen value whose proof is out of reach for now: building on anything
+            # else could lose it, so we wait for every answer and then try again.
             if self._could_be_chosen(best.digest):
                 if answered < len(set(self.members + self.extended)):
                     return
                 self.core.log("unproven_value", key=self.key.hex(), digest=best.digest.hex(), wait=True)
                 self.retry()
                 return
-            older = self._last_choosable(best)
-            if older is None:
-                # Its promise counts for nothing, and we decide among the rest.
-                self._discount(best.digest)
-                self.core.log("unproven_value", key=self.key.hex(), digest=best.digest.hex(), wait=False)
-                self.evaluate_promises()
-                return
-            self.core.log("unchosen_ballots", key=self.key.hex(), digest=best.digest.hex(),
-                          base=older.digest.hex())
-            best = older
+            for name, promise in list(self.promises.items()):
+                if promise.digest == best.digest:
+                    del self.promises[name]
+                    self.refused.add(name)
+            self.core.log("unproven_value", key=self.key.hex(), digest=best.digest.hex(), wait=False)
+            self.evaluate_promises()
+            return
         if best.value is None and best.digest:
             # The highest value was not sent to us (we thought we had it); ask again for it.
             self.rep.forget_hint(self.key)
@@ -503,46 +500,6 @@ class Proposal:
             return promise.value is not None and promise.value.seq > value.seq
 
         return all(sum(1 for n in group if may_hold(n)) >= majority(len(group)) for group in value.quorums)
-
-    def _discount(self, digest: bytes) -> None:
-        """The promises reporting the value with `digest` count as refusals from now on."""
-        for name, promise in list(self.promises.items()):
-            if promise.digest == digest:
-                del self.promises[name]
-                self.refused.add(name)
-
-    def _last_choosable(self, best: _Promise) -> _Promise | None:
-        """When the value with the highest ballot cannot be proven and was not chosen: the
-        promise to build on instead, keeping every promise in the quorum, or None.
-
-        An acceptor's accepted ballot only grows, so a member that reports an accepted ballot
-        below b never accepted anything at b. Let b* be the highest ballot at which a majority
-        of each group may have accepted (counting as "may" every member that reports b or
-        more, refused us, or has not answered). Nothing was chosen above b*: the latest chosen
-        value C has a ballot at most b*, and some member that accepted it reports a ballot
-        between C's and b* (were they all above b*, a higher ballot would qualify), holding C
-        or what was built on it. The highest value at or below b* is therefore built on C,
-        and the promises above b* (values of rounds cut short) still count for the quorum:
-        they promised our ballot. Without this, members that hold unprovable values at high
-        ballots, a majority of some group between them, stall the MD for good (their promises
-        dropped, no group has a majority left): event-store seed 5."""
-        answered = set(self.promises)
-        ballots = sorted({p.accepted for p in self.promises.values()}, reverse=True)
-        floor = None
-        for ballot in ballots:
-            if all(sum(1 for n in group if n not in answered or self.promises[n].accepted >= ballot)
-                   >= majority(len(group)) for group in self.quorums):
-                floor = ballot
-                break
-        if floor is None or floor >= best.accepted:
-            return None
-        below = [p for p in self.promises.values() if p.accepted <= floor]
-        if not below:
-            return None
-        older = max(below, key=lambda p: p.accepted)
-        if older.value is not None and not self._prove(older):
-            return None
-        return older
 
     def _could_be_chosen(self, digest: bytes) -> bool:
         """Could a majority of each group have accepted the value with `digest`? Not if too
