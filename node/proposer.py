@@ -352,7 +352,7 @@ class Proposal:
                 self.results.append((respond, None, exc))
         if value.prev and base_chosen:
             value = value.with_members(value.members)  # the move was accepted by both groups
-        # Nor does it shrink the group below R: a view with fewer nodes than that near the
+        # A move never shrinks the group below R: a view with fewer nodes than that near the
         # name is one cut down by a partition (or by demotions), and a group drawn from it
         # names nodes far from the name that the other side will not find plausible once it
         # heals, so that no member there can check the move (Acceptor.apply_step) and the MD

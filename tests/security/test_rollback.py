@@ -227,9 +227,9 @@ def test_a_certified_value_of_the_same_count_replaces_a_copy_that_was_not_chosen
     assert member.replicator.adopt_certified(key, member.replicator.record(key), chosen.encode(), votes) is not None
     assert member.replicator.floors[key] == cut_short.seq
     step, after = _empty_step(chosen)
-    liar = Peer(group[0].name, "node", group[0].address)
+    proposer = Peer(group[0].name, "node", group[0].address)  # a round built on the chosen value
     msg = _accept(key, [CERTIFIED, chosen.encode(), votes, step], member.replicator.counter + 5)
-    net.inject(member, liar, msg)
+    net.inject(member, proposer, msg)
     reply = [m for m in net.inbox.get(group[0].name, []) if m.get("re") == msg["id"]][0]
     assert reply["k"] == "accepted" and reply["items"][0][1] == 0, reply
     assert member.replicator.record(key).digest == after.digest()
