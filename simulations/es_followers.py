@@ -119,7 +119,7 @@ async def _follow(load: EventStoreLoad, number: int, name: str, run: Any) -> Non
     async def body(client: Any) -> None:
         db = await load.store(client, FOLLOWER_POLL).add_database(load.info)
         while not wl.stopping:
-            with trio.move_on_after(rng.uniform(3.0, 15.0)):
+            with trio.move_on_after(rng.uniform(*wl.config.es_follower_life)):
                 try:
                     await run(db)
                 except EventStoreError as exc:  # not a network failure: the store or the library broke

@@ -82,6 +82,9 @@ class WorkloadConfig:
     lookup_think: float = 1.0
     es_processes: int = 0  # event-store appenders and readers (simulations.es_workload)
     es_writers: int = 24  # writer tasks in each of them, sharing its client and database
+    # How long a projection agent or process manager runs before it is killed (and restarts
+    # from what it saved), seconds: drawn uniformly from this range each time.
+    es_follower_life: tuple[float, float] = (3.0, 15.0)
     client_timeout: float = 20.0
 
 
