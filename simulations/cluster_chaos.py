@@ -52,7 +52,7 @@ from .run import RunResult
 from .scenarios import Scenario
 from .trace import Trace
 from .verdict import lost_chunks
-from .workloads import Workload
+from .workloads import Workload, WorkloadConfig
 
 CLUSTER_FOLLOWER_LIFE = (20.0, 45.0)  # seconds a follower runs between kills on real processes
 SUPPORTED = {"kill", "pause", "partition-halves", "partition-one", "partition-ring", "partition-asym", "loss",
@@ -495,8 +495,11 @@ async def _run_cluster(scenario: Scenario, seed: int, nodes: int | None, duratio
         target = ClusterTarget(cluster, trace, sub_rng(seed, "cluster-clients"))
         # Real processes: a follower's catch-up (a category read from its checkpoint) takes
         # tens of seconds under faults, so followers killed every 3-15 s, as in the simulator,
-        # never finished one and the process manager issued no command to check.
-        config = dataclasses.replace(scenario.workload, es_follower_life=CLUSTER_FOLLOWER_LIFE)
+        # never finished one and the process manager issued no command to check. (A scenario
+        # file that sets its own range keeps it.)
+        config = scenario.workload
+        if config.es_follower_life == WorkloadConfig.es_follower_life:
+            config = dataclasses.replace(config, es_follower_life=CLUSTER_FOLLOWER_LIFE)
         workload = Workload(target, config, seed)  # type: ignore[arg-type]
         await workload.setup()
         es = None

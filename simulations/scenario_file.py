@@ -132,12 +132,7 @@ def load(path: str) -> Scenario:
             if table else {}
     if "nemesis" in data:
         fields = _table(data, "nemesis", path)
-        if "duration" in fields:
-            pair = fields["duration"]
-            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int | float) for x in pair)
-                    and 0 <= pair[0] <= pair[1]):
-                raise ScenarioError(f"{path}: nemesis.duration must be [shortest, longest] seconds")
-            fields = {**fields, "duration": (float(pair[0]), float(pair[1]))}
+        fields = _seconds_range(fields, "duration", "nemesis", path)
         changes["nemesis"] = _dataclass(base.nemesis, fields, "nemesis", path)
     if "churn" in data:
         fields = dict(_table(data, "churn", path))
@@ -146,7 +141,8 @@ def load(path: str) -> Scenario:
         else:
             changes["churn"] = _dataclass(base.churn or ChurnConfig(), fields, "churn", path)
     if "workload" in data:
-        changes["workload"] = _dataclass(base.workload, _table(data, "workload", path), "workload", path)
+        fields = _seconds_range(_table(data, "workload", path), "es_follower_life", "workload", path)
+        changes["workload"] = _dataclass(base.workload, fields, "workload", path)
     if "link" in data:
         changes["link"] = _dataclass(base.link, _table(data, "link", path), "link", path)
     return base.with_(**changes)
@@ -168,6 +164,17 @@ def _number(value: Any, key: str, path: str) -> float:
 _KINDS = {NemesisConfig: "nemesis", ChurnConfig: "churn", WorkloadConfig: "workload", LinkModel: "link"}
 
 
+def _seconds_range(fields: dict[str, Any], key: str, table: str, path: str) -> dict[str, Any]:
+    """`fields` with its `key`, if there, checked as [shortest, longest] seconds and made a tuple."""
+    if key not in fields:
+        return fields
+    pair = fields[key]
+    if not (isinstance(pair, list) and len(pair) == 2
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in pair) and 0 <= pair[0] <= pair[1]):
+        raise ScenarioError(f"{path}: {table}.{key} must be [shortest, longest] seconds")
+    return {**fields, key: (float(pair[0]), float(pair[1]))}
+
+
 def _dataclass(current: Any, fields: dict[str, Any], table: str, path: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(current)}
     unknown = set(fields) - set(known)
@@ -180,7 +187,7 @@ def _dataclass(current: Any, fields: dict[str, Any], table: str, path: str) -> A
             if not isinstance(value, str):
                 raise ScenarioError(f"{path}: {table}.{key} must be a string")
         elif isinstance(old, tuple):
-            pass  # checked by the caller (nemesis.duration)
+            pass  # checked by the caller (_seconds_range)
         elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ScenarioError(f"{path}: {table}.{key} must be a number, at least 0")
         elif isinstance(old, int) and not isinstance(old, bool) and old is not None and not isinstance(value, int):

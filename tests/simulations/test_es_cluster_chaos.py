@@ -1,9 +1,10 @@
-"""Chaos against a cluster the user started: used as it is, left running with its data.
+"""Chaos on real node processes: a cluster the user started, and the event-store workload.
 
 A small real cluster (free ports, its own temp dir, stopped by the test whatever happens)
 with a replication the chaos runner would never pick itself: a run with `data_dir` naming
 it must not start, stop or resize it, must say it uses it, and must leave every node up
-with the data written before the run still readable.
+with the data written before the run still readable. And a short event-store run on a
+cluster the runner starts (and stops) itself, whose followers must get work done.
 """
 
 from __future__ import annotations

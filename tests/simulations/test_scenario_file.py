@@ -55,7 +55,8 @@ def test_broken_fault_lists_and_files_are_one_line_errors(tmp_path) -> None:
             continue
         raise AssertionError(f"{text!r} was accepted")
     bad = tmp_path / "bad.toml"
-    for content in ("nodes = 'many'", "[nemesis]\nintervall = 2", "faults = 3", "base = 'nowhere'", "nodes = ["):
+    for content in ("nodes = 'many'", "[nemesis]\nintervall = 2", "faults = 3", "base = 'nowhere'", "nodes = [",
+                    "[workload]\nes_follower_life = [9, 2]", "[workload]\nes_follower_life = 'long'"):
         bad.write_text(content)
         res = CliRunner().invoke(chaos, ["run", str(bad), "--seed", "1"])
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
