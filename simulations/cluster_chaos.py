@@ -496,7 +496,7 @@ async def _run_cluster(scenario: Scenario, seed: int, nodes: int | None, duratio
         # Real processes: a follower's catch-up (a category read from its checkpoint) takes
         # tens of seconds under faults, so followers killed every 3-15 s, as in the simulator,
         # never finished one and the process manager issued no command to check. (A scenario
-        # file that sets its own range keeps it.)
+        # file that sets a range other than the simulator's keeps it.)
         config = scenario.workload
         if config.es_follower_life == WorkloadConfig.es_follower_life:
             config = dataclasses.replace(config, es_follower_life=CLUSTER_FOLLOWER_LIFE)
