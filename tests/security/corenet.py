@@ -30,6 +30,7 @@ class CoreNet:
         self._injected: set[bytes] = set()
         # (sender, kind) pairs of messages held back (see `hold`), and the messages held.
         self._withheld: set[tuple[XorName, str]] = set()
+        self._withheld_to: set[tuple[XorName, str, XorName]] = set()  # (sender, kind, addressee)
         self._held: list[tuple[Any, Send]] = []
         self.logs: list[tuple[float, int, str, dict[str, Any]]] = []
         self.config = config or NodeConfig()
@@ -67,8 +68,13 @@ class CoreNet:
         sent by a Byzantine node. `release` sends them."""
         self._withheld.update((sender.name, kind) for kind in kinds)
 
+    def hold_to(self, sender: NodeCore, kind: str, *targets: NodeCore) -> None:
+        """Messages of `kind` from `sender` to these `targets` only are held back (see `hold`)."""
+        self._withheld_to.update((sender.name, kind, t.name) for t in targets)
+
     def release(self) -> None:
         self._withheld.clear()
+        self._withheld_to.clear()
         self._queue.extend(self._held)
         self._held = []
         self.deliver()
@@ -79,8 +85,9 @@ class CoreNet:
         while queue and steps < limit:
             steps += 1
             sender, send = queue.pop(0)
-            if self._withheld and isinstance(sender, NodeCore):
-                if (sender.name, send.msg.get("k")) in self._withheld:
+            if (self._withheld or self._withheld_to) and isinstance(sender, NodeCore):
+                if ((sender.name, send.msg.get("k")) in self._withheld
+                        or (sender.name, send.msg.get("k"), send.to) in self._withheld_to):
                     self._held.append((sender, send))
                     continue
                 if (sender.name, "commit") in self._withheld and "commits" in send.msg:
@@ -123,13 +130,14 @@ class CoreNet:
         target = int.from_bytes(name, "big")
         return sorted(self.cores, key=lambda c: int.from_bytes(c.name, "big") ^ target)[:count]
 
-    def client_request(self, op: Any, keys: Keypair) -> dict[str, Any]:
-        """Send a signed request from a client to the closest member; return the answer."""
+    def client_request(self, op: Any, keys: Keypair, via: NodeCore | None = None) -> dict[str, Any]:
+        """Send a signed request from a client to the closest member (or to `via`); return the
+        answer."""
         network = self.cores[0].network_id
         request = Request.signed(op, keys, network=network, expires=int(time.time()) + 600)
         client = Peer(Keypair().name, "client")
         msg = new_message("request", req=request.to_obj())
-        self.inject(self.group(op.address.name)[0], client, msg)
+        self.inject(via or self.group(op.address.name)[0], client, msg)
         for _ in range(40):
             answers = [m for m in self.inbox.get(client.name, []) if m.get("re") == msg["id"]]
             if answers:
