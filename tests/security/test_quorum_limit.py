@@ -68,11 +68,13 @@ def test_a_liar_undoes_a_write_that_only_a_bare_majority_with_it_accepted() -> N
         assert core.replicator.record(key).digest == again.digest()
     liar.replicator.records[key] = AcceptorRecord(ballot, ballot, again)
 
-    # An honest member now runs the owner's next write. Its round hears every member (the two
+    # An honest member now runs the owner's next write. Its round asks every member (the two
     # that hold the acknowledged write among them) and builds, as Paxos must, on the value of
-    # the highest ballot: a majority accepts it, and the acknowledged write is gone from what
-    # the group chose.
+    # the highest ballot it hears of: a majority accepts it, and the acknowledged write is
+    # gone from what the group chose. The two honest copies of the write refuse the new value
+    # (their grace has not run out), but a majority does not need them.
     assert net.client_request(MutateEntries(md.address, {b"after": Ins(b"y")}), owner, via=unseen[0])["k"] == "response"
     chosen = [c for c in [liar, *members] if _holds(c, key, b"after")]
     assert len(chosen) >= 3, "a majority holds the next write"
     assert not any(_holds(c, key, b"later") for c in chosen), "the acknowledged write was lost"
+    assert all(_holds(c, key, b"later") and not _holds(c, key, b"after") for c in seen)
