@@ -71,5 +71,6 @@ class NodeConfig:
     # Test-only lying modes (a Byzantine node, for proving clients trust no single node):
     # "forge" (made-up MD values), "stale" (old MD versions), "corrupt" (damaged chunks),
     # "withhold" (answers everything but never starts anti-entropy: no digests, no repairs,
-    # no moves, no chunk pushes; it still scrubs its own disk).
+    # no moves, no chunk pushes; it still scrubs its own disk), "fake_ack" (answers a client's
+    # MD write "ok" at once and never proposes it: clients must not take its word).
     lie: frozenset[str] = frozenset()

@@ -674,7 +674,7 @@ class NodeCore:
         answered = {"done": False}
         deadline = {"timer": 0}
 
-        def respond(result: Any = None, error: E.SafeError | None = None) -> None:
+        def respond(result: Any = None, error: E.SafeError | None = None, proof: Any = None) -> None:
             if answered["done"]:
                 return
             answered["done"] = True
@@ -682,21 +682,26 @@ class NodeCore:
             self.metrics.record_latency(kind, self.now - started)
             if error is not None:
                 self.reply_error(peer, msg, error)
+            elif proof is not None:
+                self.reply(peer, msg, "response", result=result, proof=proof)
             else:
                 self.reply(peer, msg, "response", result=result)
 
         if request.op.INTERNAL:
             raise E.InvalidOperation(f"{kind} is made by nodes, not clients")
+        if "fake_ack" in self.config.lie and request.op.MUTATES and not request.op.IDATA:
+            respond()  # a Byzantine member's "ok" to a write it drops (test-only lying mode)
+            return
 
         def too_late() -> None:
             deadline["timer"] = 0  # fired: nothing to cancel
             respond(error=E.RequestTimeout("the close group did not answer in time"))
 
         def proceed(on_success: Callable[[], None] | None) -> None:
-            def done(result: Any = None, error: E.SafeError | None = None) -> None:
+            def done(result: Any = None, error: E.SafeError | None = None, proof: Any = None) -> None:
                 if error is None and on_success is not None:
                     on_success()  # charge the account for a mutation that took effect
-                respond(result, error)
+                respond(result, error, proof)
 
             if request.op.IDATA:
                 self.chunks.submit(request, done)

@@ -144,21 +144,26 @@ class Register:
             object.__setattr__(self, "_parent", None)
         return self._ehash  # type: ignore[return-value]
 
+    def head(self) -> bytes:
+        """What the digest hashes: the MD without its entries (a hash of them instead), the
+        fingerprints of the requests applied lately, the groups and the count. Small, so a
+        client can be shown it to check that a value took its request (node/proofs.py)."""
+        md = self.state.md
+        return msgpack.packb(
+            [
+                None if md is None else md.shell().to_obj(),
+                list(self.state.recent),
+                [bytes(m) for m in self.members],
+                [bytes(m) for m in self.prev],
+                self.entries_hash().to_bytes(32, "big"),
+                self.seq,
+            ],
+            use_bin_type=True,
+        )
+
     def digest(self) -> bytes:
         if self._digest is None:
-            md = self.state.md
-            head = msgpack.packb(
-                [
-                    None if md is None else md.shell().to_obj(),
-                    list(self.state.recent),
-                    [bytes(m) for m in self.members],
-                    [bytes(m) for m in self.prev],
-                    self.entries_hash().to_bytes(32, "big"),
-                    self.seq,
-                ],
-                use_bin_type=True,
-            )
-            object.__setattr__(self, "_digest", sha3_256(head)[:16])
+            object.__setattr__(self, "_digest", sha3_256(self.head())[:16])
         return self._digest  # type: ignore[return-value]
 
     @classmethod

@@ -25,10 +25,11 @@ from typing import Any
 import msgpack
 
 from .keys import Keypair, PublicKey
-from .xorname import XorName
+from .xorname import XorName, sha3_256
 
 VOTE_DOMAIN = b"safe-testbed/md-vote/1"
 MAX_VOTES = 16  # a group is R (5 by default, at most a few dozen) nodes; more is hostile
+MAX_HEAD = 1 << 20  # a value's head (Register.head): the MD's shell is bounded well below this
 
 
 def vote_bytes(key: bytes, digest: bytes) -> bytes:
@@ -100,3 +101,42 @@ def certifies(key: bytes, digest: bytes, votes: Any, quorums: Sequence[Sequence[
     names, counting only signers the receiver itself finds plausible for the MD?"""
     eligible = {n for group in quorums for n in group if plausible(n)}
     return has_majorities(valid_voters(key, digest, votes, eligible), quorums)
+
+
+def fingerprint(request_id: bytes, signed: bytes) -> bytes:
+    """How a value remembers a request it applied (`MDataState.recent`): its id and a hash of
+    what was signed under it."""
+    return request_id + sha3_256(signed)[:16]
+
+
+def proves_ack(key: bytes, print_: bytes, proof: Any, plausible: Callable[[XorName], bool], need: int) -> bool:
+    """Does `proof`, the [head, votes] that came with a member's "ok" to a write, show that at
+    least `need` nodes that the asker finds `plausible` voted for a value that took the
+    request `print_`?
+
+    The head is what a value's digest hashes (`Register.head`), so votes over that digest
+    vouch for the fingerprints of the requests it lists as applied. Junk proves nothing and
+    never raises: the answer comes from a member the client does not trust."""
+    if not isinstance(proof, list) or len(proof) != 2 or not isinstance(proof[0], bytes):
+        return False
+    head, votes = proof
+    if len(head) > MAX_HEAD:
+        return False
+    n = len(head)
+    try:
+        obj = msgpack.unpackb(head, raw=False, strict_map_key=False, max_str_len=n, max_bin_len=n,
+                              max_array_len=n, max_map_len=n, max_ext_len=0)
+    except Exception:  # whatever msgpack raises on hostile bytes: it proves nothing
+        return False
+    if not isinstance(obj, list) or len(obj) != 6 or not isinstance(obj[1], list) or print_ not in obj[1]:
+        return False
+    eligible = set()
+    for vote in votes[:MAX_VOTES] if isinstance(votes, list) else ():
+        if isinstance(vote, list) and len(vote) == 2 and isinstance(vote[0], bytes):
+            try:
+                name = signer_name(vote[0])
+            except ValueError:
+                continue
+            if plausible(name):
+                eligible.add(name)
+    return len(eligible) >= need and len(valid_voters(key, sha3_256(head)[:16], votes, eligible)) >= need

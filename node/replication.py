@@ -41,7 +41,7 @@ from .paxos import AcceptorRecord, Ballot, Register, item_key
 from .proposer import Proposal, Respond
 from .requests import MDataOp, Request, read_mdata
 from .routing import Contact
-from .rules import MDataState
+from .rules import RECENT_REQUESTS, MDataState
 from .wire import new_message
 from .xorname import XorName, closest
 
@@ -316,7 +316,7 @@ class Replicator(Acceptor):
             if reply is None:
                 self._forward(request, respond, proof, tried + 1, hop, group)
             elif reply.get("k") == "response":
-                respond(result=reply.get("result"))
+                respond(result=reply.get("result"), proof=reply.get("proof"))  # the client checks it
             elif reply.get("k") == "error":
                 respond(error=error_from_wire(reply.get("err")))
             else:
@@ -343,9 +343,11 @@ class Replicator(Acceptor):
         elif op.MUTATES:
             self.core.check_fresh(request)
 
-        def respond(result: Any = None, error: E.SafeError | None = None) -> None:
+        def respond(result: Any = None, error: E.SafeError | None = None, proof: Any = None) -> None:
             if error is not None:
                 self.core.reply_error(peer, msg, error)
+            elif proof is not None:
+                self.core.reply(peer, msg, "response", result=result, proof=proof)
             else:
                 self.core.reply(peer, msg, "response", result=result)
 
@@ -379,8 +381,12 @@ class Replicator(Acceptor):
         waiting = self.queued.pop(proposal.key, None)
         if waiting:
             # Everything that queued up while the last round ran goes in one round: group
-            # commit per MD, which is what makes a hot stream fast.
-            self._enqueue(proposal.key, proposal.name, waiting, "client")
+            # commit per MD, which is what makes a hot stream fast. At most as many as a value
+            # remembers (RECENT_REQUESTS), so each request of the round is still in the new
+            # value's window: its "ok" can be proven to the client, and a retry of it is known.
+            if len(waiting) > RECENT_REQUESTS:
+                self.queued[proposal.key] = waiting[RECENT_REQUESTS:]
+            self._enqueue(proposal.key, proposal.name, waiting[:RECENT_REQUESTS], "client")
 
     # ---------------------------------------------------------------- client reads
 

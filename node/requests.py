@@ -50,7 +50,7 @@ from .ops import (  # noqa: F401  (the operations are part of this module's inte
     op_to_obj,
     register_op,
 )
-from .xorname import sha3_256
+from .proofs import fingerprint
 
 REQUEST_ID_LEN = 16
 SIGNING_DOMAIN = b"safenet-request-v1"
@@ -171,7 +171,7 @@ def apply_mutation(state: rules.MDataState, request: Request) -> rules.MDataStat
     # The window remembers each id with a digest of what was signed under it: a retry of the
     # same request succeeds unchanged, another request under a remembered id is refused
     # (acknowledging it would lose it).
-    seen = request.request_id + sha3_256(request.signing_bytes())[:16]
+    seen = fingerprint(request.request_id, request.signing_bytes())
     if seen in state.recent:
         return state
     if any(r[:REQUEST_ID_LEN] == request.request_id for r in state.recent):
