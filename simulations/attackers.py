@@ -13,8 +13,9 @@ node's, so a node core sees them as it would see a peer on TCP:
 - ``member``: a real node (the real core, joined like any other) whose key is chosen so
   that it is the closest node to one of the workload's MDs, so that MD's coordinator; it
   answers the protocol honestly but withholds all anti-entropy (no digests, repairs, moves
-  or chunk pushes: lying mode "withhold"), and sends forged messages about the items of its
-  own group.
+  or chunk pushes: lying mode "withhold"), answers every client's MD write "ok" at once and
+  drops it (lying mode "fake_ack": the client must find the "ok" unproven and ask another
+  member), and sends forged messages about the items of its own group.
 
 Each round, every attacker that is up performs one attack from the scenario's menu:
 
@@ -143,7 +144,7 @@ class Attackers:
                 keys = self._grind(lambda n: self._rank(n, names[self.member_md]) == 0)
                 attacker = Attacker(kind, label, keys)
                 slot = len(self.sim.nodes)
-                config = dataclasses.replace(self.sim.config, lie=self.sim.config.lie | {"withhold"})
+                config = dataclasses.replace(self.sim.config, lie=self.sim.config.lie | {"withhold", "fake_ack"})
                 attacker.node = SimNode(slot, keys, SimStore(), f"sim:{slot}", wrapper=self._capturing(attacker),
                                         config=config)
                 self.sim.nodes.append(attacker.node)

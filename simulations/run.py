@@ -48,11 +48,12 @@ def settle_time(nodes: int) -> float:
     """Joining takes longer when a thousand nodes join through the same three contacts."""
     return max(SETTLE, nodes / 25)
 # trust_any_peer, accept_unvalidated, unbounded_numbers, trust_idle_members,
-# trust_the_coordinator and adopt_any_certified switch off a trust defence (the attackers of the `byzantine` scenario
+# trust_the_coordinator, adopt_any_certified and trust_the_ack (clients take a member's "ok" to
+# a write on its word) switch off a trust defence (the attackers of the `byzantine` scenario
 # find them), forget_lost_members a partition defence. ES_BREAKS break the event store.
 BREAKS = ("ack_before_quorum", "skip_version_check", "no_anti_entropy",
           "trust_any_peer", "accept_unvalidated", "unbounded_numbers", "trust_idle_members",
-          "trust_the_coordinator", "adopt_any_certified", "forget_lost_members", *ES_BREAKS)
+          "trust_the_coordinator", "adopt_any_certified", "trust_the_ack", "forget_lost_members", *ES_BREAKS)
 
 
 @dataclass

@@ -51,6 +51,10 @@ EndpointWrapper = Callable[["SimNode", SimEndpoint], Any]
 # The simulated time of day: a fixed epoch plus virtual time, the same on every run, so that
 # request expiries (signed into every request) replay exactly from the seed.
 SIM_EPOCH = 1_750_000_000.0
+# Breaks that make nodes lie to their clients: an early "ok" (ack_before_quorum), a write
+# rewritten before it is applied (skip_version_check), or the client's own check switched off
+# (trust_the_ack, against the `member` attacker's dropped writes).
+CLIENTS_TRUST_ACKS = frozenset({"ack_before_quorum", "skip_version_check", "trust_the_ack"})
 
 
 def sim_wall_clock() -> float:
@@ -322,6 +326,9 @@ class Simulator:
         kwargs.setdefault("rng", random.Random(self._client_rng.getrandbits(64)))
         kwargs.setdefault("clock", sim_wall_clock)
         async with NetworkClient.open(contacts or self.contacts(), keys, endpoint=endpoint, **kwargs) as client:
+            # Breaks whose harm is a node lying to its client switch the client's check off too
+            # (it would catch the lie, and the checkers would have nothing to find).
+            client.check_acks = not (self.config.breaks & CLIENTS_TRUST_ACKS)
             yield client
 
     # ------------------------------------------------------------------ inspection

@@ -63,6 +63,8 @@ TRUST_CASES = {
     "trust_idle_members": {"under-replicated", "misplaced", "forged-members"},
     # the member, its MD's coordinator, withholds moves and repairs; nobody else acts
     "trust_the_coordinator": {"misplaced", "divergent", "under-replicated"},
+    # the member answers its MD's writes "ok" and drops them; the clients take its word
+    "trust_the_ack": {"lost-write", "nonlinearizable"},
 }
 
 
