@@ -30,7 +30,7 @@ from node import errors as E
 from node.keys import Keypair, PublicKey
 from node.paxos import item_key
 from node.peer import ClientEndpoint
-from node.proofs import fingerprint, majority, proves_ack
+from node.proofs import MAX_VOTES, fingerprint, majority, proves_ack, signer_name
 from node.requests import GetIData, MDataOp, Request
 from node.routing import Contact, Lookup
 from node.transport import Endpoint, MemoryNetwork, RpcClient, Unreachable
@@ -93,6 +93,10 @@ class NetworkClient(DataClient):
         # An "ok" to an MD write counts only with the votes that prove it (`_proven`). Off only
         # for the simulator's breaks that make nodes lie to their clients on purpose.
         self.check_acks = True
+        # Nodes that have answered us over a link that proved their key: the only voters an
+        # "ok" may count (a key someone merely generated, or a contact a node told us of, is
+        # neither).
+        self._heard: set[XorName] = set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -205,6 +209,8 @@ class NetworkClient(DataClient):
                         contact.name, contact.address, new_message("find_node", target=bytes(target)), 2.0)
                 except (*RETRYABLE, E.SafeError):
                     reply = None
+                else:
+                    self._heard.add(contact.name)
                 results.append((contact, reply))
 
             async with trio.open_nursery() as nursery:
@@ -260,7 +266,9 @@ class NetworkClient(DataClient):
                 reply = await self.rpc.request(
                     contact.name, contact.address, new_message("request", req=wire), self.try_timeout
                 )
-                if request.op.MUTATES and not request.op.IDATA and not self._proven(request, reply.get("proof")):
+                self._heard.add(contact.name)
+                if request.op.MUTATES and not request.op.IDATA and not await self._proven_after_hearing(
+                        request, reply.get("ack_proof")):
                     # An "ok" that no vote backs: the member may never have written it. Ask
                     # another; a retry of a write that did take effect is recognised (and proven).
                     self.stats["unproven"] += 1
@@ -283,23 +291,50 @@ class NetworkClient(DataClient):
             raise last
         raise E.QuorumNotReached(f"no member of the close group could serve {request.op.KIND}: {last!r}")
 
+    async def _proven_after_hearing(self, request: Request, proof: Any) -> bool:
+        """`_proven`, after asking the voters near the name that we know of but have not
+        heard from yet (a member we never needed to talk to) to answer us once. A made-up
+        key has no node behind it to answer, at the address anyone told us of or at all."""
+        if self._proven(request, proof):
+            return True
+        if not isinstance(proof, list) or len(proof) != 2 or not isinstance(proof[1], list):
+            return False
+        unheard = []
+        for vote in proof[1][:MAX_VOTES]:
+            with contextlib.suppress(ValueError, TypeError, IndexError):
+                name = signer_name(vote[0])
+                if name not in self._heard and name in self.nodes:
+                    unheard.append(Contact(name, self.nodes[name]))
+        if not unheard:
+            return False
+
+        async def hear(contact: Contact) -> None:
+            with contextlib.suppress(*RETRYABLE, E.SafeError):
+                await self.rpc.request(contact.name, contact.address,
+                                       new_message("find_node", target=bytes(request.op.name)), 2.0)
+                self._heard.add(contact.name)
+
+        async with trio.open_nursery() as nursery:
+            for contact in unheard:
+                nursery.start_soon(hear, contact)
+        return self._proven(request, proof)
+
     def _proven(self, request: Request, proof: Any) -> bool:
         """Does `proof` show that a majority of the MD's group took a value with this request
-        in it (node/proofs.py, `proves_ack`)? A voter counts if it is as near the MD's name as
-        the 4R nearest nodes we know: judged by distance, as the nodes judge members, since a
-        newcomer we never heard of may be a member, and a node's name is the hash of its key,
-        so a liar cannot simply make up voters that near. Four groups' worth, not two: the
-        nodes we know include some that have left, and an MD's members may lag the nodes
-        nearest its name for a while (event-store seed 1 had honest voters ranked 11th)."""
+        in it (node/proofs.py, `proves_ack`)? A voter counts only if it has answered us
+        itself (so it is a running node whose key its link proved, not a key made up for the
+        occasion) and is as near the MD's name as the 4R nearest such nodes: four groups'
+        worth, not two, since an MD's members lag the nodes nearest its name for a while
+        (event-store seed 1 had honest voters ranked 11th among the nodes the client knew)."""
         op = request.op
         if not self.check_acks or not isinstance(op, MDataOp):
             return True
         name = op.name
-        known = set(self.nodes) | {c.name for c in self._groups.get(bytes(name), (0, []))[1]}
-        near = closest(name, known, 4 * self.replication)
-        radius = max((distance(n, name) for n in near), default=-1)
+        heard = self._heard
+        radius = max((distance(n, name) for n in closest(name, heard, 4 * self.replication)), default=-1)
         return proves_ack(item_key(op.address), fingerprint(request.request_id, request.signing_bytes()), proof,
-                          lambda voter: distance(voter, name) <= radius, majority(self.replication))
+                          lambda voter: voter in heard and distance(voter, name) <= radius,
+                          majority(self.replication))
 
     async def _quorum_read(self, request: Request) -> Any:
         """Ask each member for its copy; accept what a majority of the named group agree on."""
@@ -374,6 +409,8 @@ class NetworkClient(DataClient):
                 )
             except (*RETRYABLE, E.SafeError):
                 reply = None
+            else:
+                self._heard.add(contact.name)
             answered["n"] += 1
             if reply is not None and reply.get("k") == "read_reply":
                 body = msgpack.packb([reply.get("result"), reply.get("err")], use_bin_type=True)

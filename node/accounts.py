@@ -274,7 +274,7 @@ class AccountGuard:
         if len(waiting) > 1:
             return  # a lookup is already running; share its answer
 
-        def answered(result: Any = None, error: E.SafeError | None = None, proof: Any = None) -> None:
+        def answered(result: Any = None, error: E.SafeError | None = None, ack_proof: Any = None) -> None:
             info: AccountInfo | None = None
             if isinstance(error, E.NoSuchData):
                 error = None

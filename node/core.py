@@ -674,7 +674,7 @@ class NodeCore:
         answered = {"done": False}
         deadline = {"timer": 0}
 
-        def respond(result: Any = None, error: E.SafeError | None = None, proof: Any = None) -> None:
+        def respond(result: Any = None, error: E.SafeError | None = None, ack_proof: Any = None) -> None:
             if answered["done"]:
                 return
             answered["done"] = True
@@ -682,8 +682,8 @@ class NodeCore:
             self.metrics.record_latency(kind, self.now - started)
             if error is not None:
                 self.reply_error(peer, msg, error)
-            elif proof is not None:
-                self.reply(peer, msg, "response", result=result, proof=proof)
+            elif ack_proof is not None:
+                self.reply(peer, msg, "response", result=result, ack_proof=ack_proof)
             else:
                 self.reply(peer, msg, "response", result=result)
 
@@ -698,10 +698,10 @@ class NodeCore:
             respond(error=E.RequestTimeout("the close group did not answer in time"))
 
         def proceed(on_success: Callable[[], None] | None) -> None:
-            def done(result: Any = None, error: E.SafeError | None = None, proof: Any = None) -> None:
+            def done(result: Any = None, error: E.SafeError | None = None, ack_proof: Any = None) -> None:
                 if error is None and on_success is not None:
                     on_success()  # charge the account for a mutation that took effect
-                respond(result, error, proof)
+                respond(result, error, ack_proof)
 
             if request.op.IDATA:
                 self.chunks.submit(request, done)

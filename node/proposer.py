@@ -98,7 +98,7 @@ class Proposal:
     token: int = 0  # bumps on every (re)start, so late replies of an old round are ignored
     # What shows a client that its write took effect: [the value's head, votes for it]
     # (node/proofs.py, `proves_ack`). Sent with every "ok" of the round.
-    proof: list[Any] | None = None
+    ack_proof: list[Any] | None = None
 
     @property
     def core(self) -> NodeServices:
@@ -337,7 +337,7 @@ class Proposal:
         start = base or Register(MDataState(), group)
         value = start
         self.results = []
-        self.proof = None
+        self.ack_proof = None
         applied: list[Request] = []
         for request, respond in self.batch:
             if "skip_version_check" in self.core.config.breaks:
@@ -377,9 +377,12 @@ class Proposal:
         # A repair exists to write the value back to members that lag, so it always writes.
         if unchanged and (base is None or (chosen and self.purpose != "repair")):
             if base is not None:
-                # Chosen, and the batch changed nothing (retries of requests it holds): the
-                # holders' votes that came with their promises vouch for it.
-                self.proof = [start.head(), self._votes_for(start.digest())]
+                # Chosen, and the batch changed nothing (retries of requests the value holds,
+                # or reads): the holders' own votes, which came with their promises, vouch for
+                # it (not the certificates they pass on unchecked, which a liar can pad).
+                digest = start.digest()
+                self.ack_proof = [start.head(), [p.vote for p in self.promises.values()
+                                             if p.digest == digest and p.vote is not None]]
             self.finish()
             return
         # A round that changes the value counts it; a retried request writes the same value
@@ -617,7 +620,7 @@ class Proposal:
             # show a member that lags behind when we next build on it.
             votes = list(self.votes.values())
             self.rep.certs[self.key] = (self.new.digest(), votes)
-            self.proof = [self.new.head(), votes]
+            self.ack_proof = [self.new.head(), votes]
             # Every member learns now that the value was chosen (the next round's accept says
             # so too). Telling only those that did not answer yet would save messages, but a
             # member must know its own copy is chosen to refuse a replayed certificate of the
@@ -636,7 +639,7 @@ class Proposal:
         self.phase = "done"
         self.token += 1
         for respond, result, error in self.results:
-            respond(result=result, error=error, proof=self.proof if error is None else None)
+            respond(result=result, error=error, ack_proof=self.ack_proof if error is None else None)
         self.results = []
         self.rep.proposal_done(self)
 

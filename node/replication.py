@@ -316,7 +316,7 @@ class Replicator(Acceptor):
             if reply is None:
                 self._forward(request, respond, proof, tried + 1, hop, group)
             elif reply.get("k") == "response":
-                respond(result=reply.get("result"), proof=reply.get("proof"))  # the client checks it
+                respond(result=reply.get("result"), ack_proof=reply.get("ack_proof"))  # the client checks it
             elif reply.get("k") == "error":
                 respond(error=error_from_wire(reply.get("err")))
             else:
@@ -343,11 +343,11 @@ class Replicator(Acceptor):
         elif op.MUTATES:
             self.core.check_fresh(request)
 
-        def respond(result: Any = None, error: E.SafeError | None = None, proof: Any = None) -> None:
+        def respond(result: Any = None, error: E.SafeError | None = None, ack_proof: Any = None) -> None:
             if error is not None:
                 self.core.reply_error(peer, msg, error)
-            elif proof is not None:
-                self.core.reply(peer, msg, "response", result=result, proof=proof)
+            elif ack_proof is not None:
+                self.core.reply(peer, msg, "response", result=result, ack_proof=ack_proof)
             else:
                 self.core.reply(peer, msg, "response", result=result)
 

@@ -3,8 +3,9 @@
 A member used to answer a client's MD write "ok" with nothing to back it, so a Byzantine one
 could say "ok" and drop the write. Now the "ok" carries the value's head and the votes of the
 members that took it (node/proofs.py, `proves_ack`), and the client checks that enough nodes
-near the MD's name voted for a value holding its request; an unproven "ok" sends it to another
-member (a retry of a write that did take effect is recognised, and proven, there).
+near the MD's name, each of which has answered it, voted for a value holding its request; an
+unproven "ok" sends it to another member (a retry of a write that did take effect is
+recognised, and proven, there).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from hypothesis import strategies as st
 from client.localnet import LocalNetwork
 from node import ANYONE, Action, Ins, MutableData, PermissionSet, XorName
 from node.keys import Keypair
-from node.paxos import Register
+from node.paxos import Register, item_key
 from node.proofs import fingerprint, make_vote, proves_ack
+from node.requests import MutateEntries
 from node.rules import MDataState
+from node.xorname import distance, sha3_256
 
 KEY = b"k" * 40
 PRINT = fingerprint(b"r" * 16, b"what was signed")
@@ -59,6 +62,34 @@ async def test_without_the_check_the_client_believes_the_lie(autojump_clock) -> 
     told, present, refused = await _writes_after_a_lying_member(check=False)
     assert refused == 0
     assert present < told, "the liar's dropped writes should be missing"
+
+
+async def test_made_up_voters_do_not_count_even_near_the_name(autojump_clock) -> None:
+    """A liar can make keys whose names fall near the MD's name (a few tries in a small
+    network) and sign a head that lists the request. They are no running nodes: the client
+    counts only voters that have answered it. Telling it of them as contacts does not help."""
+    async with LocalNetwork.start(nodes=8, seed=5) as net:
+        async with net.client() as client:
+            md = _md(client.public_key, b"forged")
+            await client.put_mdata(md)  # the client has heard from the MD's group
+            request = client._sign(MutateEntries(md.address, {b"x": Ins(b"v")}))
+            print_ = fingerprint(request.request_id, request.signing_bytes())
+            head = msgpack.packb([None, [print_], [], [], b"\0" * 32, 1], use_bin_type=True)
+            digest = sha3_256(head)[:16]
+            group = {n.core.name for n in net.nodes if n.core is not None} & set(client._heard)
+            radius = max(distance(n, md.name) for n in group)
+            made_up = []
+            while len(made_up) < 5:
+                keys = Keypair()
+                if distance(keys.name, md.name) <= radius:
+                    made_up.append(keys)
+            forged = [head, [make_vote(k, item_key(md.address), digest) for k in made_up]]
+            assert not client._proven(request, forged)
+            for keys in made_up:  # a node's find_node reply names them as contacts
+                client.nodes[keys.name] = "127.0.0.1:9"
+            assert not client._proven(request, forged)
+            client._heard.update(k.name for k in made_up)  # only if they had answered
+            assert client._proven(request, forged), "the test's forged proof would pass otherwise"
 
 
 # ---------------------------------------------------------------------------- proves_ack
