@@ -30,7 +30,7 @@ from node import errors as E
 from node.keys import Keypair, PublicKey
 from node.paxos import item_key
 from node.peer import ClientEndpoint
-from node.proofs import MAX_VOTES, fingerprint, majority, proves_ack, signer_name
+from node.proofs import fingerprint, majority, named_voters, proves_ack
 from node.requests import GetIData, MDataOp, Request
 from node.routing import Contact, Lookup
 from node.transport import Endpoint, MemoryNetwork, RpcClient, Unreachable
@@ -297,14 +297,10 @@ class NetworkClient(DataClient):
         key has no node behind it to answer, at the address anyone told us of or at all."""
         if self._proven(request, proof):
             return True
-        if not isinstance(proof, list) or len(proof) != 2 or not isinstance(proof[1], list):
+        if not isinstance(proof, list) or len(proof) != 2:
             return False
-        unheard = []
-        for vote in proof[1][:MAX_VOTES]:
-            with contextlib.suppress(ValueError, TypeError, IndexError):
-                name = signer_name(vote[0])
-                if name not in self._heard and name in self.nodes:
-                    unheard.append(Contact(name, self.nodes[name]))
+        unheard = [Contact(name, self.nodes[name]) for name in named_voters(proof[1])
+                   if name not in self._heard and name in self.nodes]
         if not unheard:
             return False
 

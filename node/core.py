@@ -34,6 +34,7 @@ from .config import NodeConfig
 from .groups import CloseGroups
 from .keys import Keypair
 from .peer import Peer
+from .proofs import ack_field
 from .routing import Contact, Lookup, RoutingTable, Standing
 from .store import Store
 from .wire import PROTOCOL_VERSION, new_message, reply_to
@@ -682,10 +683,8 @@ class NodeCore:
             self.metrics.record_latency(kind, self.now - started)
             if error is not None:
                 self.reply_error(peer, msg, error)
-            elif ack_proof is not None:
-                self.reply(peer, msg, "response", result=result, ack_proof=ack_proof)
             else:
-                self.reply(peer, msg, "response", result=result)
+                self.reply(peer, msg, "response", result=result, **ack_field(ack_proof))
 
         if request.op.INTERNAL:
             raise E.InvalidOperation(f"{kind} is made by nodes, not clients")

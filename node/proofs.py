@@ -18,6 +18,7 @@ Everything here is pure: keys, bytes and names in, verdicts out.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,6 +47,17 @@ def signer_name(pk_raw: bytes) -> XorName:
     """The name of the node whose public key is `pk_raw` (a hash: remembered, since the same
     few group members sign every certificate). ValueError if it is no public key."""
     return PublicKey(pk_raw).name
+
+
+def named_voters(votes: Any) -> list[XorName]:
+    """The signers `votes` name, unverified (at most MAX_VOTES; an entry that is no
+    [public key, signature] pair is skipped): for counting and choosing, never for trusting."""
+    names = []
+    for vote in votes[:MAX_VOTES] if isinstance(votes, list) else ():
+        if isinstance(vote, list) and len(vote) == 2 and isinstance(vote[0], bytes) and isinstance(vote[1], bytes):
+            with contextlib.suppress(ValueError):
+                names.append(signer_name(vote[0]))
+    return names
 
 
 def valid_voters(key: bytes, digest: bytes, votes: Any, eligible: set[XorName]) -> set[XorName]:
@@ -88,11 +100,7 @@ def has_majorities(nodes: set[XorName], quorums: Sequence[Sequence[XorName]]) ->
 def looks_certified(votes: Any, quorums: Sequence[Sequence[XorName]]) -> bool:
     """Do `votes` name a majority of each group? Counted, not verified (cheap): for deciding
     what is worth sending or keeping; whoever relies on a certificate calls `certifies`."""
-    voters: set[XorName] = set()
-    for vote in votes[:MAX_VOTES] if isinstance(votes, list) else ():
-        if isinstance(vote, list) and len(vote) == 2 and isinstance(vote[0], bytes) and len(vote[0]) == 32:
-            voters.add(signer_name(vote[0]))
-    return has_majorities(voters, quorums)
+    return has_majorities(set(named_voters(votes)), quorums)
 
 
 def certifies(key: bytes, digest: bytes, votes: Any, quorums: Sequence[Sequence[XorName]],
@@ -107,6 +115,11 @@ def fingerprint(request_id: bytes, signed: bytes) -> bytes:
     """How a value remembers a request it applied (`MDataState.recent`): its id and a hash of
     what was signed under it."""
     return request_id + sha3_256(signed)[:16]
+
+
+def ack_field(ack_proof: Any) -> dict[str, Any]:
+    """The field a "response" to a client's write carries its proof in (none without one)."""
+    return {} if ack_proof is None else {"ack_proof": ack_proof}
 
 
 def proves_ack(key: bytes, print_: bytes, proof: Any, plausible: Callable[[XorName], bool], need: int) -> bool:
@@ -130,13 +143,5 @@ def proves_ack(key: bytes, print_: bytes, proof: Any, plausible: Callable[[XorNa
         return False
     if not isinstance(obj, list) or len(obj) != 6 or not isinstance(obj[1], list) or print_ not in obj[1]:
         return False
-    eligible = set()
-    for vote in votes[:MAX_VOTES] if isinstance(votes, list) else ():
-        if isinstance(vote, list) and len(vote) == 2 and isinstance(vote[0], bytes):
-            try:
-                name = signer_name(vote[0])
-            except ValueError:
-                continue
-            if plausible(name):
-                eligible.add(name)
+    eligible = {name for name in named_voters(votes) if plausible(name)}
     return len(eligible) >= need and len(valid_voters(key, sha3_256(head)[:16], votes, eligible)) >= need

@@ -38,6 +38,7 @@ from .messages import (
     SyncItem,
 )
 from .paxos import AcceptorRecord, Ballot, Register, item_key
+from .proofs import ack_field
 from .proposer import Proposal, Respond
 from .requests import MDataOp, Request, read_mdata
 from .routing import Contact
@@ -346,10 +347,8 @@ class Replicator(Acceptor):
         def respond(result: Any = None, error: E.SafeError | None = None, ack_proof: Any = None) -> None:
             if error is not None:
                 self.core.reply_error(peer, msg, error)
-            elif ack_proof is not None:
-                self.core.reply(peer, msg, "response", result=result, ack_proof=ack_proof)
             else:
-                self.core.reply(peer, msg, "response", result=result)
+                self.core.reply(peer, msg, "response", result=result, **ack_field(ack_proof))
 
         if not self.core.ready:
             if self.core.name not in self.core.group(op.name):
